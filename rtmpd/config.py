@@ -1,0 +1,33 @@
+"""Server settings: one frozen value built from the command line (or by tests)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from rtmpd.core.limits import Limits
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    limits: Limits = field(default_factory=Limits)
+    #: Outgoing chunk size, announced with Set Chunk Size after connect.
+    chunk_size: int = 4096
+    #: Window Acknowledgement Size and Set Peer Bandwidth we send at connect.
+    window_ack_size: int = 5_000_000
+    #: A publisher that sends nothing for this long (seconds) is dropped.
+    publisher_timeout: float = 10.0
+    #: When true, a new publish on a live key replaces the current publisher.
+    publish_takeover: bool = False
+    #: A player whose socket makes no progress for this long (seconds) is dropped.
+    play_timeout: float = 10.0
+    #: Bytes a slow player may have queued before everything but sequence headers is dropped.
+    max_queue_bytes: int = 4 * 1024 * 1024
+    #: GOP cache for late joiners: on/off and its bounds.
+    gop_cache: bool = True
+    gop_cache_max_bytes: int = 16 * 1024 * 1024
+    gop_cache_max_duration: float = 30.0
+    #: Recording: directory (None = off), fnmatch patterns on app/name (empty = all), segmentation.
+    record_dir: str | None = None
+    record_match: tuple[str, ...] = ()
+    record_max_size: int | None = None
+    record_interval: float | None = None

@@ -1,0 +1,119 @@
+"""Typed errors of the RTMP core.
+
+Every error says who broke the protocol:
+
+- ``RemoteProtocolError``: the peer sent something illegal. The connection
+  cannot go on; the adapter logs it, answers with ``status_code`` where the
+  protocol has a way to say it, and closes.
+- ``LocalProtocolError``: we asked the core to do something illegal (a bug
+  on our side, never the peer's fault).
+
+Nothing malformed that arrives from the network raises anything other than a
+subclass of ``RemoteProtocolError``.
+"""
+
+from __future__ import annotations
+
+
+class RTMPError(Exception):
+    """Base class of every error the core raises on purpose."""
+
+    #: The ``onStatus``/``_error`` code that answers this error, if any.
+    status_code: str | None = None
+
+
+class RemoteProtocolError(RTMPError):
+    """The peer violated the protocol; the connection must be closed."""
+
+
+class LocalProtocolError(RTMPError):
+    """We tried to do something the protocol does not allow."""
+
+
+class HandshakeError(RemoteProtocolError):
+    """C0/C1/C2 were malformed or asked for an unsupported version."""
+
+
+class ChunkStreamError(RemoteProtocolError):
+    """A chunk header or the chunk sequence was illegal."""
+
+
+class InvalidChunkSize(ChunkStreamError):
+    """Set Chunk Size outside 1..2**31-1."""
+
+
+class MessageTooLarge(ChunkStreamError):
+    """A message header announced more bytes than the configured limit."""
+
+
+class TooManyChunkStreams(ChunkStreamError):
+    """The peer opened more chunk streams than the configured limit."""
+
+
+class MalformedControlMessage(RemoteProtocolError):
+    """A protocol control or user control message had the wrong shape."""
+
+
+class AMFDecodeError(RemoteProtocolError):
+    """AMF0/AMF3 bytes could not be decoded (truncated, unknown marker, bad reference, too deep)."""
+
+
+class AMFEncodeError(LocalProtocolError):
+    """A Python value has no AMF representation."""
+
+
+class MalformedCommand(RemoteProtocolError):
+    """A command message decoded as AMF but lacks a name or transaction id."""
+
+    status_code = "NetConnection.Call.BadValue"
+
+
+class MalformedTag(RTMPError):
+    """An audio/video/FLV tag is truncated or inconsistent.
+
+    Not a ``RemoteProtocolError``: media is relayed untouched, so a tag we
+    cannot parse is logged and passed on; it never ends the connection.
+    """
+
+
+class CommandBeforeConnect(RemoteProtocolError):
+    """A command other than ``connect`` arrived before ``connect`` succeeded."""
+
+    status_code = "NetConnection.Call.Failed"
+
+
+class CommandError(RTMPError):
+    """A command that cannot be carried out. It is answered with ``status_code``
+    (``_error`` for connection commands, ``onStatus`` for stream commands) and
+    the connection lives on unless ``fatal`` is set."""
+
+    status_code = "NetConnection.Call.Failed"
+    fatal = False
+
+    def __init__(self, description: str = "") -> None:
+        super().__init__(description)
+        self.description = description
+
+
+class ConnectRejected(CommandError):
+    status_code = "NetConnection.Connect.Rejected"
+    fatal = True
+
+
+class InvalidApp(CommandError):
+    status_code = "NetConnection.Connect.InvalidApp"
+    fatal = True
+
+
+class BadStreamName(CommandError):
+    """An illegal stream name, or a key that already has a live publisher."""
+
+    status_code = "NetStream.Publish.BadName"
+
+
+class BadPlayName(CommandError):
+    status_code = "NetStream.Play.StreamNotFound"
+
+
+class UnknownCommand(CommandError):
+    status_code = "NetConnection.Call.Failed"

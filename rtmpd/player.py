@@ -1,0 +1,131 @@
+"""One player of one stream: what it still wants, what it has been spared.
+
+The decision whether a relayed message goes to this player is the only
+per-player work on the hot path, so it is a handful of attribute checks.
+A player whose socket backs up is sent no video until the next keyframe
+(audio, data and sequence headers continue within the queue bound).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from twisted.logger import Logger
+
+from rtmpd.core.commands import encode_data, on_status
+from rtmpd.core.messages import Message, MessageType, UserControlEvent, user_control
+
+if TYPE_CHECKING:
+    from rtmpd.protocol import RTMPProtocol
+    from rtmpd.registry import Stream
+
+
+class Player:
+    log = Logger()
+
+    def __init__(self, conn: RTMPProtocol, stream_id: int, stream: Stream, name: str) -> None:
+        self.conn = conn
+        self.stream_id = stream_id
+        self.stream = stream
+        self.name = name
+        self.waiting_keyframe = True
+        self.receive_audio = True
+        self.receive_video = True
+        self.paused_by_client = False
+        self.dropped_frames = 0
+        self._dropping = False
+
+    def accepts(self, type_id: int, is_video: bool, is_header: bool, is_keyframe: bool, message: Message) -> bool:
+        """Whether a relayed message should be queued for this player now."""
+        if self.paused_by_client:
+            return False
+        conn = self.conn
+        if is_video:
+            if not self.receive_video:
+                return False
+            if is_header:
+                return not conn.over_queue_bound
+            if conn.write_paused:
+                self._drop()
+                return False
+            if self.waiting_keyframe:
+                if not is_keyframe:
+                    return False
+                self.waiting_keyframe = False
+                if self._dropping:
+                    self._dropping = False
+                    self.log.info("Slow subscriber caught up", stream_key=self.stream.key,
+                                  conn_id=conn.conn_id, dropped_frames=self.dropped_frames)
+            return True
+        if type_id == MessageType.AUDIO and not self.receive_audio:
+            return False
+        return not conn.over_queue_bound
+
+    def _drop(self) -> None:
+        self.dropped_frames += 1
+        self.waiting_keyframe = True
+        if not self._dropping:
+            self._dropping = True
+            self.log.warn("Slow subscriber dropping frames", stream_key=self.stream.key,
+                          conn_id=self.conn.conn_id, dropped_frames=self.dropped_frames)
+
+    # -- lifecycle ------------------------------------------------------------
+
+    def start(self, reset: bool) -> None:
+        """Answer ``play``: status messages, then the late-join burst if the stream is live."""
+        conn, sid, key = self.conn, self.stream_id, self.stream.key
+        conn.send_control(user_control(UserControlEvent.STREAM_BEGIN, sid))
+        if reset:
+            conn.send_command(on_status(sid, "status", "NetStream.Play.Reset", f"Playing and resetting {key}.",
+                                        details=self.name))
+        conn.send_command(on_status(sid, "status", "NetStream.Play.Start", f"Started playing {key}.",
+                                    details=self.name))
+        conn.send_command(encode_data("|RtmpSampleAccess", True, True, stream_id=sid))
+        self.stream.add_player(self)
+        if self.stream.live:
+            self._send_late_join()
+
+    def _send_late_join(self) -> None:
+        stream = self.stream
+        for message in stream.late_join_messages():
+            self.conn.send_media(message, self.stream_id)
+        if stream.cache.audio_headers:
+            self.log.debug("Sent cached audio sequence header to subscriber", stream_key=stream.key,
+                           conn_id=self.conn.conn_id)
+        if stream.cache.video_headers:
+            self.log.debug("Sent cached video sequence header to subscriber", stream_key=stream.key,
+                           conn_id=self.conn.conn_id)
+        # A GOP starts at a keyframe: the player can take live frames at once.
+        self.waiting_keyframe = not stream.cache.gop
+        self.conn.flush_media()
+
+    def publish_started(self) -> None:
+        """Someone (re)started publishing the stream this player waits on."""
+        self.waiting_keyframe = True
+        self.conn.send_control(user_control(UserControlEvent.STREAM_BEGIN, self.stream_id))
+        self.conn.send_command(on_status(self.stream_id, "status", "NetStream.Play.PublishNotify",
+                                         f"{self.stream.key} is now published.", details=self.name))
+
+    def publish_stopped(self) -> None:
+        """The publisher left: tell the player, which stays subscribed for a re-publish."""
+        self.waiting_keyframe = True
+        self.conn.send_command(on_status(self.stream_id, "status", "NetStream.Play.UnpublishNotify",
+                                         f"{self.stream.key} is now unpublished.", details=self.name))
+        self.conn.send_control(user_control(UserControlEvent.STREAM_EOF, self.stream_id))
+
+    def stop(self) -> None:
+        self.stream.remove_player(self)
+
+    def set_paused(self, paused: bool) -> None:
+        self.paused_by_client = paused
+        if not paused:
+            self.waiting_keyframe = True
+        code = "NetStream.Pause.Notify" if paused else "NetStream.Unpause.Notify"
+        self.conn.send_command(on_status(self.stream_id, "status", code, self.stream.key, details=self.name))
+
+    def stats(self) -> dict[str, object]:
+        return {"conn_id": self.conn.conn_id, "peer": self.conn.peer_addr, "bytes_sent": self.conn.bytes_out,
+                "dropped_frames": self.dropped_frames, "buffered_bytes": self.conn.buffered_bytes}
+
+
+

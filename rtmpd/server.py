@@ -1,0 +1,88 @@
+"""The server as a Twisted service: factory, registry, housekeeping, recorder.
+
+``RTMPService`` is the top of the service collection that ``tap.makeService``
+builds: listening services, the recorder and the manhole are its children.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+from twisted.application import service
+from twisted.internet import task
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+
+from rtmpd.config import ServerConfig
+from rtmpd.protocol import Outbox, RTMPProtocol
+from rtmpd.registry import StreamRegistry
+
+#: How often idle publishers and stalled players are looked for (seconds).
+SWEEP_INTERVAL = 1.0
+
+
+class RTMPServerFactory(Factory):
+    """Builds one ``RTMPProtocol`` per connection and holds what they share."""
+
+    log = Logger()
+
+    def __init__(self, config: ServerConfig, clock: IReactorTime | None = None) -> None:
+        if clock is None:
+            from twisted.internet import reactor as clock
+        self.config = config
+        self.clock = clock
+        self.registry = StreamRegistry(config, clock.seconds)
+        self.outbox = Outbox(clock)
+        self.connections: dict[str, RTMPProtocol] = {}
+        self._started_at = clock.seconds()
+        self._ids = itertools.count(1)
+
+    def buildProtocol(self, addr) -> RTMPProtocol:
+        return RTMPProtocol(self)
+
+    def next_conn_id(self) -> str:
+        return f"c{next(self._ids):06d}"
+
+    def uptime_ms(self) -> int:
+        return int((self.clock.seconds() - self._started_at) * 1000) & 0xFFFFFFFF
+
+    def sweep(self) -> None:
+        """Drop publishers silent past the publisher timeout and players stalled past the play timeout."""
+        now = self.clock.seconds()
+        for publication in self.registry.idle_publishers():
+            self.log.warn("Publisher timed out", conn_id=publication.conn.conn_id,
+                          idle_seconds=round(now - publication.last_activity, 3))
+            publication.conn.abort("publisher timeout")
+        limit = self.config.play_timeout
+        for conn in list(self.connections.values()):
+            if conn.write_paused and now - conn.paused_since >= limit:
+                self.log.warn("Player timed out", conn_id=conn.conn_id, stalled_seconds=round(now - conn.paused_since, 3))
+                conn.abort("play timeout")
+
+
+class RTMPService(service.MultiService):
+    """The rtmpd service collection: owns the factory and the registry; runs the sweeper."""
+
+    def __init__(self, config: ServerConfig, clock: IReactorTime | None = None) -> None:
+        super().__init__()
+        self.config = config
+        self.factory = RTMPServerFactory(config, clock)
+        self.registry = self.factory.registry
+        self.recorder = None
+        self._sweeper = task.LoopingCall(self.factory.sweep)
+        self._sweeper.clock = self.factory.clock
+        if config.record_dir is not None:
+            from rtmpd.recorder import Recorder
+
+            self.recorder = Recorder(config, self.registry, self.factory.clock)
+            self.recorder.setServiceParent(self)
+
+    def startService(self) -> None:
+        super().startService()
+        self._sweeper.start(SWEEP_INTERVAL, now=False)
+
+    def stopService(self):
+        if self._sweeper.running:
+            self._sweeper.stop()
+        return super().stopService()

@@ -1,0 +1,207 @@
+"""twistd plugin wiring: command-line options and the service collection.
+
+``twistd -n rtmpd --port 1935 --record-dir ./recordings`` builds a
+``MultiService`` holding one listening service per endpoint, the recorder
+and the manhole.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from twisted.application import service, strports
+from twisted.internet import endpoints, reactor
+from twisted.python import usage
+
+import rtmpd
+from rtmpd import logs
+from rtmpd.config import ServerConfig
+from rtmpd.core.limits import Limits
+from rtmpd.core.messages import MAX_CHUNK_SIZE
+
+
+def endpoint_description(value: str) -> str:
+    """A bare port number becomes ``tcp:PORT``; anything else must parse as a Twisted endpoint."""
+    if value.isdigit():
+        port = int(value)
+        if not 0 <= port <= 65535:
+            raise ValueError(f"port {port} outside 0..65535")
+        return f"tcp:{port}"
+    try:
+        endpoints.serverFromString(reactor, value)
+    except Exception as e:  # serverFromString raises assorted types for bad descriptions
+        raise ValueError(f"not a port number or endpoint description: {value!r} ({e})") from e
+    return value
+
+
+endpoint_description.coerceDoc = "A port number or a Twisted endpoint description (tcp:, tcp6:, ssl:, unix:)."
+
+
+def _positive(kind):
+    def coerce(value: str):
+        number = kind(value)
+        if number <= 0:
+            raise ValueError(f"must be positive, got {value}")
+        return number
+
+    coerce.coerceDoc = f"A positive {'number' if kind is float else 'integer'}."
+    return coerce
+
+
+def _chunk_size(value: str) -> int:
+    size = int(value)
+    if not 1 <= size <= MAX_CHUNK_SIZE:
+        raise ValueError(f"chunk size must be 1..{MAX_CHUNK_SIZE}")
+    return size
+
+
+def _choice(*choices: str):
+    def coerce(value: str) -> str:
+        if value not in choices:
+            raise ValueError(f"{value!r} is not one of {', '.join(choices)}")
+        return value
+
+    coerce.coerceDoc = f"One of: {', '.join(choices)}."
+    return coerce
+
+
+_defaults = ServerConfig()
+_limits = Limits()
+
+
+class Options(usage.Options):
+    synopsis = "[options]"
+    longdesc = "Live-streaming RTMP server: publish to rtmp://HOST:PORT/APP/KEY, play the same URL."
+
+    optFlags = [
+        ["no-record", None, "Do not record, even if --record-dir is given."],
+        ["publish-takeover", None, "A new publisher on a live key replaces the current one."],
+        ["no-gop-cache", None, "Do not cache the last group of pictures for late joiners."],
+        ["version", None, "Print the rtmpd version and exit."],
+    ]
+    optParameters = [
+        ["port", "p", "tcp:1935", "Port number or endpoint description to listen on.", endpoint_description],
+        ["record-dir", None, None, "Record every published stream into this directory."],
+        ["record-max-size", None, None, "Start a new recording file past this many bytes.", _positive(int)],
+        ["record-interval", None, None, "Start a new recording file every this many seconds.", _positive(float)],
+        ["publisher-timeout", None, _defaults.publisher_timeout,
+         "Drop a publisher that sends nothing for this many seconds.", _positive(float)],
+        ["play-timeout", None, _defaults.play_timeout,
+         "Drop a player whose socket makes no progress for this many seconds.", _positive(float)],
+        ["max-queue-bytes", None, _defaults.max_queue_bytes,
+         "Most bytes a slow player may have queued before frames are dropped.", _positive(int)],
+        ["gop-cache-bytes", None, _defaults.gop_cache_max_bytes, "Largest GOP cache per stream in bytes.",
+         _positive(int)],
+        ["gop-cache-duration", None, _defaults.gop_cache_max_duration,
+         "Longest GOP cache per stream in seconds.", _positive(float)],
+        ["chunk-size", None, _defaults.chunk_size, "Outgoing RTMP chunk size.", _chunk_size],
+        ["max-message-size", None, _limits.max_media_message_size,
+         "Largest audio/video/data message accepted, in bytes.", _positive(int)],
+        ["max-command-size", None, _limits.max_command_message_size,
+         "Largest command or control message accepted, in bytes.", _positive(int)],
+        ["max-chunk-streams", None, _limits.max_chunk_streams,
+         "Most chunk streams one connection may open.", _positive(int)],
+        ["handshake-timeout", None, _limits.handshake_timeout,
+         "Seconds a client has to complete the handshake.", _positive(float)],
+        ["log-level", None, "info", "Log level: debug, info, warn or error.",
+         _choice("debug", "info", "warn", "error")],
+        ["log-format", None, None, "Log format: text or json (default: text on a terminal, json otherwise).",
+         _choice("text", "json")],
+        ["manhole", None, None, "Endpoint for the SSH admin shell, e.g. tcp:2222 (off when absent).",
+         endpoint_description],
+        ["manhole-keys", None, None, "authorized_keys file of keys allowed into the manhole."],
+        ["manhole-passwd", None, None, "user:password file for the manhole (hashed passwords supported)."],
+        ["manhole-host-key", None, "rtmpd_host_key", "SSH host key file for the manhole (created if missing)."],
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["listen"] = []
+        self["record-match"] = []
+
+    def opt_listen(self, description: str) -> None:
+        """Listen on one more endpoint (repeatable), e.g. tcp6:1935:interface=\\:\\:1."""
+        try:
+            self["listen"].append(endpoint_description(description))
+        except ValueError as e:
+            raise usage.UsageError(f"--listen: {e}") from e
+
+    def opt_record_match(self, pattern: str) -> None:
+        """Record only streams whose app/name matches this fnmatch pattern (repeatable)."""
+        self["record-match"].append(pattern)
+
+    def opt_version(self) -> None:
+        print(f"rtmpd {rtmpd.__version__}")
+        sys.exit(0)
+
+    def parseOptions(self, options=None) -> None:
+        # twistd answers a UsageError by printing its whole help; an operator
+        # with a typo wants the one line that says what is wrong.
+        try:
+            super().parseOptions(options)
+        except usage.UsageError as e:
+            sys.exit(f"rtmpd: error: {e}")
+
+    def postOptions(self) -> None:
+        record_dir = None if self["no-record"] else self["record-dir"]
+        if record_dir is not None:
+            try:
+                os.makedirs(record_dir, exist_ok=True)
+            except OSError as e:
+                raise usage.UsageError(f"--record-dir {record_dir}: {e.strerror}") from e
+            if not os.access(record_dir, os.W_OK | os.X_OK):
+                raise usage.UsageError(f"--record-dir {record_dir}: not writable")
+        self["record-dir"] = record_dir
+        if self["manhole"] and not (self["manhole-keys"] or self["manhole-passwd"]):
+            raise usage.UsageError("--manhole needs --manhole-keys or --manhole-passwd (it is a Python shell)")
+        if self.parent is not None and self.parent.get("logger") is None:
+            path = self.parent.get("logfile") or (None if self.parent.get("nodaemon") else "twistd.log")
+            logs.configure(self["log-format"], self["log-level"], path)
+            self.parent["logger"] = "rtmpd.logs.observer_factory"
+
+    def config(self) -> ServerConfig:
+        """The ServerConfig these options describe."""
+        limits = Limits(
+            max_media_message_size=self["max-message-size"],
+            max_command_message_size=self["max-command-size"],
+            max_chunk_streams=self["max-chunk-streams"],
+            handshake_timeout=self["handshake-timeout"],
+        )
+        return ServerConfig(
+            limits=limits,
+            chunk_size=self["chunk-size"],
+            publisher_timeout=self["publisher-timeout"],
+            publish_takeover=self["publish-takeover"],
+            play_timeout=self["play-timeout"],
+            max_queue_bytes=self["max-queue-bytes"],
+            gop_cache=not self["no-gop-cache"],
+            gop_cache_max_bytes=self["gop-cache-bytes"],
+            gop_cache_max_duration=self["gop-cache-duration"],
+            record_dir=self["record-dir"],
+            record_match=tuple(self["record-match"]),
+            record_max_size=self["record-max-size"],
+            record_interval=self["record-interval"],
+        )
+
+
+def makeService(options: Options) -> service.MultiService:
+    """Build the rtmpd service collection from parsed options."""
+    from rtmpd.server import RTMPService
+
+    config = options.config()
+    top = RTMPService(config)
+    for description in [options["port"], *options["listen"]]:
+        listener = strports.service(description, top.factory)
+        listener.setServiceParent(top)
+    if options["manhole"]:
+        from rtmpd.manhole import manhole_service
+
+        manhole_service(
+            options["manhole"],
+            top,
+            keys_file=options["manhole-keys"],
+            passwd_file=options["manhole-passwd"],
+            host_key_file=options["manhole-host-key"],
+        ).setServiceParent(top)
+    return top
