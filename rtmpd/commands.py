@@ -123,6 +123,17 @@ class ServerCommands:
             "onFCUnpublish", 0, None, status_info("status", "NetStream.Unpublish.Success", str(name))))
         return Reply(None)
 
+    def rtmp_FCSubscribe(self, command: Command) -> None:
+        # librtmp (rtmpdump) asks for this before play; FMS answers with onFCSubscribe.
+        name = command.args[0] if command.args else ""
+        self.conn.send_command(encode_command(
+            "onFCSubscribe", 0, None, status_info("status", "NetStream.Play.Start", str(name))))
+
+    def rtmp_FCUnsubscribe(self, command: Command) -> None:
+        name = command.args[0] if command.args else ""
+        self.conn.send_command(encode_command(
+            "onFCUnsubscribe", 0, None, status_info("status", "NetStream.Play.Stop", str(name))))
+
     def rtmp_deleteStream(self, command: Command) -> None:
         stream_id = command.args[0] if command.args else None
         if isinstance(stream_id, (int, float)) and not isinstance(stream_id, bool):

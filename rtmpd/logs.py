@@ -26,9 +26,13 @@ LEVELS = {"debug": LogLevel.debug, "info": LogLevel.info, "warn": LogLevel.warn,
 FORMATS = ("text", "json")
 
 
+#: Keys twisted.python.log (legacy) events carry besides their message.
+_LEGACY_KEYS = frozenset({"format", "message", "system", "time", "isError", "why", "failure"})
+
+
 def _fields(event: dict[str, Any]) -> dict[str, Any]:
     """The event's keyword fields: everything Twisted did not add itself."""
-    return {k: v for k, v in event.items() if not k.startswith("log_") and k not in ("format", "message")}
+    return {k: v for k, v in event.items() if not k.startswith("log_") and k not in _LEGACY_KEYS}
 
 
 def _jsonable(value: Any) -> Any:

@@ -145,7 +145,8 @@ class Stream:
             self._fan_out(message, is_header, is_keyframe)
 
     def set_metadata(self, message: Message, values: dict[str, Any]) -> None:
-        """Cache ``onMetaData`` (already unwrapped from ``@setDataFrame``) and relay it."""
+        """Cache ``onMetaData`` (already unwrapped from ``@setDataFrame``) and relay it at time 0."""
+        message = Message(message.type_id, 0, message.stream_id, message.payload)
         self.cache.metadata = message
         width, height = values.get("width"), values.get("height")
         if isinstance(width, (int, float)) and isinstance(height, (int, float)):
@@ -209,7 +210,12 @@ class Stream:
         """The cached messages a player joining now receives, stamped so time never goes backwards."""
         gop = self.cache.gop
         start = gop[0].timestamp if gop else self.last_timestamp
-        headers = [Message(m.type_id, start, m.stream_id, m.payload) for m in self.cache.headers()]
+        # onMetaData goes at time 0: ffmpeg's FLV demuxer takes a script tag with a
+        # non-zero timestamp for a subtitle stream. Sequence headers go with the keyframe.
+        headers = [
+            Message(m.type_id, 0 if m.type_id == MessageType.DATA_AMF0 else start, m.stream_id, m.payload)
+            for m in self.cache.headers()
+        ]
         return headers + gop
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sys
 
-from twisted.application import service, strports
+from twisted.application import service
 from twisted.internet import endpoints, reactor
 from twisted.python import usage
 
@@ -19,6 +19,7 @@ from rtmpd import logs
 from rtmpd.config import ServerConfig
 from rtmpd.core.limits import Limits
 from rtmpd.core.messages import MAX_CHUNK_SIZE
+from rtmpd.listening import ListeningService
 
 
 def endpoint_description(value: str) -> str:
@@ -192,8 +193,7 @@ def makeService(options: Options) -> service.MultiService:
     config = options.config()
     top = RTMPService(config)
     for description in [options["port"], *options["listen"]]:
-        listener = strports.service(description, top.factory)
-        listener.setServiceParent(top)
+        ListeningService(description, top.factory).setServiceParent(top)
     if options["manhole"]:
         from rtmpd.manhole import manhole_service
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import struct
 import tracemalloc
 import warnings
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -20,7 +20,6 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
     import pyamf
 
-UTC = timezone.utc
 FUZZ = settings(max_examples=300, deadline=timedelta(seconds=1), suppress_health_check=[HealthCheck.too_slow])
 
 
@@ -233,7 +232,13 @@ class DecodeErrorTests(SynchronousTestCase):
         self.assertTrue(issubclass(AMFDecodeError, RemoteProtocolError))
 
     def test_invalid_utf8(self) -> None:
-        for data in ("02 0001 ff", "02 0002 c3 28", "0c 00000001 80", "03 0001 ff 05 000009", "02 0003 eda080"):
+        for data in (
+            "02 0001 ff",
+            "02 0002 c3 28",
+            "0c 00000001 80",
+            "03 0001 ff 05 000009",
+            "02 0003 eda080",
+        ):
             self.assertRaises(AMFDecodeError, amf0.decode, h(data))
 
     def test_every_truncation_fails(self) -> None:
@@ -339,7 +344,9 @@ class EncodeErrorTests(SynchronousTestCase):
 
 def _long_strings() -> st.SearchStrategy[str]:
     # Past 65535 UTF-8 bytes, mixing 1- and 3-byte characters around the limit.
-    return st.builds(lambda ch, n: ch * n, st.sampled_from(["a", "é", "€", "😀"]), st.integers(16_384, 70_000))
+    return st.builds(
+        lambda ch, n: ch * n, st.sampled_from(["a", "é", "€", "😀"]), st.integers(16_384, 70_000)
+    )
 
 
 scalars = st.one_of(
@@ -349,7 +356,9 @@ scalars = st.one_of(
     st.floats(allow_nan=False, allow_infinity=False),
     st.integers(-(2**53), 2**53),
     st.text(),
-    st.datetimes(timezones=st.just(UTC)).map(lambda t: t.replace(microsecond=t.microsecond // 1000 * 1000, fold=0)),
+    st.datetimes(timezones=st.just(UTC)).map(
+        lambda t: t.replace(microsecond=t.microsecond // 1000 * 1000, fold=0)
+    ),
     st.text().map(XMLDocument),
 )
 keys = st.text(min_size=1, max_size=20)
@@ -424,7 +433,8 @@ oracle_scalars = st.one_of(
 oracle_values = st.recursive(
     oracle_scalars,
     lambda children: st.one_of(
-        st.lists(children, max_size=5), st.dictionaries(st.text(min_size=1, max_size=20), children, max_size=5)
+        st.lists(children, max_size=5),
+        st.dictionaries(st.text(min_size=1, max_size=20), children, max_size=5),
     ),
     max_leaves=20,
 )

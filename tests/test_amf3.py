@@ -5,7 +5,7 @@ from __future__ import annotations
 import struct
 import tracemalloc
 import warnings
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -20,7 +20,6 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
     import pyamf
 
-UTC = timezone.utc
 FUZZ = settings(max_examples=300, deadline=timedelta(seconds=1), suppress_health_check=[HealthCheck.too_slow])
 
 
@@ -267,7 +266,11 @@ class ErrorTests(SynchronousTestCase):
 
     def test_every_truncation_fails(self) -> None:
         data = amf3.encode(
-            [TypedObject("C", {"s": "é", "n": -5}), {"d": [1.5, b"xy", datetime(2020, 1, 1)]}, ECMAArray({"k": 1})]
+            [
+                TypedObject("C", {"s": "é", "n": -5}),
+                {"d": [1.5, b"xy", datetime(2020, 1, 1)]},
+                ECMAArray({"k": 1}),
+            ]
         )
         for end in range(len(data)):
             self.assertRaises(AMFDecodeError, amf3.decode, data[:end])
@@ -305,7 +308,9 @@ class ErrorTests(SynchronousTestCase):
 
 class AvmplusSwitchTests(SynchronousTestCase):
     def test_amf0_command_with_amf3_argument(self) -> None:
-        data = amf0.encode_many("onStatus", 0.0, None) + b"\x11" + amf3.encode({"code": "ok", "list": [1, "ok"]})
+        data = (
+            amf0.encode_many("onStatus", 0.0, None) + b"\x11" + amf3.encode({"code": "ok", "list": [1, "ok"]})
+        )
         self.assertEqual(amf0.decode_all(data), ["onStatus", 0.0, None, {"code": "ok", "list": [1, "ok"]}])
 
     def test_each_switch_has_a_fresh_context(self) -> None:
@@ -329,7 +334,9 @@ scalars = st.one_of(
     st.sampled_from(["", "shared", "é€😀"]),  # repeats exercise string references
     st.binary(max_size=20),
     st.text(max_size=20).map(XMLDocument),
-    st.datetimes(timezones=st.just(UTC)).map(lambda t: t.replace(microsecond=t.microsecond // 1000 * 1000, fold=0)),
+    st.datetimes(timezones=st.just(UTC)).map(
+        lambda t: t.replace(microsecond=t.microsecond // 1000 * 1000, fold=0)
+    ),
 )
 keys = st.one_of(st.text(min_size=1, max_size=10), st.sampled_from(["shared", "k"]))
 
@@ -339,7 +346,11 @@ def _containers(children: st.SearchStrategy) -> st.SearchStrategy:
         st.lists(children, max_size=5),
         st.dictionaries(keys, children, max_size=5),
         st.dictionaries(keys, children, min_size=1, max_size=5).map(ECMAArray),
-        st.builds(TypedObject, st.text(min_size=1, max_size=8), st.dictionaries(st.text(max_size=8), children, max_size=4)),
+        st.builds(
+            TypedObject,
+            st.text(min_size=1, max_size=8),
+            st.dictionaries(st.text(max_size=8), children, max_size=4),
+        ),
     )
 
 
@@ -381,7 +392,8 @@ class RoundTripTests(SynchronousTestCase):
 oracle_values = st.recursive(
     st.one_of(st.none(), st.booleans(), st.integers(-(2**40), 2**40), st.floats(allow_nan=False), st.text()),
     lambda children: st.one_of(
-        st.lists(children, max_size=5), st.dictionaries(st.text(min_size=1, max_size=10), children, max_size=5)
+        st.lists(children, max_size=5),
+        st.dictionaries(st.text(min_size=1, max_size=10), children, max_size=5),
     ),
     max_leaves=20,
 )
@@ -409,7 +421,9 @@ class Py3AMFDifferentialTests(SynchronousTestCase):
     @settings(max_examples=100, deadline=None)
     @given(oracle_values)
     def test_we_decode_py3amf(self, value: object) -> None:
-        self.assertEqual(repr(plain(decoded(pyamf.encode(value, encoding=pyamf.AMF3).getvalue()))), repr(plain(value)))
+        self.assertEqual(
+            repr(plain(decoded(pyamf.encode(value, encoding=pyamf.AMF3).getvalue()))), repr(plain(value))
+        )
 
 
 # ----------------------------------------------------------------- fuzzing

@@ -8,6 +8,7 @@ not share the module's constants.
 from __future__ import annotations
 
 import struct
+import subprocess
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -15,6 +16,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from rtmpd.core import media
 from rtmpd.core.errors import MalformedTag
+from rtmpd.core.flv import TAG_AUDIO, TAG_VIDEO, parse_flv
 from rtmpd.core.media import (
     AudioInfo,
     VideoInfo,
@@ -284,7 +286,7 @@ class EnhancedVideoTests(SynchronousTestCase):
     def test_chained_and_16_bit_modex(self) -> None:
         # First ModEx with UI8 255 -> a UI16 size follows (here 299 + 1 bytes).
         long_data = b"\xff" + struct.pack(">H", 299) + bytes(300)
-        payload = ex_video(1, 7, long_data + b"\x07" + b"\x00\x01\x02" + b"\x00" + b"av01")
+        payload = ex_video(1, 7, long_data + b"\x07" + b"\x02\x00\x01\x02" + b"\x00" + b"av01")
         info = parse_video(payload)
         self.assertEqual((info.codec, info.packet_type), ("AV1", 0))
         self.assertTrue(info.is_sequence_header)
@@ -331,7 +333,9 @@ class EnhancedVideoTests(SynchronousTestCase):
 
     def test_reserved_multitrack_type(self) -> None:
         info = parse_video(ex_video(1, 6, b"\x51\x00\x00"))
-        self.assertEqual((info.codec, info.multitrack, info.fourcc), ("unknown(multitrack type 5)", True, None))
+        self.assertEqual(
+            (info.codec, info.multitrack, info.fourcc), ("unknown(multitrack type 5)", True, None)
+        )
 
     def test_truncated(self) -> None:
         for payload in (
@@ -351,7 +355,14 @@ class EnhancedVideoTests(SynchronousTestCase):
 
 
 class EnhancedAudioTests(SynchronousTestCase):
-    FOURCCS = {b"Opus": "Opus", b"fLaC": "FLAC", b"ac-3": "AC3", b"ec-3": "EAC3", b"mp4a": "AAC", b".mp3": "MP3"}
+    FOURCCS = {
+        b"Opus": "Opus",
+        b"fLaC": "FLAC",
+        b"ac-3": "AC3",
+        b"ec-3": "EAC3",
+        b"mp4a": "AAC",
+        b".mp3": "MP3",
+    }
 
     def test_fourccs(self) -> None:
         for fourcc, codec in self.FOURCCS.items():
@@ -389,7 +400,9 @@ class EnhancedAudioTests(SynchronousTestCase):
     def test_multitrack(self) -> None:
         payload = ex_audio(5, b"\x11Opus" + b"\x00" + u24(2) + b"\xfc\xff" + b"\x01" + u24(1) + b"\xfc")
         first = parse_audio(payload)
-        self.assertEqual((first.codec, first.multitrack, first.track_id, first.packet_type), ("Opus", True, 0, 1))
+        self.assertEqual(
+            (first.codec, first.multitrack, first.track_id, first.packet_type), ("Opus", True, 0, 1)
+        )
         self.assertEqual([t.track_id for t in audio_tracks(payload)], [0, 1])
 
     def test_multitrack_one_track_and_many_codecs(self) -> None:
@@ -407,7 +420,13 @@ class EnhancedAudioTests(SynchronousTestCase):
         self.assertEqual((info.codec, info.fourcc), ("unknown(vorb)", "vorb"))
 
     def test_truncated(self) -> None:
-        for payload in (b"\x90", b"\x91Op", ex_audio(5), ex_audio(5, b"\x11Opus\x00\x00"), ex_audio(7, b"\x05")):
+        for payload in (
+            b"\x90",
+            b"\x91Op",
+            ex_audio(5),
+            ex_audio(5, b"\x11Opus\x00\x00"),
+            ex_audio(7, b"\x05"),
+        ):
             with self.assertRaises(MalformedTag, msg=payload.hex()):
                 parse_audio(payload)
 
@@ -420,7 +439,14 @@ class ConfigRecordTests(SynchronousTestCase):
     def test_avc_legacy(self) -> None:
         self.assertEqual(
             parse_avc_sequence_header(b"\x17\x00\x00\x00\x00" + AVC_RECORD),
-            {"version": 1, "profile": 100, "compatibility": 0, "level": 31, "nalu_length_size": 4, "sps_count": 1},
+            {
+                "version": 1,
+                "profile": 100,
+                "compatibility": 0,
+                "level": 31,
+                "nalu_length_size": 4,
+                "sps_count": 1,
+            },
         )
 
     def test_avc_enhanced_and_multitrack(self) -> None:
@@ -463,14 +489,22 @@ class ConfigRecordTests(SynchronousTestCase):
         )
 
     def test_aac_rejects_other_tags(self) -> None:
-        for payload in (b"\xaf\x01\x12\x10", b"\x2f\x00\x12\x10", b"\xaf\x00\x12", b"\xaf\x00\xf8\x00\x00"):
+        for payload in (
+            b"\xaf\x01\x12\x10",
+            b"\x2f\x00\x12\x10",
+            b"\xaf\x00\x12",
+            b"\xaf\x00\xf8\x00",
+            b"\xaf\x00",
+        ):
             with self.assertRaises(MalformedTag, msg=payload.hex()):
                 parse_aac_config(payload)
 
 
 # Payloads biased towards the interesting first bytes (E-RTMP headers,
 # ModEx, multitrack) so that random bytes reach the deep paths.
-interesting_first_byte = st.sampled_from([0x17, 0x27, 0x57, 0x1C, 0xAF, 0x90, 0x91, 0x95, 0x96, 0x97, 0xD6, 0xD1])
+interesting_first_byte = st.sampled_from(
+    [0x17, 0x27, 0x57, 0x1C, 0xAF, 0x90, 0x91, 0x95, 0x96, 0x97, 0xD6, 0xD1]
+)
 payloads = st.one_of(
     st.binary(max_size=64),
     st.builds(lambda b, rest: bytes([b]) + rest, interesting_first_byte, st.binary(max_size=64)),
@@ -527,3 +561,60 @@ class FuzzTests(SynchronousTestCase):
             except MalformedTag:
                 continue
             self.assertEqual(tracks[0], first(payload))
+
+
+try:
+    import imageio_ffmpeg
+
+    FFMPEG: str | None = imageio_ffmpeg.get_ffmpeg_exe()
+except Exception:  # not installed, or no binary for this platform
+    FFMPEG = None
+
+
+class FFmpegInteropTests(SynchronousTestCase):
+    """Tags written by a real Enhanced RTMP muxer (FFmpeg 9's FLV muxer, from imageio-ffmpeg)."""
+
+    if FFMPEG is None:
+        skip = "imageio-ffmpeg is not installed"
+
+    def mux(self, video: list[str], audio: list[str]) -> list:
+        command = [FFMPEG, "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i"]
+        command += ["testsrc=size=64x64:rate=10", "-f", "lavfi", "-i", "sine=sample_rate=48000", "-t", "1"]
+        command += ["-g", "5", *video, *audio, "-f", "flv", "pipe:1"]
+        result = subprocess.run(command, capture_output=True, check=True, timeout=60)
+        flags, tags, trailing = parse_flv(result.stdout)
+        self.assertEqual((flags, trailing), (0x05, 0))
+        return tags
+
+    def check(self, tags: list, video_codec: str, audio_codec: str, enhanced: bool) -> None:
+        videos = [media.parse_video(t.payload) for t in tags if t.tag_type == TAG_VIDEO]
+        audios = [media.parse_audio(t.payload) for t in tags if t.tag_type == TAG_AUDIO]
+        self.assertTrue(videos[0].is_sequence_header)
+        self.assertTrue(audios[0].is_sequence_header)
+        # 10 frames with a keyframe every 5.
+        self.assertEqual(sum(v.is_keyframe for v in videos), 2)
+        self.assertEqual({v.codec for v in videos}, {video_codec})
+        self.assertEqual({a.codec for a in audios}, {audio_codec})
+        self.assertTrue(
+            all(v.enhanced == enhanced and a.enhanced == enhanced for v in videos for a in audios)
+        )
+
+    def test_h264_aac(self) -> None:
+        tags = self.mux(["-c:v", "libx264"], ["-c:a", "aac"])
+        self.check(tags, "H264", "AAC", False)
+        header = next(t.payload for t in tags if t.tag_type == TAG_VIDEO)
+        self.assertEqual(parse_avc_sequence_header(header)["version"], 1)
+        config = next(t.payload for t in tags if t.tag_type == TAG_AUDIO)
+        self.assertEqual(parse_aac_config(config), {"object_type": 2, "sample_rate": 48000, "channels": 1})
+
+    def test_hevc_opus(self) -> None:
+        tags = self.mux(["-c:v", "libx265", "-x265-params", "log-level=none"], ["-c:a", "libopus"])
+        self.check(tags, "H265", "Opus", True)
+
+    def test_av1_flac(self) -> None:
+        tags = self.mux(["-c:v", "libaom-av1", "-cpu-used", "8"], ["-c:a", "flac"])
+        self.check(tags, "AV1", "FLAC", True)
+
+    def test_vp9_ac3(self) -> None:
+        tags = self.mux(["-c:v", "libvpx-vp9", "-deadline", "realtime"], ["-c:a", "ac3"])
+        self.check(tags, "VP9", "AC3", True)

@@ -30,7 +30,7 @@ from __future__ import annotations
 import math
 import struct
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from rtmpd.core.errors import AMFDecodeError, AMFEncodeError
@@ -75,7 +75,7 @@ MAX_DEPTH_CEILING = 200
 #: in a RecursionError.
 _MAX_ENCODE_DEPTH = MAX_DEPTH_CEILING
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _DOUBLE = struct.Struct(">d")
 _U16 = struct.Struct(">H")
 _U32 = struct.Struct(">I")
@@ -263,7 +263,7 @@ def datetime_to_ms(value: datetime) -> float:
     Shared with the AMF3 encoder.
     """
     if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
+        value = value.replace(tzinfo=UTC)
     delta = value - _EPOCH
     # Integer arithmetic first, so that millisecond dates are exact.
     return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds / 1000

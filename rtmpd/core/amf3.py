@@ -255,7 +255,9 @@ class Decoder:
             try:
                 value[key] = self._value(depth)
             except TypeError:
-                raise AMFDecodeError(f"AMF3 dictionary key of type {type(key).__name__} is unhashable") from None
+                raise AMFDecodeError(
+                    f"AMF3 dictionary key of type {type(key).__name__} is unhashable"
+                ) from None
         return value
 
     def _array(self, marker: int, header: int, depth: int) -> list | ECMAArray:

@@ -138,7 +138,8 @@ class ChunkReader:
         same call are not returned: the connection has to be closed anyway.
         """
         if type(data) is not bytes:
-            # Payload pieces are views of ``data``; it must not change under them.
+            # The parsing below slices and compares ``bytes``; Twisted always
+            # hands us bytes, so this copy only happens for other callers.
             data = bytes(data)
         self.bytes_received += len(data)
         if self._pending:

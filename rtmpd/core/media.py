@@ -381,7 +381,8 @@ def _legacy_video_body(b0: int) -> int:
 def parse_video(payload: bytes) -> VideoInfo:
     """Classify one video tag body (an RTMP video message payload).
 
-    Reads only the header bytes; the codec data is not validated. For a
+    ``payload`` must be ``bytes`` (results are memoised by a short prefix
+    of it). Reads only the header bytes; the codec data is not validated. For a
     multitrack tag this describes the FIRST track (``multitrack`` is True,
     ``track_id`` is that track's id); ``video_tracks`` lists them all. An
     unknown codec id, FourCC or packet type is not an error: ``codec`` is
@@ -491,7 +492,8 @@ def _parse_audio(payload: bytes, first_only: bool) -> tuple[list[AudioInfo], lis
 def parse_audio(payload: bytes) -> AudioInfo:
     """Classify one audio tag body (an RTMP audio message payload).
 
-    Reads only the header bytes. For a multitrack tag this describes the
+    ``payload`` must be ``bytes`` (results are memoised by a short prefix
+    of it). Reads only the header bytes. For a multitrack tag this describes the
     FIRST track (``multitrack`` is True); ``audio_tracks`` lists them all.
     Unknown sound formats, FourCCs and packet types give codec
     "unknown(...)", not an error.
