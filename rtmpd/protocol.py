@@ -38,6 +38,7 @@ from rtmpd.core.messages import (
     user_control,
 )
 from rtmpd.dispatch import Dispatcher
+from rtmpd.fastwrite import write_chunks
 from rtmpd.registry import AUDIO_CSID, DATA_CSID, VIDEO_CSID
 
 if TYPE_CHECKING:
@@ -304,7 +305,7 @@ class RTMPProtocol(Protocol):
             self.bytes_out += size
             if self.write_paused:
                 self.bytes_since_pause += size
-            self.transport.writeSequence(pending)
+            write_chunks(self.transport, pending)
 
     @property
     def over_queue_bound(self) -> bool:
