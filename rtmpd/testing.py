@@ -33,7 +33,6 @@ from rtmpd.core.messages import (
 )
 from rtmpd.server import RTMPService
 
-
 _SAMPLE_ACCESS = b"\x02\x00\x11|RtmpSampleAccess"
 
 
