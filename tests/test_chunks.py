@@ -378,8 +378,8 @@ class ReaderErrorTests(SynchronousTestCase):
         self.assertEqual(reader.feed(header[:11]), [])
         self.assertRaises(MessageTooLarge, reader.feed, header[11:])
 
-    def test_default_limit_takes_a_16mib_message(self) -> None:
-        reader = ChunkReader()
+    def test_raised_limit_takes_the_largest_wire_message(self) -> None:
+        reader = ChunkReader(Limits(max_media_message_size=0xFFFFFF))
         self.assertEqual(
             reader.feed(h("02 000000 000004 01 00000000 7fffffff")), [messages.set_chunk_size(2**31 - 1)]
         )
@@ -389,6 +389,9 @@ class ReaderErrorTests(SynchronousTestCase):
         for off in range(0, 0xFFFFFF, 1 << 20):
             out += reader.feed(payload[off : min(off + (1 << 20), 0xFFFFFF)])
         self.assertEqual(out, [Message(8, 0, 1, payload[:0xFFFFFF])])
+
+    def test_default_limit_refuses_the_largest_wire_message_at_its_header(self) -> None:
+        self.assertRaises(MessageTooLarge, ChunkReader().feed, h("04 000000 ffffff 08 01000000"))
 
     def test_command_limit(self) -> None:
         limit = Limits().max_command_message_size
