@@ -71,7 +71,11 @@ class ServerProcess:
         self.process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=self.cwd,
                                         text=True, bufsize=1)
         threading.Thread(target=self._read, daemon=True).start()
-        listening = self.wait_for(lambda e: e.get("msg") == "RTMP server listening", timeout)
+        try:
+            listening = self.wait_for(lambda e: e.get("msg") == "RTMP server listening", timeout)
+        except BaseException:
+            self.kill()
+            raise
         self.port = int(listening["addr"].rsplit(":", 1)[1])
         return self
 
