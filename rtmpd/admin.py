@@ -13,7 +13,8 @@ Views return a ``Table``: a list of row dicts (raw values, for code) whose
 Bit rates come from ``RateSampler``: every connection's byte counters are
 sampled every ``SAMPLE_INTERVAL`` seconds and a rate is the difference over
 the last interval, in bits per second on the wire (RTMP framing included).
-Until a connection has been sampled twice its rate is unknown (shown ``-``).
+Until a connection has been sampled twice (2 to 4 seconds after it connects)
+its rate is unknown (shown ``-``).
 """
 
 from __future__ import annotations
@@ -59,12 +60,14 @@ def _text(value: Any) -> str:
 def _bytes(value: int | None) -> str:
     if value is None:
         return "-"
-    size = float(value)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{int(size)} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+    if value < 1024:
+        return f"{value} B"
+    size = value / 1024
+    for unit in ("KiB", "MiB"):
+        if size < 1024:
+            return f"{size:.1f} {unit}"
         size /= 1024
-    raise AssertionError("unreachable")
+    return f"{size:.1f} GiB"
 
 
 def _kbps(bits_per_second: float | None) -> str:
@@ -203,8 +206,8 @@ class Admin:
 
     def helpers(self) -> dict[str, Callable[..., Any]]:
         """The helpers by the names the manhole's namespace gives them."""
-        return {"streams": self.streams, "subscribers": self.subscribers, "conns": self.conns,
-                "kick": self.kick, "drop": self.drop, "stop_recording": self.stop_recording, "help": self.help}
+        names = ("streams", "subscribers", "conns", "kick", "drop", "stop_recording", "help")
+        return {name: getattr(self, name) for name in names}
 
     def _now(self) -> float:
         return self.service.factory.clock.seconds()
@@ -223,15 +226,16 @@ class Admin:
     # -- views ----------------------------------------------------------------
 
     def streams(self) -> Table:
-        """Every stream: publisher, codecs, resolution, bit rates, uptime, subscribers, GOP cache, recording."""
+        """Every stream: publisher, codecs, size, bit rates, uptime, subscribers, GOP cache, recording."""
         now = self._now()
         rows = []
         for stream in sorted(self.registry, key=lambda s: s.key):
             publication, stats = stream.publisher, stream.stats
             conn = publication.conn if publication is not None else None
             rate_in = self._rates(conn)[0]
-            outs = [self._rates(player.conn)[1] for player in stream.players]
-            rate_out = sum(outs) if outs and None not in outs else (0.0 if not outs else None)
+            # Players that joined within the last interval have no rate yet: count those that do.
+            outs = [r for r in (self._rates(player.conn)[1] for player in stream.players) if r is not None]
+            rate_out = sum(outs) if outs or not stream.players else None
             codecs = "/".join(c for c in (stats.video_codec, stats.audio_codec) if c)
             size = f"{stats.width}x{stats.height}" if stats.width and stats.height else None
             rows.append({
@@ -261,15 +265,23 @@ class Admin:
         return Table(columns, rows, "(no streams)")
 
     def _recording_file(self, stream: Stream) -> str | None:
+        """The file a stream is recorded into (relative to the record dir), with the recording's state
+        when it is not plain "recording"; None when the recorder keeps nothing for the stream."""
         recording = stream.recording
         if recording is None:
             return None
-        path = getattr(recording, "path", None) or getattr(recording, "filename", None)
+        paths = (getattr(recording, name, None) for name in ("file", "path", "filename"))
+        path = next((p for p in paths if p), None)
         if path is None:
             return str(recording)
-        record_dir = self.service.config.record_dir
         path = os.fspath(path)
-        return os.path.relpath(path, record_dir) if record_dir and os.path.isabs(path) else path
+        record_dir = self.service.config.record_dir
+        if record_dir:
+            inside = os.path.relpath(os.path.abspath(path), os.path.abspath(record_dir))
+            if not inside.startswith(os.pardir):
+                path = inside
+        state = getattr(recording, "state", None)
+        return f"{path} ({state})" if isinstance(state, str) and state != "recording" else path
 
     def subscribers(self, key: str) -> Table:
         """The players of one stream: peer, conn_id, bytes sent, bit rate out, dropped frames, buffered bytes.
@@ -282,24 +294,27 @@ class Admin:
             row["bitrate_out"] = self._rates(player.conn)[1]
             rows.append(row)
         columns = [
-            Column("peer", "peer"), Column("conn_id", "conn_id"), Column("bytes sent", "bytes_sent", _bytes, True),
+            Column("peer", "peer"), Column("conn_id", "conn_id"),
+            Column("bytes sent", "bytes_sent", _bytes, True),
             Column("out kb/s", "bitrate_out", _kbps, True), Column("dropped", "dropped_frames", _text, True),
             Column("buffered", "buffered_bytes", _bytes, True),
         ]
         return Table(columns, rows, f"(no subscribers on {key})")
 
     def conns(self) -> Table:
-        """Every connection: app, what it publishes or plays, bytes and bit rates in and out, buffered bytes."""
+        """Every connection: app, what it publishes or plays, bytes and bit rates in and out, buffered."""
         rows = []
         for conn_id, conn in sorted(self.service.factory.connections.items()):
             rate_in, rate_out = self._rates(conn)
             rows.append({
-                "conn_id": conn_id, "peer": conn.peer_addr, "app": conn.app or None, "role": _role(conn) or None,
+                "conn_id": conn_id, "peer": conn.peer_addr, "app": conn.app or None,
+                "role": _role(conn) or None,
                 "bytes_in": conn.bytes_in, "bytes_out": conn.bytes_out, "bitrate_in": rate_in,
                 "bitrate_out": rate_out, "buffered_bytes": conn.buffered_bytes,
             })
         columns = [
-            Column("conn_id", "conn_id"), Column("peer", "peer"), Column("app", "app"), Column("role", "role"),
+            Column("conn_id", "conn_id"), Column("peer", "peer"), Column("app", "app"),
+            Column("role", "role"),
             Column("bytes in", "bytes_in", _bytes, True), Column("bytes out", "bytes_out", _bytes, True),
             Column("in kb/s", "bitrate_in", _kbps, True), Column("out kb/s", "bitrate_out", _kbps, True),
             Column("buffered", "buffered_bytes", _bytes, True),
@@ -324,7 +339,7 @@ class Admin:
         return Report(f"kicked {conn.conn_id} ({conn.peer_addr}), the publisher of {key}")
 
     def drop(self, conn_id: str | int) -> Report:
-        """Disconnect one connection (``'c000042'`` or ``42``). Raises AdminError if there is no such connection."""
+        """Disconnect one connection (``'c000042'`` or ``42``). Raises AdminError if there is none such."""
         if isinstance(conn_id, int):
             conn_id = f"c{conn_id:06d}"
         conn = self.service.factory.connections.get(conn_id)

@@ -195,13 +195,17 @@ def makeService(options: Options) -> service.MultiService:
     for description in [options["port"], *options["listen"]]:
         ListeningService(description, top.factory).setServiceParent(top)
     if options["manhole"]:
-        from rtmpd.manhole import manhole_service
+        from rtmpd.manhole import ManholeError, manhole_service
 
-        manhole_service(
-            options["manhole"],
-            top,
-            keys_file=options["manhole-keys"],
-            passwd_file=options["manhole-passwd"],
-            host_key_file=options["manhole-host-key"],
-        ).setServiceParent(top)
+        try:
+            manhole = manhole_service(
+                options["manhole"],
+                top,
+                keys_file=options["manhole-keys"],
+                passwd_file=options["manhole-passwd"],
+                host_key_file=options["manhole-host-key"],
+            )
+        except ManholeError as e:
+            sys.exit(f"rtmpd: error: {e}")
+        manhole.setServiceParent(top)
     return top
