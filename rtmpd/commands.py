@@ -17,6 +17,7 @@ from twisted.logger import Logger
 from rtmpd.core.amf0 import ECMAArray
 from rtmpd.core.commands import Command, encode_command, on_status, status_info
 from rtmpd.core.errors import BadStreamName, CommandError, ConnectRejected, InvalidApp, UnknownCommand
+from rtmpd.core.ertmp import client_capabilities, connect_result_properties
 from rtmpd.core.messages import (
     PeerBandwidthLimit,
     UserControlEvent,
@@ -42,6 +43,12 @@ class IllegalStreamName(CommandError):
 
     status_code = "NetStream.Publish.BadName"
     fatal = True
+
+
+class IllegalPlayName(IllegalStreamName):
+    """The same refusal for ``play``: players expect a ``NetStream.Play.*`` code."""
+
+    status_code = "NetStream.Play.StreamNotFound"
 
 
 @dataclass
@@ -82,17 +89,16 @@ class ServerCommands:
         object_encoding = params.get("objectEncoding", 0.0)
         if object_encoding not in (0, 3):
             object_encoding = 0.0
+        enhanced = client_capabilities(params)
         self.log.info("connect command", conn_id=conn.conn_id, app=app, tcUrl=str(params.get("tcUrl", "")),
-                      flashVer=str(params.get("flashVer", "")))
+                      flashVer=str(params.get("flashVer", "")), enhanced=enhanced.summary())
         config = conn.config
         conn.send_control(window_ack_size(config.window_ack_size))
         conn.send_control(set_peer_bandwidth(config.window_ack_size, PeerBandwidthLimit.DYNAMIC))
         conn.set_chunk_size(config.chunk_size)
         properties: dict[str, Any] = {"fmsVer": FMS_VERSION, "capabilities": 31.0, "mode": 1.0}
-        # Enhanced RTMP: as a relay we forward every codec the client names.
-        for key in ("fourCcList", "videoFourCcInfoMap", "audioFourCcInfoMap", "capsEx"):
-            if key in params:
-                properties[key] = params[key]
+        # Enhanced RTMP: state what rtmpd supports (it forwards every codec) so the client enables it.
+        properties.update(connect_result_properties(enhanced))
         info = status_info("status", "NetConnection.Connect.Success", "Connection succeeded.",
                            objectEncoding=float(object_encoding), data=ECMAArray(version="3,5,7,7009"))
         return Reply(properties, info)
@@ -158,11 +164,11 @@ class ServerCommands:
             raise CommandError(f"{command.name} on stream {command.stream_id}, which createStream did not make")
         return ns
 
-    def _key(self, name: Any) -> tuple[str, str, str]:
+    def _key(self, name: Any, refusal: type[IllegalStreamName] = IllegalStreamName) -> tuple[str, str, str]:
         try:
             name, query = split_stream_name(name)
         except IllegalName as e:
-            raise IllegalStreamName(str(e)) from e
+            raise refusal(str(e)) from e
         return f"{self.conn.app}/{name}", name, query
 
     def rtmp_publish(self, command: Command) -> None:
@@ -191,7 +197,7 @@ class ServerCommands:
     def _play(self, command: Command, raw_name: Any, *, reset: bool) -> None:
         conn = self.conn
         ns = self._net_stream(command)
-        key, name, _query = self._key(raw_name)
+        key, name, _query = self._key(raw_name, IllegalPlayName)
         self.log.info("play command", conn_id=conn.conn_id, stream_key=key)
         if ns.publication is not None:
             raise CommandError("cannot play on a publishing stream")

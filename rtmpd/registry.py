@@ -20,7 +20,7 @@ from rtmpd.core import media
 from rtmpd.core.chunks import encode_message
 from rtmpd.core.errors import BadStreamName, MalformedTag
 from rtmpd.core.messages import Message, MessageType
-from rtmpd.gop import LateJoinCache
+from rtmpd.gop import CONFIG, HEADER, LateJoinCache
 
 if TYPE_CHECKING:
     from rtmpd.player import Player
@@ -32,6 +32,12 @@ DATA_CSID = 5
 AUDIO_CSID = 6
 VIDEO_CSID = 7
 _CSID = {MessageType.AUDIO: AUDIO_CSID, MessageType.VIDEO: VIDEO_CSID}
+#: Packet types rtmpd knows (after ModEx prefixes, inside multitrack framing); others are relayed untouched.
+_KNOWN_VIDEO_PACKET_TYPES = frozenset({None, 0, 1, 2, 3, 4, 5})
+_KNOWN_AUDIO_PACKET_TYPES = frozenset({None, 0, 1, 2, 4})
+#: E-RTMP AudioPacketType.MultichannelConfig: configures a track, is no frame.
+_AUDIO_MULTICHANNEL_CONFIG = 4
+_FRAME_COMMAND = 5
 
 
 class StreamListener:
@@ -63,12 +69,20 @@ class Publication:
 
 @dataclass
 class StreamStats:
+    """What the relay learnt about a stream's media, for logs and inspection."""
+
+    #: Codec of the primary (lowest-numbered) video/audio track: "H264", "H265", "AV1", "Opus"...
     video_codec: str | None = None
     audio_codec: str | None = None
     width: int | None = None
     height: int | None = None
+    #: Every track that sent a sequence header: "video0" -> "H265", "audio1" -> "Opus"...
     tracks: dict[str, str] = field(default_factory=dict)
+    #: True once any Enhanced RTMP multitrack tag was seen.
+    multitrack: bool = False
     codecs_logged: bool = False
+    #: (kind, codec, packet type) of unknown tags already logged.
+    unknown_logged: set[tuple[str, str, int | None]] = field(default_factory=set)
 
 
 class Stream:
@@ -87,6 +101,8 @@ class Stream:
         )
         self.stats = StreamStats()
         self.last_timestamp = 0
+        #: The video track whose keyframes start a GOP: the lowest track id with a sequence header, else 0.
+        self.primary_video_track = 0
         #: What the recorder (or other services) keep about this stream, for inspection.
         self.recording: Any = None
 
@@ -100,6 +116,7 @@ class Stream:
         self.publisher = publication
         self.cache.clear()
         self.stats = StreamStats()
+        self.primary_video_track = 0
         for player in list(self.players):
             player.publish_started()
         for listener in self.registry.listeners:
@@ -119,30 +136,84 @@ class Stream:
     # -- relaying -----------------------------------------------------------
 
     def relay(self, message: Message, *, is_metadata: bool = False) -> None:
-        """Take one audio/video/data message from the publisher and pass it on."""
+        """Take one audio/video/data message from the publisher and pass it on.
+
+        Media is classified (``rtmpd.core.media``) to keep the late-join
+        cache: configuration messages (sequence headers, E-RTMP video
+        Metadata and audio MultichannelConfig) per kind and track, frames in
+        the GOP from the last keyframe of the primary video track. Every
+        message is relayed untouched, whatever the classification says.
+        """
         type_id = message.type_id
         info: Any = None
         is_header = is_keyframe = False
-        try:
-            if type_id == MessageType.VIDEO:
-                info = media.parse_video(message.payload)
-                is_header = info.is_sequence_header
-                is_keyframe = info.is_keyframe and not is_header
-            elif type_id == MessageType.AUDIO:
-                info = media.parse_audio(message.payload)
-                is_header = info.is_sequence_header
-        except MalformedTag as e:
-            # Relayed untouched all the same: we never reject media we cannot parse.
-            self.log.debug("Unparsed media tag", stream_key=self.key, error=str(e))
+        if type_id == MessageType.VIDEO or type_id == MessageType.AUDIO:
+            is_video = type_id == MessageType.VIDEO
+            try:
+                info = media.parse_video(message.payload) if is_video else media.parse_audio(message.payload)
+            except MalformedTag as e:
+                # Relayed untouched all the same: we never reject media we cannot parse.
+                self.log.debug("Unparsed media tag", stream_key=self.key, conn_id=self._conn_id(),
+                               kind="video" if is_video else "audio", error=str(e))
+            else:
+                # The common case (one track, a known codec, a frame) costs a few attribute reads.
+                tracks = self._tracks(message, info) if info.multitrack else None
+                if info.enhanced or info.codec[0] == "u":
+                    self._note_unknown(is_video, tracks or (info,))
+                slot = HEADER if info.is_sequence_header else (
+                    self._config_slot(is_video, info) if info.enhanced else None)
+                if slot is not None:
+                    is_header = True
+                    self._cache_config(message, tracks or (info,), slot)
+                elif is_video:
+                    primary = self.primary_video_track
+                    if tracks is None:
+                        is_keyframe = info.is_keyframe and info.track_id == primary
+                    else:
+                        is_keyframe = any(t.is_keyframe and t.track_id == primary for t in tracks)
         self.last_timestamp = message.timestamp
-        if is_header:
-            self._cache_header(message, info)
-        elif not is_metadata:
+        if not is_header and not is_metadata:
             self.cache.add_frame(message, is_video_keyframe=is_keyframe)
         for listener in self.registry.listeners:
             listener.stream_message(self, message, info)
         if self.players:
             self._fan_out(message, is_header, is_keyframe)
+
+    def _conn_id(self) -> str | None:
+        return self.publisher.conn.conn_id if self.publisher is not None else None
+
+    @staticmethod
+    def _tracks(message: Message, info: Any) -> tuple[Any, ...]:
+        """Every track of a multitrack tag; just the first if a later one is truncated."""
+        try:
+            if message.type_id == MessageType.VIDEO:
+                return tuple(media.video_tracks(message.payload))
+            return tuple(media.audio_tracks(message.payload))
+        except MalformedTag:
+            return (info,)
+
+    @staticmethod
+    def _config_slot(is_video: bool, info: Any) -> str | None:
+        """CONFIG for an E-RTMP tag that configures a track without being a frame, else None."""
+        if is_video:
+            return CONFIG if info.is_metadata else None
+        return CONFIG if info.packet_type == _AUDIO_MULTICHANNEL_CONFIG else None
+
+    def _note_unknown(self, is_video: bool, tracks: tuple[Any, ...]) -> None:
+        known = _KNOWN_VIDEO_PACKET_TYPES if is_video else _KNOWN_AUDIO_PACKET_TYPES
+        for t in tracks:
+            if t.multitrack:
+                self.stats.multitrack = True
+            if is_video and t.frame_type == _FRAME_COMMAND:
+                continue  # A command frame has no FourCC: "unknown(command)" is what it is, not unknown.
+            if t.codec.startswith("unknown") or t.packet_type not in known:
+                kind = "video" if is_video else "audio"
+                seen = (kind, t.codec, t.packet_type)
+                if seen not in self.stats.unknown_logged:
+                    self.stats.unknown_logged.add(seen)
+                    self.log.debug("Unknown media tag relayed untouched", stream_key=self.key,
+                                   conn_id=self._conn_id(), kind=kind, codec=t.codec, fourcc=t.fourcc,
+                                   packet_type=t.packet_type, track=t.track_id)
 
     def set_metadata(self, message: Message, values: dict[str, Any]) -> None:
         """Cache ``onMetaData`` (already unwrapped from ``@setDataFrame``) and relay it at time 0."""
@@ -153,25 +224,35 @@ class Stream:
             self.stats.width, self.stats.height = int(width), int(height)
         self.relay(message, is_metadata=True)
 
-    def _cache_header(self, message: Message, info: Any) -> None:
-        track = getattr(info, "track_id", 0)
-        if message.type_id == MessageType.VIDEO:
-            self.cache.video_headers[track] = message
-            self.stats.video_codec = info.codec
-            self.log.info("Cached video sequence header", stream_key=self.key, size=len(message.payload),
-                          codec=info.codec, track=track)
+    def _cache_config(self, message: Message, tracks: tuple[Any, ...], slot: str) -> None:
+        cache, stats = self.cache, self.stats
+        is_video = message.type_id == MessageType.VIDEO
+        kind = "video" if is_video else "audio"
+        cache.set_config(message, [t.track_id for t in tracks], slot)
+        if slot != HEADER:
+            self.log.debug("Cached track configuration", stream_key=self.key, conn_id=self._conn_id(),
+                           kind=kind, tracks=[t.track_id for t in tracks], packet_type=tracks[0].packet_type)
+            return
+        for t in tracks:
+            name = f"{kind}{t.track_id}"
+            new_track = name not in stats.tracks
+            stats.tracks[name] = t.codec
+            self.log.info("Cached {kind} sequence header", kind=kind, stream_key=self.key,
+                          conn_id=self._conn_id(), size=len(message.payload), codec=t.codec, fourcc=t.fourcc,
+                          track=t.track_id)
+            if new_track and stats.codecs_logged and t.multitrack:
+                self.log.info("Track detected", stream_key=self.key, conn_id=self._conn_id(), kind=kind,
+                              track=t.track_id, codec=t.codec)
+        if is_video:
+            self.primary_video_track = cache.video_tracks()[0]
+            stats.video_codec = stats.tracks[f"video{self.primary_video_track}"]
         else:
-            self.cache.audio_headers[track] = message
-            self.stats.audio_codec = info.codec
-            self.log.info("Cached audio sequence header", stream_key=self.key, size=len(message.payload),
-                          codec=info.codec, track=track)
-        if info.multitrack:
-            kind = "video" if message.type_id == MessageType.VIDEO else "audio"
-            self.stats.tracks[f"{kind}{track}"] = info.codec
-        if not self.stats.codecs_logged and self.stats.video_codec and self.stats.audio_codec:
-            self.stats.codecs_logged = True
-            self.log.info("Codecs detected", stream_key=self.key, videoCodec=self.stats.video_codec,
-                          audioCodec=self.stats.audio_codec)
+            stats.audio_codec = stats.tracks[f"audio{min(cache.audio_headers)}"]
+        if not stats.codecs_logged and stats.video_codec and stats.audio_codec:
+            stats.codecs_logged = True
+            self.log.info("Codecs detected", stream_key=self.key, conn_id=self._conn_id(),
+                          videoCodec=stats.video_codec, audioCodec=stats.audio_codec,
+                          tracks=dict(stats.tracks) if stats.multitrack else None)
 
     def _fan_out(self, message: Message, is_header: bool, is_keyframe: bool) -> None:
         type_id = message.type_id
@@ -216,7 +297,33 @@ class Stream:
             Message(m.type_id, 0 if m.type_id == MessageType.DATA_AMF0 else start, m.stream_id, m.payload)
             for m in self.cache.headers()
         ]
+        if gop and len(self.cache.video_tracks()) > 1:
+            gop = self._from_each_track_keyframe(gop)
         return headers + gop
+
+    def _from_each_track_keyframe(self, gop: list[Message]) -> list[Message]:
+        """The GOP without the frames of other video tracks that precede that track's first keyframe in it.
+
+        The GOP starts at a keyframe of the primary track; another track's
+        keyframes need not line up with it, and its frames before its own
+        first keyframe would only make a decoder complain.
+        """
+        primary = self.primary_video_track
+        started = {primary}
+        out = []
+        for message in gop:
+            if message.type_id == MessageType.VIDEO:
+                try:
+                    info = media.parse_video(message.payload)
+                except MalformedTag:
+                    out.append(message)
+                    continue
+                tracks = self._tracks(message, info) if info.multitrack else (info,)
+                started.update(t.track_id for t in tracks if t.is_keyframe)
+                if not any(t.track_id in started for t in tracks):
+                    continue
+            out.append(message)
+        return out
 
 
 class StreamRegistry:

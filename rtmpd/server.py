@@ -15,11 +15,15 @@ from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 
 from rtmpd.config import ServerConfig
+from rtmpd.listening import ListeningService
 from rtmpd.protocol import Outbox, RTMPProtocol
+from rtmpd.reconnect import Reconnector
 from rtmpd.registry import StreamRegistry
 
 #: How often idle publishers and stalled players are looked for (seconds).
 SWEEP_INTERVAL = 1.0
+#: Seconds that publishers asked to reconnect at shutdown get to leave before shutdown goes on.
+RECONNECT_GRACE = 5.0
 
 
 class RTMPServerFactory(Factory):
@@ -82,7 +86,40 @@ class RTMPService(service.MultiService):
         super().startService()
         self._sweeper.start(SWEEP_INTERVAL, now=False)
 
+    def request_reconnect(self, tc_url: str | None = None, description: str = "Please reconnect.", *,
+                          key: str | None = None, force: bool = False) -> list[RTMPProtocol]:
+        """Ask publishers to reconnect (Enhanced RTMP v2 ``NetConnection.Connect.ReconnectRequest``).
+
+        Every publisher that advertised the Reconnect capability (only that
+        of stream ``key`` if given; any publisher with ``force``) is asked to
+        reconnect, to ``tc_url`` if given, else where it is connected now.
+        Returns the connections asked; they keep publishing here until they
+        leave by themselves.
+        """
+        reconnector = Reconnector(self.factory.connections, self.registry, self.factory.clock)
+        return reconnector.request(tc_url=tc_url, description=description, key=key, force=force)
+
+    def _move_publishers(self):
+        """At shutdown: stop listening, ask capable publishers to reconnect elsewhere, wait for them to go.
+
+        Returns None when no publisher was asked, else a Deferred that fires
+        once those publishers left or after ``RECONNECT_GRACE`` seconds.
+        """
+        asked = self.request_reconnect(description="The server is shutting down.")
+        if not asked:
+            return None
+        # A publisher that reconnects must not come back here: close the RTMP listeners now.
+        for child in list(self):
+            if isinstance(child, ListeningService):
+                child.stopService()
+        reconnector = Reconnector(self.factory.connections, self.registry, self.factory.clock)
+        return reconnector.wait_for_departures(asked, RECONNECT_GRACE)
+
     def stopService(self):
         if self._sweeper.running:
             self._sweeper.stop()
+        moving = self._move_publishers()
+        if moving is not None:
+            # Recordings are finalized (by the children) once the publishers have moved on.
+            return moving.addCallback(lambda _: service.MultiService.stopService(self))
         return super().stopService()

@@ -1,0 +1,288 @@
+"""The thread that writes one stream's recording, so the reactor never waits for a disk.
+
+The reactor thread calls ``start_segment``, ``write``, ``end_segment`` and
+``close``: each only puts a small tuple on a queue (``write`` first checks
+the byte budget and refuses, returning False, rather than grow the backlog
+past ``max_queue_bytes``). The writer thread takes them in order and drives
+a ``SegmentFile``:
+
+- the first bytes of a file, and every tag, are handed to the OS as soon as
+  the queue is empty, and at least every ``flush_interval`` seconds when it
+  never is (``write`` is then the only thing that can block, in this thread);
+- ``duration`` and ``filesize`` are patched every ``patch_interval`` seconds;
+- ``end_segment`` finalizes the file (index, numbers, fsync, close).
+
+What happens is reported through ``report(event)``, called in the writer
+thread; the recorder wraps it with ``reactor.callFromThread``. An OSError
+(ENOSPC, EIO, ...) ends the recording: the file is cut back to its last
+whole tag and patched, ``WriterFailed`` is reported, and everything queued
+afterwards is discarded until ``close``. After ``close`` the thread
+finalizes any open file, reports ``WriterClosed`` and exits.
+
+With ``threaded=False`` every call is carried out at once in the caller's
+thread (for tests): the same code, no thread.
+"""
+
+from __future__ import annotations
+
+import errno
+import itertools
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+
+from twisted.python.failure import Failure
+
+from rtmpd.recording_file import SegmentFile, SegmentPrologue
+
+__all__ = [
+    "DEFAULT_MAX_QUEUE_BYTES",
+    "RecordingWriter",
+    "SegmentFinalized",
+    "SegmentOpened",
+    "WriterClosed",
+    "WriterEvent",
+    "WriterFailed",
+    "describe_error",
+    "open_exclusive",
+]
+
+#: Backlog allowed per recording: about 20 s of a 12 Mb/s stream.
+DEFAULT_MAX_QUEUE_BYTES = 32 * 1024 * 1024
+#: A file's bytes reach the OS at least this often (seconds) even when the queue never empties.
+FLUSH_INTERVAL = 1.0
+#: Buffered bytes that force a write before the flush interval is up.
+FLUSH_BYTES = 1024 * 1024
+#: How often duration and filesize are patched while a file grows (seconds).
+PATCH_INTERVAL = 1.0
+#: How many numbered alternatives are tried when a file name is taken.
+MAX_NAME_ATTEMPTS = 1000
+#: Bytes a queued tag costs beyond its payload (tag header and PreviousTagSize).
+TAG_OVERHEAD = 15
+
+
+def open_exclusive(path: str) -> BinaryIO:
+    """Create ``path`` for writing, unbuffered; FileExistsError if it exists (never truncates a file)."""
+    return open(path, "xb", buffering=0)  # noqa: SIM115 - the writer owns and closes it
+
+
+def describe_error(error: BaseException) -> str:
+    """"ENOSPC: No space left on device" for an OSError, else the exception's type and text."""
+    if isinstance(error, OSError) and error.errno is not None:
+        return f"{errno.errorcode.get(error.errno, str(error.errno))}: {error.strerror}"
+    return f"{type(error).__name__}: {error}"
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentOpened:
+    """A file was created; ``path`` may differ from the one asked for if that was taken."""
+
+    path: str
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentFinalized:
+    path: str
+    duration: float
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class WriterFailed:
+    """The recording stopped on an error; the file holds ``size`` bytes of whole tags."""
+
+    path: str | None
+    error: str
+    duration: float
+    size: int
+    #: The traceback of an error that is not an OSError (a bug), else None.
+    failure: Failure | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WriterClosed:
+    """The thread has finished: nothing of this recording is open any more."""
+
+
+WriterEvent = SegmentOpened | SegmentFinalized | WriterFailed | WriterClosed
+
+_START, _TAG, _END, _CLOSE = range(4)
+
+
+class RecordingWriter:
+    """A bounded queue and one thread writing a recording's files in order (see the module doc)."""
+
+    def __init__(
+        self,
+        report: Callable[[WriterEvent], None],
+        *,
+        open_file: Callable[[str], BinaryIO] = open_exclusive,
+        max_queue_bytes: int = DEFAULT_MAX_QUEUE_BYTES,
+        flush_interval: float = FLUSH_INTERVAL,
+        patch_interval: float = PATCH_INTERVAL,
+        monotonic: Callable[[], float] = time.monotonic,
+        threaded: bool = True,
+        name: str = "rtmpd-recording",
+        sync_on_finalize: bool = True,
+    ) -> None:
+        self._report = report
+        self._open_file = open_file
+        self.max_queue_bytes = max_queue_bytes
+        self._flush_interval = flush_interval
+        self._patch_interval = patch_interval
+        self._now = monotonic
+        self._sync = sync_on_finalize
+        self._queue: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._pending = 0
+        self._closing = False
+        #: Set in the writer thread when a write failed; read by anyone.
+        self.failed = False
+        self._segment: SegmentFile | None = None
+        self._last_flush = self._last_patch = 0.0
+        self._thread: threading.Thread | None = None
+        if threaded:
+            self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+            self._thread.start()
+
+    # -- the reactor side ---------------------------------------------------------
+
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes of tags queued and not yet taken by the writer thread."""
+        return self._pending
+
+    def start_segment(self, paths: Iterator[str], prologue: SegmentPrologue) -> None:
+        """Queue: finalize any open file, create the first free path of ``paths``, write ``prologue``."""
+        self._submit((_START, paths, prologue))
+
+    def write(self, tag_type: int, timestamp: int, payload: bytes, keyframe: bool = False) -> bool:
+        """Queue one tag; False (and nothing queued) if it would take the backlog past the budget."""
+        size = len(payload) + TAG_OVERHEAD
+        with self._lock:
+            if self._pending + size > self.max_queue_bytes:
+                return False
+            self._pending += size
+        self._submit((_TAG, tag_type, timestamp, payload, keyframe, size))
+        return True
+
+    def end_segment(self, duration_ms: int | None = None) -> None:
+        """Queue: finalize the open file (``duration_ms``: its length, if it ends where the next begins)."""
+        self._submit((_END, duration_ms))
+
+    def close(self) -> None:
+        """Queue: finalize any open file and end the thread (``WriterClosed`` follows). Idempotent."""
+        if self._closing:
+            return
+        self._closing = True
+        self._submit((_CLOSE,))
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for the thread to end (tests, shutdown); True if it has."""
+        if self._thread is None:
+            return True
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def _submit(self, item: tuple[Any, ...]) -> None:
+        if self._thread is None:
+            self._handle(item)
+            self._maintain(caught_up=True)
+        else:
+            self._queue.put(item)
+
+    # -- the writer thread ----------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            try:
+                item = self._queue.get(timeout=self._wait_time())
+            except queue.Empty:
+                item = None
+            if item is not None:
+                self._handle(item)
+                if item[0] == _CLOSE:
+                    return
+            self._maintain(caught_up=self._queue.empty())
+
+    def _wait_time(self) -> float:
+        if self._segment is None:
+            return 3600.0
+        # Buffered bytes are flushed when the queue empties, so only the patch timer is left to wake for.
+        return max(0.05, self._last_patch + self._patch_interval - self._now())
+
+    def _handle(self, item: tuple[Any, ...]) -> None:
+        op = item[0]
+        if op == _TAG:
+            with self._lock:
+                self._pending -= item[5]
+            if self._segment is not None and not self.failed:
+                self._guard(self._segment.append, item[1], item[2], item[3], item[4])
+        elif op == _START:
+            if not self.failed:
+                self._finish_segment(None)
+            if not self.failed:
+                self._guard(self._open_segment, item[1], item[2])
+        elif op == _END:
+            if not self.failed:
+                self._finish_segment(item[1])
+        else:  # _CLOSE
+            if not self.failed:
+                self._finish_segment(None)
+            self._report(WriterClosed())
+
+    def _maintain(self, caught_up: bool) -> None:
+        segment = self._segment
+        if segment is None or self.failed:
+            return
+        now = self._now()
+        due = now - self._last_flush >= self._flush_interval
+        if caught_up or due or segment.buffered_bytes >= FLUSH_BYTES:
+            self._last_flush = now
+            self._guard(segment.flush)
+        if not self.failed and now - self._last_patch >= self._patch_interval:
+            self._last_patch = now
+            self._guard(segment.patch_progress)
+
+    def _guard(self, action: Callable[..., Any], *args: Any) -> None:
+        try:
+            action(*args)
+        except Exception as e:  # an OSError from the disk, or a bug: either way this recording ends here
+            self._fail(e, None if isinstance(e, OSError) else Failure())
+
+    def _fail(self, error: Exception, failure: Failure | None) -> None:
+        self.failed = True
+        segment, self._segment = self._segment, None
+        duration, size, path = 0.0, 0, getattr(error, "filename", None)
+        if segment is not None:
+            path = segment.path
+            duration, size = segment.salvage()
+        self._report(WriterFailed(path, describe_error(error), duration, size, failure))
+
+    def _open_segment(self, paths: Iterator[str], prologue: SegmentPrologue) -> None:
+        path = None
+        for path in itertools.islice(paths, MAX_NAME_ATTEMPTS):
+            try:
+                file = self._open_file(path)
+            except FileExistsError:
+                continue
+            self._segment = SegmentFile(file, path, prologue)
+            self._last_flush = self._last_patch = self._now()
+            self._report(SegmentOpened(path))
+            return
+        raise FileExistsError(errno.EEXIST, "no free file name", path)
+
+    def _finish_segment(self, duration_ms: int | None) -> None:
+        segment = self._segment
+        if segment is None:
+            return
+        try:
+            duration, size = segment.finalize(duration_ms, sync=self._sync)
+        except Exception as e:
+            self._fail(e, None if isinstance(e, OSError) else Failure())
+            return
+        self._segment = None
+        self._report(SegmentFinalized(segment.path, duration, size))
