@@ -451,6 +451,17 @@ class Recorder(service.Service, StreamListener):
         if recording is not None:
             recording.close()
 
+    def stop_recording(self, key: str) -> defer.Deferred | bool:
+        """Finalize the recording of stream ``key`` now; the stream goes on for viewers unrecorded
+        until it is published again. Returns False when ``key`` is not being recorded, else a
+        Deferred that fires with the StreamRecording once its file is finalized."""
+        stream = self.registry.get(key)
+        recording = self.recordings.get(stream) if stream is not None else None
+        if recording is None:
+            return False
+        self.log.info("recording stopped on request", stream_key=key, file=recording.file)
+        return recording.close()
+
     # -- for StreamRecording ------------------------------------------------------------
 
     def now(self) -> float:

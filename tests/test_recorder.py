@@ -953,3 +953,29 @@ class SlowDiskTests(RecorderTestCase):
         self.assertEqual(box, [None])
         self.assertIn("recordings not finalized before shutdown", [e["log_format"] for e in logs])
 
+
+
+class StopRecordingTests(RecorderTestCase):
+    def test_stop_recording_finalizes_the_file_and_the_stream_goes_on(self) -> None:
+        pub, sid = self.publisher()
+        player, psid = self.player()
+        self.send_headers(pub, sid)
+        end = self.send_gops(pub, sid, 0, gops=2)
+        recording = self.recording()
+        d = self.recorder.stop_recording("live/test")
+        box: list = []
+        d.addCallback(box.append)
+        self.calls.run_until(lambda: bool(box))
+        self.assertIs(box[0], recording)
+        self.assertEqual(recording.state, "finished")
+        size = len(self.data(recording.file))
+        self.assertEqual(metadata_of(self.data(recording.file))["filesize"], float(size))
+        before = len(player.media(psid))
+        self.send_gops(pub, sid, end, gops=1)
+        # Viewers keep receiving; the finalized file does not grow.
+        self.assertGreater(len(player.media(psid)), before)
+        self.assertEqual(len(self.data(recording.file)), size)
+        self.assertIs(self.recorder.stop_recording("live/test"), False)
+
+    def test_stop_recording_of_an_unknown_key(self) -> None:
+        self.assertIs(self.recorder.stop_recording("live/nobody"), False)
