@@ -181,6 +181,8 @@ Actions (logged with your user name)
   kick(key)             disconnect the publisher of a stream; its players get NetStream.Play.UnpublishNotify
   drop(conn_id)         disconnect one connection (a conn_id such as 'c000042', or 42)
   stop_recording(key)   stop recording a stream
+  reconnect(key=None, tc_url=None, force=False)
+                        ask Enhanced RTMP publishers to reconnect (here, or to tc_url)
   help(obj)             the documentation of obj
 
 Bit rates are in kbit/s on the wire, averaged over the last {interval:g} s.
@@ -206,7 +208,7 @@ class Admin:
 
     def helpers(self) -> dict[str, Callable[..., Any]]:
         """The helpers by the names the manhole's namespace gives them."""
-        names = ("streams", "subscribers", "conns", "kick", "drop", "stop_recording", "help")
+        names = ("streams", "subscribers", "conns", "kick", "drop", "stop_recording", "reconnect", "help")
         return {name: getattr(self, name) for name in names}
 
     def _now(self) -> float:
@@ -237,6 +239,11 @@ class Admin:
             outs = [r for r in (self._rates(player.conn)[1] for player in stream.players) if r is not None]
             rate_out = sum(outs) if outs or not stream.players else None
             codecs = "/".join(c for c in (stats.video_codec, stats.audio_codec) if c)
+            if stats.multitrack and stats.tracks:
+                # Multitrack: every track's codec, e.g. "H264+H265/AAC+Opus".
+                kinds = [[codec for name, codec in sorted(stats.tracks.items()) if name.startswith(kind)]
+                         for kind in ("video", "audio")]
+                codecs = "/".join("+".join(k) for k in kinds if k)
             size = f"{stats.width}x{stats.height}" if stats.width and stats.height else None
             rows.append({
                 "key": stream.key,
@@ -252,6 +259,7 @@ class Admin:
                 "bitrate_out": rate_out,
                 "uptime": now - publication.started_at if publication is not None else None,
                 "subscribers": len(stream.players),
+                "tracks": dict(stats.tracks),
                 "gop_cache_bytes": stream.cache.gop_bytes,
                 "recording": self._recording_file(stream),
             })
@@ -373,6 +381,20 @@ class Admin:
         if isinstance(result, Deferred):
             return result
         return Report(f"stopped recording {key}" + (f" ({path})" if path else ""))
+
+    def reconnect(self, key: str | None = None, tc_url: str | None = None, force: bool = False) -> Report:
+        """Ask publishers (of ``key``, or all) that advertised Enhanced RTMP Reconnect to reconnect,
+        to ``tc_url`` if given (moving them to another server), else here. ``force`` asks the others too.
+
+        Raises AdminError when no publisher was asked.
+        """
+        asked = self.service.request_reconnect(tc_url, f"Requested by {self.user}.", key=key, force=force)
+        if not asked:
+            raise AdminError("no publisher " + (f"of {key} " if key else "") + "advertised Reconnect"
+                             + ("" if force else " (force=True asks them anyway)"))
+        ids = [conn.conn_id for conn in asked]
+        self.log.info("Manhole reconnect request", user=self.user, stream_key=key, tcUrl=tc_url, conn_ids=ids)
+        return Report(f"asked {len(ids)} publisher(s) to reconnect: {', '.join(ids)}")
 
     def help(self, obj: Any = _MISSING) -> Report:
         """What the manhole offers; ``help(obj)`` is obj's documentation (the builtin help() would read the

@@ -787,3 +787,23 @@ class StartupTests(SynchronousTestCase):
         self.assertNotEqual(result.returncode, 0)
         self.assertNotIn("Traceback", result.stdout + result.stderr)
         self.assertEqual(result.stderr.strip(), f"rtmpd: error: --manhole-keys {empty}: no public keys in it")
+
+
+class AdminReconnectTests(AdminTestCase):
+    def test_reconnect_asks_only_capable_publishers_unless_forced(self) -> None:
+        with self.assertRaises(AdminError):
+            self.call("reconnect", "live/test")
+        asked = self.publisher.wait_for_status("NetConnection.Connect.ReconnectRequest")
+        with capturedLogs() as logs:
+            report = self.call("reconnect", "live/test", "rtmp://other.example/live", True)
+            self.server.flush()
+        self.assertIn(self.publisher.server_protocol.conn_id, report)
+        info = result_of(asked).args[0]
+        self.assertEqual(info["tcUrl"], "rtmp://other.example/live")
+        self.assertIn("alice", info["description"])
+        [logged] = events(logs, "Manhole reconnect request")
+        self.assertEqual((logged["user"], logged["stream_key"]), ("alice", "live/test"))
+
+    def test_streams_lists_tracks(self) -> None:
+        [row] = self.call("streams")
+        self.assertEqual(row["tracks"], dict(self.top.registry.get("live/test").stats.tracks))
