@@ -123,8 +123,9 @@ class Table(list):
 class RateSampler(service.Service):
     """Bit rates in and out of every connection, over the last sampling interval."""
 
-    def __init__(self, connections: Mapping[str, RTMPProtocol], clock: IReactorTime,
-                 interval: float = SAMPLE_INTERVAL) -> None:
+    def __init__(
+        self, connections: Mapping[str, RTMPProtocol], clock: IReactorTime, interval: float = SAMPLE_INTERVAL
+    ) -> None:
         self.connections = connections
         self.clock = clock
         self.interval = interval
@@ -151,8 +152,10 @@ class RateSampler(service.Service):
             previous = self._last.get(conn_id)
             if previous is not None and now > previous[0]:
                 elapsed = now - previous[0]
-                rates[conn_id] = ((current[1] - previous[1]) * 8 / elapsed,
-                                  (current[2] - previous[2]) * 8 / elapsed)
+                rates[conn_id] = (
+                    (current[1] - previous[1]) * 8 / elapsed,
+                    (current[2] - previous[2]) * 8 / elapsed,
+                )
         self._last, self._rates = last, rates
 
     def rates(self, conn_id: str) -> tuple[float, float] | None:
@@ -241,33 +244,42 @@ class Admin:
             codecs = "/".join(c for c in (stats.video_codec, stats.audio_codec) if c)
             if stats.multitrack and stats.tracks:
                 # Multitrack: every track's codec, e.g. "H264+H265/AAC+Opus".
-                kinds = [[codec for name, codec in sorted(stats.tracks.items()) if name.startswith(kind)]
-                         for kind in ("video", "audio")]
+                kinds = [
+                    [codec for name, codec in sorted(stats.tracks.items()) if name.startswith(kind)]
+                    for kind in ("video", "audio")
+                ]
                 codecs = "/".join("+".join(k) for k in kinds if k)
             size = f"{stats.width}x{stats.height}" if stats.width and stats.height else None
-            rows.append({
-                "key": stream.key,
-                "publisher": conn.peer_addr if conn is not None else None,
-                "conn_id": conn.conn_id if conn is not None else None,
-                "video_codec": stats.video_codec,
-                "audio_codec": stats.audio_codec,
-                "codecs": codecs or None,
-                "width": stats.width,
-                "height": stats.height,
-                "resolution": size,
-                "bitrate_in": rate_in,
-                "bitrate_out": rate_out,
-                "uptime": now - publication.started_at if publication is not None else None,
-                "subscribers": len(stream.players),
-                "tracks": dict(stats.tracks),
-                "gop_cache_bytes": stream.cache.gop_bytes,
-                "recording": self._recording_file(stream),
-            })
+            rows.append(
+                {
+                    "key": stream.key,
+                    "publisher": conn.peer_addr if conn is not None else None,
+                    "conn_id": conn.conn_id if conn is not None else None,
+                    "video_codec": stats.video_codec,
+                    "audio_codec": stats.audio_codec,
+                    "codecs": codecs or None,
+                    "width": stats.width,
+                    "height": stats.height,
+                    "resolution": size,
+                    "bitrate_in": rate_in,
+                    "bitrate_out": rate_out,
+                    "uptime": now - publication.started_at if publication is not None else None,
+                    "subscribers": len(stream.players),
+                    "tracks": dict(stats.tracks),
+                    "gop_cache_bytes": stream.cache.gop_bytes,
+                    "recording": self._recording_file(stream),
+                }
+            )
         columns = [
-            Column("key", "key"), Column("publisher", "publisher"), Column("codecs", "codecs"),
-            Column("size", "resolution"), Column("in kb/s", "bitrate_in", _kbps, True),
-            Column("out kb/s", "bitrate_out", _kbps, True), Column("uptime", "uptime", _duration, True),
-            Column("subs", "subscribers", _text, True), Column("gop cache", "gop_cache_bytes", _bytes, True),
+            Column("key", "key"),
+            Column("publisher", "publisher"),
+            Column("codecs", "codecs"),
+            Column("size", "resolution"),
+            Column("in kb/s", "bitrate_in", _kbps, True),
+            Column("out kb/s", "bitrate_out", _kbps, True),
+            Column("uptime", "uptime", _duration, True),
+            Column("subs", "subscribers", _text, True),
+            Column("gop cache", "gop_cache_bytes", _bytes, True),
             Column("recording", "recording"),
         ]
         return Table(columns, rows, "(no streams)")
@@ -302,9 +314,11 @@ class Admin:
             row["bitrate_out"] = self._rates(player.conn)[1]
             rows.append(row)
         columns = [
-            Column("peer", "peer"), Column("conn_id", "conn_id"),
+            Column("peer", "peer"),
+            Column("conn_id", "conn_id"),
             Column("bytes sent", "bytes_sent", _bytes, True),
-            Column("out kb/s", "bitrate_out", _kbps, True), Column("dropped", "dropped_frames", _text, True),
+            Column("out kb/s", "bitrate_out", _kbps, True),
+            Column("dropped", "dropped_frames", _text, True),
             Column("buffered", "buffered_bytes", _bytes, True),
         ]
         return Table(columns, rows, f"(no subscribers on {key})")
@@ -314,17 +328,28 @@ class Admin:
         rows = []
         for conn_id, conn in sorted(self.service.factory.connections.items()):
             rate_in, rate_out = self._rates(conn)
-            rows.append({
-                "conn_id": conn_id, "peer": conn.peer_addr, "app": conn.app or None,
-                "role": _role(conn) or None,
-                "bytes_in": conn.bytes_in, "bytes_out": conn.bytes_out, "bitrate_in": rate_in,
-                "bitrate_out": rate_out, "buffered_bytes": conn.buffered_bytes,
-            })
+            rows.append(
+                {
+                    "conn_id": conn_id,
+                    "peer": conn.peer_addr,
+                    "app": conn.app or None,
+                    "role": _role(conn) or None,
+                    "bytes_in": conn.bytes_in,
+                    "bytes_out": conn.bytes_out,
+                    "bitrate_in": rate_in,
+                    "bitrate_out": rate_out,
+                    "buffered_bytes": conn.buffered_bytes,
+                }
+            )
         columns = [
-            Column("conn_id", "conn_id"), Column("peer", "peer"), Column("app", "app"),
+            Column("conn_id", "conn_id"),
+            Column("peer", "peer"),
+            Column("app", "app"),
             Column("role", "role"),
-            Column("bytes in", "bytes_in", _bytes, True), Column("bytes out", "bytes_out", _bytes, True),
-            Column("in kb/s", "bitrate_in", _kbps, True), Column("out kb/s", "bitrate_out", _kbps, True),
+            Column("bytes in", "bytes_in", _bytes, True),
+            Column("bytes out", "bytes_out", _bytes, True),
+            Column("in kb/s", "bitrate_in", _kbps, True),
+            Column("out kb/s", "bitrate_out", _kbps, True),
             Column("buffered", "buffered_bytes", _bytes, True),
         ]
         return Table(columns, rows, "(no connections)")
@@ -340,8 +365,9 @@ class Admin:
         if stream.publisher is None:
             raise AdminError(f"{key} has no publisher")
         conn = stream.publisher.conn
-        self.log.info("Manhole kick", user=self.user, stream_key=key, conn_id=conn.conn_id,
-                      peer_addr=conn.peer_addr)
+        self.log.info(
+            "Manhole kick", user=self.user, stream_key=key, conn_id=conn.conn_id, peer_addr=conn.peer_addr
+        )
         # Abort rather than close: the publisher must be gone now, whatever it has not read.
         conn.abort(f"kicked by {self.user}")
         return Report(f"kicked {conn.conn_id} ({conn.peer_addr}), the publisher of {key}")
@@ -354,8 +380,9 @@ class Admin:
         if conn is None:
             raise AdminError(f"no connection {conn_id!r}")
         role = _role(conn)
-        self.log.info("Manhole drop", user=self.user, conn_id=conn.conn_id, peer_addr=conn.peer_addr,
-                      role=role or None)
+        self.log.info(
+            "Manhole drop", user=self.user, conn_id=conn.conn_id, peer_addr=conn.peer_addr, role=role or None
+        )
         conn.abort(f"dropped by {self.user}")
         return Report(f"dropped {conn.conn_id} ({conn.peer_addr}{', ' + role if role else ''})")
 
@@ -390,8 +417,12 @@ class Admin:
         """
         asked = self.service.request_reconnect(tc_url, f"Requested by {self.user}.", key=key, force=force)
         if not asked:
-            raise AdminError("no publisher " + (f"of {key} " if key else "") + "advertised Reconnect"
-                             + ("" if force else " (force=True asks them anyway)"))
+            raise AdminError(
+                "no publisher "
+                + (f"of {key} " if key else "")
+                + "advertised Reconnect"
+                + ("" if force else " (force=True asks them anyway)")
+            )
         ids = [conn.conn_id for conn in asked]
         self.log.info("Manhole reconnect request", user=self.user, stream_key=key, tcUrl=tc_url, conn_ids=ids)
         return Report(f"asked {len(ids)} publisher(s) to reconnect: {', '.join(ids)}")

@@ -90,8 +90,14 @@ class ServerCommands:
         if object_encoding not in (0, 3):
             object_encoding = 0.0
         enhanced = client_capabilities(params)
-        self.log.info("connect command", conn_id=conn.conn_id, app=app, tcUrl=str(params.get("tcUrl", "")),
-                      flashVer=str(params.get("flashVer", "")), enhanced=enhanced.summary())
+        self.log.info(
+            "connect command",
+            conn_id=conn.conn_id,
+            app=app,
+            tcUrl=str(params.get("tcUrl", "")),
+            flashVer=str(params.get("flashVer", "")),
+            enhanced=enhanced.summary(),
+        )
         config = conn.config
         conn.send_control(window_ack_size(config.window_ack_size))
         conn.send_control(set_peer_bandwidth(config.window_ack_size, PeerBandwidthLimit.DYNAMIC))
@@ -99,8 +105,13 @@ class ServerCommands:
         properties: dict[str, Any] = {"fmsVer": FMS_VERSION, "capabilities": 31.0, "mode": 1.0}
         # Enhanced RTMP: state what rtmpd supports (it forwards every codec) so the client enables it.
         properties.update(connect_result_properties(enhanced))
-        info = status_info("status", "NetConnection.Connect.Success", "Connection succeeded.",
-                           objectEncoding=float(object_encoding), data=ECMAArray(version="3,5,7,7009"))
+        info = status_info(
+            "status",
+            "NetConnection.Connect.Success",
+            "Connection succeeded.",
+            objectEncoding=float(object_encoding),
+            data=ECMAArray(version="3,5,7,7009"),
+        )
         return Reply(properties, info)
 
     def rtmp_createStream(self, command: Command) -> Reply:
@@ -116,8 +127,11 @@ class ServerCommands:
 
     def rtmp_FCPublish(self, command: Command) -> Reply:
         name = command.args[0] if command.args else ""
-        self.conn.send_command(encode_command(
-            "onFCPublish", 0, None, status_info("status", "NetStream.Publish.Start", str(name))))
+        self.conn.send_command(
+            encode_command(
+                "onFCPublish", 0, None, status_info("status", "NetStream.Publish.Start", str(name))
+            )
+        )
         return Reply(None)
 
     def rtmp_FCUnpublish(self, command: Command) -> Reply:
@@ -125,20 +139,27 @@ class ServerCommands:
         for ns in list(self.conn.net_streams.values()):
             if ns.publication is not None and ns.publication.name == split_stream_name(str(name))[0]:
                 self._stop_publishing(ns)
-        self.conn.send_command(encode_command(
-            "onFCUnpublish", 0, None, status_info("status", "NetStream.Unpublish.Success", str(name))))
+        self.conn.send_command(
+            encode_command(
+                "onFCUnpublish", 0, None, status_info("status", "NetStream.Unpublish.Success", str(name))
+            )
+        )
         return Reply(None)
 
     def rtmp_FCSubscribe(self, command: Command) -> None:
         # librtmp (rtmpdump) asks for this before play; FMS answers with onFCSubscribe.
         name = command.args[0] if command.args else ""
-        self.conn.send_command(encode_command(
-            "onFCSubscribe", 0, None, status_info("status", "NetStream.Play.Start", str(name))))
+        self.conn.send_command(
+            encode_command("onFCSubscribe", 0, None, status_info("status", "NetStream.Play.Start", str(name)))
+        )
 
     def rtmp_FCUnsubscribe(self, command: Command) -> None:
         name = command.args[0] if command.args else ""
-        self.conn.send_command(encode_command(
-            "onFCUnsubscribe", 0, None, status_info("status", "NetStream.Play.Stop", str(name))))
+        self.conn.send_command(
+            encode_command(
+                "onFCUnsubscribe", 0, None, status_info("status", "NetStream.Play.Stop", str(name))
+            )
+        )
 
     def rtmp_deleteStream(self, command: Command) -> None:
         stream_id = command.args[0] if command.args else None
@@ -161,7 +182,9 @@ class ServerCommands:
     def _net_stream(self, command: Command) -> NetStream:
         ns = self.conn.net_streams.get(command.stream_id)
         if ns is None:
-            raise CommandError(f"{command.name} on stream {command.stream_id}, which createStream did not make")
+            raise CommandError(
+                f"{command.name} on stream {command.stream_id}, which createStream did not make"
+            )
         return ns
 
     def _key(self, name: Any, refusal: type[IllegalStreamName] = IllegalStreamName) -> tuple[str, str, str]:
@@ -175,8 +198,12 @@ class ServerCommands:
         conn = self.conn
         ns = self._net_stream(command)
         key, name, query = self._key(command.args[0] if command.args else None)
-        self.log.info("publish command", conn_id=conn.conn_id, stream_key=key,
-                      type=str(command.args[1]) if len(command.args) > 1 else "live")
+        self.log.info(
+            "publish command",
+            conn_id=conn.conn_id,
+            stream_key=key,
+            type=str(command.args[1]) if len(command.args) > 1 else "live",
+        )
         if ns.publication is not None or ns.player is not None:
             raise BadStreamName(f"stream {ns.stream_id} is already in use")
         now = conn.clock.seconds()
@@ -184,8 +211,11 @@ class ServerCommands:
         ns.stream = self.registry.publish(key, publication)
         ns.publication = publication
         conn.send_control(user_control(UserControlEvent.STREAM_BEGIN, ns.stream_id))
-        conn.send_command(on_status(ns.stream_id, "status", "NetStream.Publish.Start",
-                                    f"{key} is now published.", details=name))
+        conn.send_command(
+            on_status(
+                ns.stream_id, "status", "NetStream.Publish.Start", f"{key} is now published.", details=name
+            )
+        )
 
     def rtmp_play(self, command: Command) -> None:
         self._play(command, command.args[0] if command.args else None, reset=True)

@@ -57,9 +57,7 @@ class Dispatcher:
 
     def _answer(self, result: Any, command: Command) -> None:
         if isinstance(result, Reply) and command.transaction_id:
-            self._connection.send_command(
-                encode_command("_result", command.transaction_id, *result.values)
-            )
+            self._connection.send_command(encode_command("_result", command.transaction_id, *result.values))
 
     def _failed(self, failure: Failure, command: Command) -> None:
         conn = self._connection

@@ -63,8 +63,11 @@ class LateJoinCache:
             self._config[(message.type_id, slot, track)] = entry
 
     def _slot(self, type_id: int, slot: str) -> dict[int, Message]:
-        return {key[2]: message for key, (_, message) in self._config.items()
-                if key[0] == type_id and key[1] == slot}
+        return {
+            key[2]: message
+            for key, (_, message) in self._config.items()
+            if key[0] == type_id and key[1] == slot
+        }
 
     @property
     def audio_headers(self) -> dict[int, Message]:

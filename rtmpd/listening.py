@@ -46,7 +46,9 @@ class ListeningService(service.Service):
             raise SystemExit(1)
         self.port = outcome[0]
         host = self.port.getHost()
-        addr = f"{getattr(host, 'host', '')}:{getattr(host, 'port', '')}" if hasattr(host, "port") else str(host)
+        addr = (
+            f"{getattr(host, 'host', '')}:{getattr(host, 'port', '')}" if hasattr(host, "port") else str(host)
+        )
         self.log.info("{what} listening", what=self.what, addr=addr, endpoint=self.description)
 
     def stopService(self):

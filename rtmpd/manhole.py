@@ -75,8 +75,9 @@ def loopback_default(description: str) -> str:
     return description
 
 
-def make_namespace(top: RTMPService, user: str, sampler: RateSampler | None = None,
-                   reactor: Any = None) -> dict[str, Any]:
+def make_namespace(
+    top: RTMPService, user: str, sampler: RateSampler | None = None, reactor: Any = None
+) -> dict[str, Any]:
     """The names an operator's session starts with: the server's objects and the admin helpers."""
     if reactor is None:
         from twisted.internet import reactor
@@ -130,8 +131,9 @@ class ManholeShell(manhole.ColoredManhole):
 
     log = Logger()
 
-    def __init__(self, namespace: dict[str, Any], user: str, peer: str,
-                 size: tuple[int, int] = _DEFAULT_SIZE) -> None:
+    def __init__(
+        self, namespace: dict[str, Any], user: str, peer: str, size: tuple[int, int] = _DEFAULT_SIZE
+    ) -> None:
         super().__init__(namespace)
         self.user = user
         self.peer = peer
@@ -162,8 +164,9 @@ class ManholeShell(manhole.ColoredManhole):
 
     def lineReceived(self, line: bytes) -> None:
         if line.strip():
-            self.log.info("Manhole input", user=self.user, peer=self.peer,
-                          source=line.decode("utf-8", "replace"))
+            self.log.info(
+                "Manhole input", user=self.user, peer=self.peer, source=line.decode("utf-8", "replace")
+            )
         super().lineReceived(line)
         if self.interpreter.exited:
             self.handle_QUIT()
@@ -231,7 +234,8 @@ class ManholeSession:
         self._proto = proto
         user = self.user
         terminal = self._terminal = insults.ServerProtocol(
-            ManholeShell, user.namespace_factory(user.name), user.name, user.peer, (self.width, self.height))
+            ManholeShell, user.namespace_factory(user.name), user.name, user.peer, (self.width, self.height)
+        )
         # The terminal first: whatever the client sent before the shell opened is
         # handed to it as soon as the channel side connects.
         terminal.makeConnection(_Pipe(self._to_client, self._end))
@@ -242,8 +246,12 @@ class ManholeSession:
     def execCommand(self, proto, command: bytes) -> None:
         proto.makeConnection(_Pipe(lambda data: None, lambda: None))
         proto.write(b"rtmpd manhole: commands are not run on their own; open a session (ssh -t ...)\r\n")
-        self.log.info("Manhole exec refused", user=self.user.name, peer=self.user.peer,
-                      command=command.decode("utf-8", "replace"))
+        self.log.info(
+            "Manhole exec refused",
+            user=self.user.name,
+            peer=self.user.peer,
+            command=command.decode("utf-8", "replace"),
+        )
         self._proto = proto
         self._end(status=1)
 
@@ -335,8 +343,9 @@ class ManholeTransport(transport.SSHServerTransport):
     def receiveError(self, reasonCode: int, description: bytes) -> None:
         # OpenSSH says goodbye with a disconnect message (code 11, "disconnected by
         # user"); the stock transport logs every such message at error level.
-        self.log.info("Manhole client disconnected", code=reasonCode,
-                      reason=description.decode("utf-8", "replace"))
+        self.log.info(
+            "Manhole client disconnected", code=reasonCode, reason=description.decode("utf-8", "replace")
+        )
 
 
 class ManholeFactory(ConchFactory):
@@ -352,9 +361,15 @@ class ManholeFactory(ConchFactory):
         self.services = {**self.services, b"ssh-userauth": ManholeUserAuth}
 
 
-def manhole_service(description: str, top: RTMPService, *, keys_file: str | None = None,
-                    passwd_file: str | None = None, host_key_file: str = "rtmpd_host_key",
-                    reactor: Any = None) -> service.MultiService:
+def manhole_service(
+    description: str,
+    top: RTMPService,
+    *,
+    keys_file: str | None = None,
+    passwd_file: str | None = None,
+    host_key_file: str = "rtmpd_host_key",
+    reactor: Any = None,
+) -> service.MultiService:
     """The manhole as a service: an SSH listener on ``description`` (loopback unless it names an
     interface) and the bit-rate sampler its helpers read.
 

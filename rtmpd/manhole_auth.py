@@ -85,12 +85,19 @@ class AuthorizedKeys:
         except OSError as e:
             raise ManholeError(f"--manhole-keys {_describe_os_error(self.path, e)}") from e
         for number in bad:
-            self.log.warn("Manhole authorized_keys line ignored (not a public key, or it has options)",
-                          path=self.path, line=number)
+            self.log.warn(
+                "Manhole authorized_keys line ignored (not a public key, or it has options)",
+                path=self.path,
+                line=number,
+            )
         if not keys:
             raise ManholeError(f"--manhole-keys {self.path}: no public keys in it")
-        self.log.info("Manhole authorized keys", path=self.path, keys=len(keys),
-                      fingerprints=[fingerprint(k) for k in keys])
+        self.log.info(
+            "Manhole authorized keys",
+            path=self.path,
+            keys=len(keys),
+            fingerprints=[fingerprint(k) for k in keys],
+        )
         return keys
 
     def getAuthorizedKeys(self, username: bytes) -> list[Key]:
@@ -98,8 +105,11 @@ class AuthorizedKeys:
         try:
             return self.read()[0]
         except OSError as e:
-            self.log.error("Manhole authorized_keys unreadable: no key logs in", path=self.path,
-                           error=e.strerror or str(e))
+            self.log.error(
+                "Manhole authorized_keys unreadable: no key logs in",
+                path=self.path,
+                error=e.strerror or str(e),
+            )
             return []
 
 
@@ -114,8 +124,9 @@ class PasswordFile:
     credentialInterfaces = (IUsernamePassword,)
     log = Logger()
 
-    def __init__(self, path: str,
-                 defer_to_thread: Callable[..., defer.Deferred] = threads.deferToThread) -> None:
+    def __init__(
+        self, path: str, defer_to_thread: Callable[..., defer.Deferred] = threads.deferToThread
+    ) -> None:
         self.path = path
         self._defer_to_thread = defer_to_thread
 
@@ -157,8 +168,9 @@ class PasswordFile:
         try:
             stored = self.read().get(credentials.username)
         except (OSError, ValueError) as e:
-            self.log.error("Manhole password file unreadable: no password logs in", path=self.path,
-                           error=str(e))
+            self.log.error(
+                "Manhole password file unreadable: no password logs in", path=self.path, error=str(e)
+            )
             return defer.fail(UnauthorizedLogin("password file unreadable"))
         if stored is None:
             return defer.fail(UnauthorizedLogin("unknown user"))
@@ -208,8 +220,9 @@ class HostKeyFile:
             raise ManholeError(f"--manhole-host-key {self.path}: a public key, not a private one")
         if os.stat(self.path).st_mode & (stat.S_IRWXG | stat.S_IRWXO):
             self.log.warn("Manhole host key is accessible to other users", path=self.path)
-        self.log.info("Manhole host key", path=self.path, type=key.sshType().decode(),
-                      fingerprint=fingerprint(key))
+        self.log.info(
+            "Manhole host key", path=self.path, type=key.sshType().decode(), fingerprint=fingerprint(key)
+        )
         return key
 
     def _create(self) -> Key:
@@ -223,8 +236,9 @@ class HostKeyFile:
                 f.write(key.toString("OPENSSH"))
         except OSError as e:
             raise ManholeError(f"--manhole-host-key {_describe_os_error(self.path, e)}") from e
-        self.log.info("Manhole host key created", path=self.path, type="ssh-ed25519",
-                      fingerprint=fingerprint(key))
+        self.log.info(
+            "Manhole host key created", path=self.path, type="ssh-ed25519", fingerprint=fingerprint(key)
+        )
         return key
 
 
@@ -253,8 +267,9 @@ class AuditedPortal:
 
     def login(self, credentials, mind, *interfaces) -> defer.Deferred:
         d = self.portal.login(credentials, self.peer, *interfaces)
-        return d.addCallbacks(self._logged_in, self._refused, callbackArgs=(credentials,),
-                              errbackArgs=(credentials,))
+        return d.addCallbacks(
+            self._logged_in, self._refused, callbackArgs=(credentials,), errbackArgs=(credentials,)
+        )
 
     def _logged_in(self, result, credentials):
         self.log.info("Manhole login", peer=self.peer, **_credentials_summary(credentials))

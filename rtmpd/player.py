@@ -35,7 +35,9 @@ class Player:
         self.dropped_frames = 0
         self._dropping = False
 
-    def accepts(self, type_id: int, is_video: bool, is_header: bool, is_keyframe: bool, message: Message) -> bool:
+    def accepts(
+        self, type_id: int, is_video: bool, is_header: bool, is_keyframe: bool, message: Message
+    ) -> bool:
         """Whether a relayed message should be queued for this player now."""
         if self.paused_by_client:
             return False
@@ -54,8 +56,12 @@ class Player:
                 self.waiting_keyframe = False
                 if self._dropping:
                     self._dropping = False
-                    self.log.info("Slow subscriber caught up", stream_key=self.stream.key,
-                                  conn_id=conn.conn_id, dropped_frames=self.dropped_frames)
+                    self.log.info(
+                        "Slow subscriber caught up",
+                        stream_key=self.stream.key,
+                        conn_id=conn.conn_id,
+                        dropped_frames=self.dropped_frames,
+                    )
             return True
         if type_id == MessageType.AUDIO and not self.receive_audio:
             return False
@@ -66,8 +72,12 @@ class Player:
         self.waiting_keyframe = True
         if not self._dropping:
             self._dropping = True
-            self.log.warn("Slow subscriber dropping frames", stream_key=self.stream.key,
-                          conn_id=self.conn.conn_id, dropped_frames=self.dropped_frames)
+            self.log.warn(
+                "Slow subscriber dropping frames",
+                stream_key=self.stream.key,
+                conn_id=self.conn.conn_id,
+                dropped_frames=self.dropped_frames,
+            )
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -76,10 +86,14 @@ class Player:
         conn, sid, key = self.conn, self.stream_id, self.stream.key
         conn.send_control(user_control(UserControlEvent.STREAM_BEGIN, sid))
         if reset:
-            conn.send_command(on_status(sid, "status", "NetStream.Play.Reset", f"Playing and resetting {key}.",
-                                        details=self.name))
-        conn.send_command(on_status(sid, "status", "NetStream.Play.Start", f"Started playing {key}.",
-                                    details=self.name))
+            conn.send_command(
+                on_status(
+                    sid, "status", "NetStream.Play.Reset", f"Playing and resetting {key}.", details=self.name
+                )
+            )
+        conn.send_command(
+            on_status(sid, "status", "NetStream.Play.Start", f"Started playing {key}.", details=self.name)
+        )
         conn.send_command(encode_data("|RtmpSampleAccess", True, True, stream_id=sid))
         self.stream.add_player(self)
         if self.stream.live:
@@ -90,11 +104,17 @@ class Player:
         for message in stream.late_join_messages():
             self.conn.send_media(message, self.stream_id)
         if stream.cache.audio_headers:
-            self.log.debug("Sent cached audio sequence header to subscriber", stream_key=stream.key,
-                           conn_id=self.conn.conn_id)
+            self.log.debug(
+                "Sent cached audio sequence header to subscriber",
+                stream_key=stream.key,
+                conn_id=self.conn.conn_id,
+            )
         if stream.cache.video_headers:
-            self.log.debug("Sent cached video sequence header to subscriber", stream_key=stream.key,
-                           conn_id=self.conn.conn_id)
+            self.log.debug(
+                "Sent cached video sequence header to subscriber",
+                stream_key=stream.key,
+                conn_id=self.conn.conn_id,
+            )
         # A GOP starts at a keyframe: the player can take live frames at once.
         self.waiting_keyframe = not stream.cache.gop
         self.conn.flush_media()
@@ -103,14 +123,28 @@ class Player:
         """Someone (re)started publishing the stream this player waits on."""
         self.waiting_keyframe = True
         self.conn.send_control(user_control(UserControlEvent.STREAM_BEGIN, self.stream_id))
-        self.conn.send_command(on_status(self.stream_id, "status", "NetStream.Play.PublishNotify",
-                                         f"{self.stream.key} is now published.", details=self.name))
+        self.conn.send_command(
+            on_status(
+                self.stream_id,
+                "status",
+                "NetStream.Play.PublishNotify",
+                f"{self.stream.key} is now published.",
+                details=self.name,
+            )
+        )
 
     def publish_stopped(self) -> None:
         """The publisher left: tell the player, which stays subscribed for a re-publish."""
         self.waiting_keyframe = True
-        self.conn.send_command(on_status(self.stream_id, "status", "NetStream.Play.UnpublishNotify",
-                                         f"{self.stream.key} is now unpublished.", details=self.name))
+        self.conn.send_command(
+            on_status(
+                self.stream_id,
+                "status",
+                "NetStream.Play.UnpublishNotify",
+                f"{self.stream.key} is now unpublished.",
+                details=self.name,
+            )
+        )
         self.conn.send_control(user_control(UserControlEvent.STREAM_EOF, self.stream_id))
 
     def stop(self) -> None:
@@ -124,8 +158,10 @@ class Player:
         self.conn.send_command(on_status(self.stream_id, "status", code, self.stream.key, details=self.name))
 
     def stats(self) -> dict[str, object]:
-        return {"conn_id": self.conn.conn_id, "peer": self.conn.peer_addr, "bytes_sent": self.conn.bytes_out,
-                "dropped_frames": self.dropped_frames, "buffered_bytes": self.conn.buffered_bytes}
-
-
-
+        return {
+            "conn_id": self.conn.conn_id,
+            "peer": self.conn.peer_addr,
+            "bytes_sent": self.conn.bytes_out,
+            "dropped_frames": self.dropped_frames,
+            "buffered_bytes": self.conn.buffered_bytes,
+        }

@@ -113,7 +113,9 @@ class RTMPProtocol(Protocol):
 
     def _handshake_timed_out(self) -> None:
         self._handshake_timer = None
-        self.log.warn("Handshake timed out", conn_id=self.conn_id, timeout=self.config.limits.handshake_timeout)
+        self.log.warn(
+            "Handshake timed out", conn_id=self.conn_id, timeout=self.config.limits.handshake_timeout
+        )
         self.abort("handshake timeout")
 
     def close(self, reason: str) -> None:
@@ -183,7 +185,9 @@ class RTMPProtocol(Protocol):
             self._handshake_timer.cancel()
         self._handshake_timer = None
         self.reader = ChunkReader(self.config.limits)
-        self.log.info("Handshake completed", conn_id=self.conn_id, digest=self.handshake.digest_scheme is not None)
+        self.log.info(
+            "Handshake completed", conn_id=self.conn_id, digest=self.handshake.digest_scheme is not None
+        )
         return self.handshake.leftover
 
     def _acknowledge(self) -> None:
@@ -199,8 +203,9 @@ class RTMPProtocol(Protocol):
             command = decode_command(message, max_depth=self.config.limits.max_amf_depth)
             if not self.session_open and command.name != "connect":
                 raise CommandBeforeConnect(f"{command.name!r} before connect")
-            self.log.debug("Command received", conn_id=self.conn_id, command=command.name,
-                           stream_id=command.stream_id)
+            self.log.debug(
+                "Command received", conn_id=self.conn_id, command=command.name, stream_id=command.stream_id
+            )
             self.dispatcher.dispatch(command)
         elif t == MessageType.DATA_AMF0 or t == MessageType.DATA_AMF3:
             self._data(message)
@@ -219,8 +224,9 @@ class RTMPProtocol(Protocol):
     def _media(self, message: Message) -> None:
         publication = self._publication(message.stream_id)
         if publication is None:
-            self.log.debug("Media on a stream that is not publishing", conn_id=self.conn_id,
-                           stream_id=message.stream_id)
+            self.log.debug(
+                "Media on a stream that is not publishing", conn_id=self.conn_id, stream_id=message.stream_id
+            )
             return
         publication.last_activity = self.last_activity
         publication.bytes_in += len(message.payload)
@@ -237,14 +243,19 @@ class RTMPProtocol(Protocol):
         if message.type_id == MessageType.DATA_AMF3:
             payload = payload[1:]
         unwrapped = unwrap_set_data_frame(payload)
-        values = decode_data(Message(MessageType.DATA_AMF0, 0, 0, unwrapped if unwrapped is not None else payload),
-                             max_depth=self.config.limits.max_amf_depth)
+        values = decode_data(
+            Message(MessageType.DATA_AMF0, 0, 0, unwrapped if unwrapped is not None else payload),
+            max_depth=self.config.limits.max_amf_depth,
+        )
         if values and values[0] == "onMetaData":
             meta = values[1] if len(values) > 1 and isinstance(values[1], dict) else {}
             body = unwrapped if unwrapped is not None else payload
-            stream.set_metadata(Message(MessageType.DATA_AMF0, message.timestamp, message.stream_id, body), meta)
-            self.log.info("Metadata received", conn_id=self.conn_id, stream_key=stream.key,
-                          fields=sorted(meta)[:40])
+            stream.set_metadata(
+                Message(MessageType.DATA_AMF0, message.timestamp, message.stream_id, body), meta
+            )
+            self.log.info(
+                "Metadata received", conn_id=self.conn_id, stream_key=stream.key, fields=sorted(meta)[:40]
+            )
         else:
             body = unwrapped if unwrapped is not None else payload
             stream.relay(Message(MessageType.DATA_AMF0, message.timestamp, message.stream_id, body))
@@ -257,8 +268,12 @@ class RTMPProtocol(Protocol):
             if event.event == UserControlEvent.PING_REQUEST:
                 self.send_control(user_control(UserControlEvent.PING_RESPONSE, event.value))
             elif event.event == UserControlEvent.SET_BUFFER_LENGTH:
-                self.log.debug("Client buffer length", conn_id=self.conn_id, stream_id=event.value,
-                               buffer_ms=event.buffer_length)
+                self.log.debug(
+                    "Client buffer length",
+                    conn_id=self.conn_id,
+                    stream_id=event.value,
+                    buffer_ms=event.buffer_length,
+                )
         elif isinstance(event, SetChunkSize):
             self.log.debug("Peer chunk size", conn_id=self.conn_id, size=event.size)
 

@@ -33,8 +33,11 @@ __all__ = ["Reconnector", "can_reconnect", "published_keys"]
 
 def published_keys(conn: RTMPProtocol) -> list[str]:
     """The stream keys ``conn`` publishes now."""
-    return [ns.stream.key for ns in conn.net_streams.values()
-            if ns.publication is not None and ns.stream is not None]
+    return [
+        ns.stream.key
+        for ns in conn.net_streams.values()
+        if ns.publication is not None and ns.stream is not None
+    ]
 
 
 def can_reconnect(conn: RTMPProtocol) -> bool:
@@ -47,14 +50,21 @@ class Reconnector:
 
     log = Logger()
 
-    def __init__(self, connections: Mapping[str, RTMPProtocol], registry: StreamRegistry,
-                 clock: IReactorTime) -> None:
+    def __init__(
+        self, connections: Mapping[str, RTMPProtocol], registry: StreamRegistry, clock: IReactorTime
+    ) -> None:
         self.connections = connections
         self.registry = registry
         self.clock = clock
 
-    def request(self, *, tc_url: str | None = None, description: str = "Please reconnect.",
-                key: str | None = None, force: bool = False) -> list[RTMPProtocol]:
+    def request(
+        self,
+        *,
+        tc_url: str | None = None,
+        description: str = "Please reconnect.",
+        key: str | None = None,
+        force: bool = False,
+    ) -> list[RTMPProtocol]:
         """Send ``NetConnection.Connect.ReconnectRequest`` to publishers; return the connections asked.
 
         Asked: every connection that publishes (only the publisher of stream
@@ -70,12 +80,19 @@ class Reconnector:
                 continue
             capable = can_reconnect(conn)
             if not (capable or force):
-                self.log.debug("Publisher cannot be asked to reconnect", conn_id=conn.conn_id,
-                               stream_keys=keys)
+                self.log.debug(
+                    "Publisher cannot be asked to reconnect", conn_id=conn.conn_id, stream_keys=keys
+                )
                 continue
             conn.send_command(reconnect_request(tc_url, description))
-            self.log.info("Reconnect requested", conn_id=conn.conn_id, stream_keys=keys, tcUrl=tc_url,
-                          description=description, advertised=capable)
+            self.log.info(
+                "Reconnect requested",
+                conn_id=conn.conn_id,
+                stream_keys=keys,
+                tcUrl=tc_url,
+                description=description,
+                advertised=capable,
+            )
             asked.append(conn)
         return asked
 
@@ -92,8 +109,9 @@ class _Departures(StreamListener):
 
     log = Logger()
 
-    def __init__(self, conns: list[RTMPProtocol], registry: StreamRegistry, clock: IReactorTime,
-                 grace: float) -> None:
+    def __init__(
+        self, conns: list[RTMPProtocol], registry: StreamRegistry, clock: IReactorTime, grace: float
+    ) -> None:
         self.conns = conns
         self.registry = registry
         self.clock = clock

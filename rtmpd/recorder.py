@@ -122,8 +122,10 @@ class StreamRecording:
         self._waiters: list[defer.Deferred] = []
 
     def __repr__(self) -> str:
-        return (f"<StreamRecording {self.stream_key} {self.state} file={self.file!r} bytes={self.bytes} "
-                f"duration={self.duration:.3f} pending={self.pending_bytes}>")
+        return (
+            f"<StreamRecording {self.stream_key} {self.state} file={self.file!r} bytes={self.bytes} "
+            f"duration={self.duration:.3f} pending={self.pending_bytes}>"
+        )
 
     @property
     def pending_bytes(self) -> int:
@@ -131,9 +133,17 @@ class StreamRecording:
 
     def snapshot(self) -> dict[str, Any]:
         """The state as plain values, for logs and the manhole."""
-        return {"stream_key": self.stream_key, "state": self.state, "file": self.file, "bytes": self.bytes,
-                "duration": round(self.duration, 3), "pending_bytes": self.pending_bytes,
-                "segments": self.segments, "files": list(self.files), "error": self.error}
+        return {
+            "stream_key": self.stream_key,
+            "state": self.state,
+            "file": self.file,
+            "bytes": self.bytes,
+            "duration": round(self.duration, 3),
+            "pending_bytes": self.pending_bytes,
+            "segments": self.segments,
+            "files": list(self.files),
+            "error": self.error,
+        }
 
     # -- messages (reactor thread) ------------------------------------------------
 
@@ -147,8 +157,9 @@ class StreamRecording:
             self._video_seen = True
         elif t == MessageType.AUDIO:
             tag_type = TAG_AUDIO
-            header = info is not None and (info.is_sequence_header or (
-                info.enhanced and info.packet_type == _AUDIO_MULTICHANNEL_CONFIG))
+            header = info is not None and (
+                info.is_sequence_header or (info.enhanced and info.packet_type == _AUDIO_MULTICHANNEL_CONFIG)
+            )
             keyframe = False
             self._audio_seen = True
         elif t == MessageType.DATA_AMF0:
@@ -202,16 +213,20 @@ class StreamRecording:
 
     def _limit_reached(self, rel: int) -> bool:
         r = self.recorder
-        return bool((r.max_size is not None and self.bytes >= r.max_size)
-                    or (r.interval_ms is not None and rel >= r.interval_ms))
+        return bool(
+            (r.max_size is not None and self.bytes >= r.max_size)
+            or (r.interval_ms is not None and rel >= r.interval_ms)
+        )
 
     def _queue(self, tag_type: int, rel: int, payload: bytes, keyframe: bool) -> None:
         writer = self._writer
         if writer is None or not self._open:
             return
         if not writer.write(tag_type, rel, payload, keyframe):
-            self._fail(f"writer queue full ({writer.pending_bytes} bytes waiting for the disk, "
-                       f"limit {writer.max_queue_bytes})")
+            self._fail(
+                f"writer queue full ({writer.pending_bytes} bytes waiting for the disk, "
+                f"limit {writer.max_queue_bytes})"
+            )
             return
         size = len(payload) + TAG_OVERHEAD
         self.bytes += size
@@ -223,12 +238,19 @@ class StreamRecording:
     def _start_segment(self, message: Message, paths: tuple[str, Iterator[str]]) -> None:
         cache = self.stream.cache
         metadata = publisher_metadata(cache.metadata.payload if cache.metadata is not None else None)
-        headers = [(TAG_VIDEO if m.type_id == MessageType.VIDEO else TAG_AUDIO, m.payload)
-                   for m in cache.codec_headers()]
+        headers = [
+            (TAG_VIDEO if m.type_id == MessageType.VIDEO else TAG_AUDIO, m.payload)
+            for m in cache.codec_headers()
+        ]
         has_video = bool(cache.video_headers) or self._video_seen or _present(metadata.get("videocodecid"))
         has_audio = bool(cache.audio_headers) or self._audio_seen or _present(metadata.get("audiocodecid"))
-        prologue = build_prologue(metadata, headers, has_audio=has_audio, has_video=has_video,
-                                  keyframe_slots=self.recorder.keyframe_slots)
+        prologue = build_prologue(
+            metadata,
+            headers,
+            has_audio=has_audio,
+            has_video=has_video,
+            keyframe_slots=self.recorder.keyframe_slots,
+        )
         first, candidates = paths
         self._open = True
         self._has_video = has_video
@@ -282,9 +304,14 @@ class StreamRecording:
 
     def _fail(self, cause: str, **fields: Any) -> None:
         self.error = cause
-        self.log.error("recording failed", stream_key=self.stream_key, file=self.file, cause=cause,
-                       bytes=fields.get("size", self.bytes),
-                       duration=fields.get("duration", round(self.duration, 3)))
+        self.log.error(
+            "recording failed",
+            stream_key=self.stream_key,
+            file=self.file,
+            cause=cause,
+            bytes=fields.get("size", self.bytes),
+            duration=fields.get("duration", round(self.duration, 3)),
+        )
         if self.state in ("waiting", "recording"):
             self.state = "failed"
             self._open = False
@@ -308,17 +335,24 @@ class StreamRecording:
         if isinstance(event, SegmentOpened):
             self.file = event.path
             self.files.append(event.path)
-            self.log.info("recording started", stream_key=self.stream_key, file=event.path,
-                          segment=len(self.files))
+            self.log.info(
+                "recording started", stream_key=self.stream_key, file=event.path, segment=len(self.files)
+            )
         elif isinstance(event, SegmentFinalized):
-            self.log.info("recording finalized", stream_key=self.stream_key, file=event.path,
-                          duration=round(event.duration, 3), bytes=event.size)
+            self.log.info(
+                "recording finalized",
+                stream_key=self.stream_key,
+                file=event.path,
+                duration=round(event.duration, 3),
+                bytes=event.size,
+            )
         elif isinstance(event, WriterFailed):
             if event.path is not None:
                 self.file = event.path
             if event.failure is not None:
-                self.log.failure("recording writer error", event.failure, stream_key=self.stream_key,
-                                 file=self.file)
+                self.log.failure(
+                    "recording writer error", event.failure, stream_key=self.stream_key, file=self.file
+                )
             self._fail(event.error, size=event.size, duration=round(event.duration, 3))
             # A failed file keeps its bytes (cut back to the last whole tag): that is the file's size now.
             self.bytes = event.size
@@ -388,8 +422,13 @@ class Recorder(service.Service, StreamListener):
         super().startService()
         if self not in self.registry.listeners:
             self.registry.listeners.append(self)
-        self.log.info("Recording enabled", record_dir=self.record_dir, match=list(self.patterns),
-                      max_size=self.max_size, interval=self.interval_ms and self.interval_ms / 1000)
+        self.log.info(
+            "Recording enabled",
+            record_dir=self.record_dir,
+            match=list(self.patterns),
+            max_size=self.max_size,
+            interval=self.interval_ms and self.interval_ms / 1000,
+        )
         # Streams published before the recorder started (not the case under twistd) are recorded too.
         for stream in self.registry:
             if stream.live:
@@ -414,8 +453,11 @@ class Recorder(service.Service, StreamListener):
 
         def timed_out() -> None:
             # A hung disk must not hang shutdown: the writer threads are daemons and die with the process.
-            self.log.error("recordings not finalized before shutdown", timeout=self.finalize_timeout,
-                           files=sorted(str(r.file) for r in self.unfinished))
+            self.log.error(
+                "recordings not finalized before shutdown",
+                timeout=self.finalize_timeout,
+                files=sorted(str(r.file) for r in self.unfinished),
+            )
             done.callback(None)
 
         timer = self.clock.callLater(self.finalize_timeout, timed_out)
@@ -485,8 +527,10 @@ class Recorder(service.Service, StreamListener):
                 break
         self._claimed.add(name)
         first = os.path.join(self.record_dir, name)
-        rest = (os.path.join(self.record_dir, recording_file_name(key, when, n))
-                for n in itertools.count(suffix + 1))
+        rest = (
+            os.path.join(self.record_dir, recording_file_name(key, when, n))
+            for n in itertools.count(suffix + 1)
+        )
         return first, itertools.chain((first,), rest)
 
     def new_writer(self, recording: StreamRecording) -> RecordingWriter:
@@ -496,8 +540,13 @@ class Recorder(service.Service, StreamListener):
             # Called in the writer thread; the recording is only ever touched in the reactor thread.
             call(recording.writer_event, event)
 
-        return RecordingWriter(report, open_file=self.open_file, max_queue_bytes=self.max_queue_bytes,
-                               name=f"rtmpd-recording {recording.stream_key}", **self.writer_options)
+        return RecordingWriter(
+            report,
+            open_file=self.open_file,
+            max_queue_bytes=self.max_queue_bytes,
+            name=f"rtmpd-recording {recording.stream_key}",
+            **self.writer_options,
+        )
 
     def forget(self, recording: StreamRecording) -> None:
         """Stop feeding ``recording`` (it is ending); ``stream.recording`` keeps showing it."""

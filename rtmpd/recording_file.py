@@ -41,8 +41,9 @@ _FILE_HEADER_SIZE = 13
 _NUMBER = struct.Struct(">Bd")
 #: Metadata fields describing the publisher's own file or index; in a
 #: recording they would contradict ours.
-_STALE_FIELDS = frozenset({"datasize", "lasttimestamp", "lastkeyframetimestamp", "lastkeyframelocation",
-                           "audiosize", "videosize"})
+_STALE_FIELDS = frozenset(
+    {"datasize", "lasttimestamp", "lastkeyframetimestamp", "lastkeyframelocation", "audiosize", "videosize"}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,8 +79,14 @@ def publisher_metadata(payload: bytes | None) -> dict[str, Any]:
     return {k: v for k, v in values[1].items() if k not in _STALE_FIELDS}
 
 
-def build_prologue(metadata: dict[str, Any], headers: Iterable[tuple[int, bytes]], *, has_audio: bool,
-                   has_video: bool, keyframe_slots: int) -> SegmentPrologue:
+def build_prologue(
+    metadata: dict[str, Any],
+    headers: Iterable[tuple[int, bytes]],
+    *,
+    has_audio: bool,
+    has_video: bool,
+    keyframe_slots: int,
+) -> SegmentPrologue:
     """Header, placeholder onMetaData and sequence header tags of a new file.
 
     ``headers`` are (tag type, payload) pairs, written in order at

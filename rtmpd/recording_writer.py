@@ -70,7 +70,7 @@ def open_exclusive(path: str) -> BinaryIO:
 
 
 def describe_error(error: BaseException) -> str:
-    """"ENOSPC: No space left on device" for an OSError, else the exception's type and text."""
+    """ "ENOSPC: No space left on device" for an OSError, else the exception's type and text."""
     if isinstance(error, OSError) and error.errno is not None:
         return f"{errno.errorcode.get(error.errno, str(error.errno))}: {error.strerror}"
     return f"{type(error).__name__}: {error}"

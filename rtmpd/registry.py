@@ -153,15 +153,23 @@ class Stream:
                 info = media.parse_video(message.payload) if is_video else media.parse_audio(message.payload)
             except MalformedTag as e:
                 # Relayed untouched all the same: we never reject media we cannot parse.
-                self.log.debug("Unparsed media tag", stream_key=self.key, conn_id=self._conn_id(),
-                               kind="video" if is_video else "audio", error=str(e))
+                self.log.debug(
+                    "Unparsed media tag",
+                    stream_key=self.key,
+                    conn_id=self._conn_id(),
+                    kind="video" if is_video else "audio",
+                    error=str(e),
+                )
             else:
                 # The common case (one track, a known codec, a frame) costs a few attribute reads.
                 tracks = self._tracks(message, info) if info.multitrack else None
                 if info.enhanced or info.codec[0] == "u":
                     self._note_unknown(is_video, tracks or (info,))
-                slot = HEADER if info.is_sequence_header else (
-                    self._config_slot(is_video, info) if info.enhanced else None)
+                slot = (
+                    HEADER
+                    if info.is_sequence_header
+                    else (self._config_slot(is_video, info) if info.enhanced else None)
+                )
                 if slot is not None:
                     is_header = True
                     self._cache_config(message, tracks or (info,), slot)
@@ -211,9 +219,16 @@ class Stream:
                 seen = (kind, t.codec, t.packet_type)
                 if seen not in self.stats.unknown_logged:
                     self.stats.unknown_logged.add(seen)
-                    self.log.debug("Unknown media tag relayed untouched", stream_key=self.key,
-                                   conn_id=self._conn_id(), kind=kind, codec=t.codec, fourcc=t.fourcc,
-                                   packet_type=t.packet_type, track=t.track_id)
+                    self.log.debug(
+                        "Unknown media tag relayed untouched",
+                        stream_key=self.key,
+                        conn_id=self._conn_id(),
+                        kind=kind,
+                        codec=t.codec,
+                        fourcc=t.fourcc,
+                        packet_type=t.packet_type,
+                        track=t.track_id,
+                    )
 
     def set_metadata(self, message: Message, values: dict[str, Any]) -> None:
         """Cache ``onMetaData`` (already unwrapped from ``@setDataFrame``) and relay it at time 0."""
@@ -230,19 +245,38 @@ class Stream:
         kind = "video" if is_video else "audio"
         cache.set_config(message, [t.track_id for t in tracks], slot)
         if slot != HEADER:
-            self.log.debug("Cached track configuration", stream_key=self.key, conn_id=self._conn_id(),
-                           kind=kind, tracks=[t.track_id for t in tracks], packet_type=tracks[0].packet_type)
+            self.log.debug(
+                "Cached track configuration",
+                stream_key=self.key,
+                conn_id=self._conn_id(),
+                kind=kind,
+                tracks=[t.track_id for t in tracks],
+                packet_type=tracks[0].packet_type,
+            )
             return
         for t in tracks:
             name = f"{kind}{t.track_id}"
             new_track = name not in stats.tracks
             stats.tracks[name] = t.codec
-            self.log.info("Cached {kind} sequence header", kind=kind, stream_key=self.key,
-                          conn_id=self._conn_id(), size=len(message.payload), codec=t.codec, fourcc=t.fourcc,
-                          track=t.track_id)
+            self.log.info(
+                "Cached {kind} sequence header",
+                kind=kind,
+                stream_key=self.key,
+                conn_id=self._conn_id(),
+                size=len(message.payload),
+                codec=t.codec,
+                fourcc=t.fourcc,
+                track=t.track_id,
+            )
             if new_track and stats.codecs_logged and t.multitrack:
-                self.log.info("Track detected", stream_key=self.key, conn_id=self._conn_id(), kind=kind,
-                              track=t.track_id, codec=t.codec)
+                self.log.info(
+                    "Track detected",
+                    stream_key=self.key,
+                    conn_id=self._conn_id(),
+                    kind=kind,
+                    track=t.track_id,
+                    codec=t.codec,
+                )
         if is_video:
             self.primary_video_track = cache.video_tracks()[0]
             stats.video_codec = stats.tracks[f"video{self.primary_video_track}"]
@@ -250,9 +284,14 @@ class Stream:
             stats.audio_codec = stats.tracks[f"audio{min(cache.audio_headers)}"]
         if not stats.codecs_logged and stats.video_codec and stats.audio_codec:
             stats.codecs_logged = True
-            self.log.info("Codecs detected", stream_key=self.key, conn_id=self._conn_id(),
-                          videoCodec=stats.video_codec, audioCodec=stats.audio_codec,
-                          tracks=dict(stats.tracks) if stats.multitrack else None)
+            self.log.info(
+                "Codecs detected",
+                stream_key=self.key,
+                conn_id=self._conn_id(),
+                videoCodec=stats.video_codec,
+                audioCodec=stats.audio_codec,
+                tracks=dict(stats.tracks) if stats.multitrack else None,
+            )
 
     def _fan_out(self, message: Message, is_header: bool, is_keyframe: bool) -> None:
         type_id = message.type_id
@@ -275,16 +314,24 @@ class Stream:
 
     def add_player(self, player: Player) -> None:
         self.players.append(player)
-        self.log.info("Subscriber added", stream_key=self.key, conn_id=player.conn.conn_id,
-                      total_subscribers=len(self.players))
+        self.log.info(
+            "Subscriber added",
+            stream_key=self.key,
+            conn_id=player.conn.conn_id,
+            total_subscribers=len(self.players),
+        )
 
     def remove_player(self, player: Player) -> None:
         try:
             self.players.remove(player)
         except ValueError:
             return
-        self.log.info("Subscriber removed", stream_key=self.key, conn_id=player.conn.conn_id,
-                      total_subscribers=len(self.players))
+        self.log.info(
+            "Subscriber removed",
+            stream_key=self.key,
+            conn_id=player.conn.conn_id,
+            total_subscribers=len(self.players),
+        )
         self.registry.forget_if_idle(self)
 
     def late_join_messages(self) -> list[Message]:
@@ -361,8 +408,13 @@ class StreamRegistry:
             idle = self._now() - current.last_activity
             if not (self.config.publish_takeover or idle >= self.config.publisher_timeout):
                 raise BadStreamName(f"{key} is already being published")
-            self.log.info("Publisher replaced", stream_key=key, conn_id=publication.conn.conn_id,
-                          old_conn_id=current.conn.conn_id, idle_seconds=round(idle, 3))
+            self.log.info(
+                "Publisher replaced",
+                stream_key=key,
+                conn_id=publication.conn.conn_id,
+                old_conn_id=current.conn.conn_id,
+                idle_seconds=round(idle, 3),
+            )
             self.unpublish(stream, current)
             current.conn.close("publisher replaced")
         stream.start(publication)
@@ -384,6 +436,7 @@ class StreamRegistry:
         """Publishers silent for longer than the publisher timeout."""
         now, limit = self._now(), self.config.publisher_timeout
         return [
-            s.publisher for s in self.streams.values()
+            s.publisher
+            for s in self.streams.values()
             if s.publisher is not None and now - s.publisher.last_activity >= limit
         ]

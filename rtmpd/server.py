@@ -55,13 +55,20 @@ class RTMPServerFactory(Factory):
         """Drop publishers silent past the publisher timeout and players stalled past the play timeout."""
         now = self.clock.seconds()
         for publication in self.registry.idle_publishers():
-            self.log.warn("Publisher timed out", conn_id=publication.conn.conn_id,
-                          idle_seconds=round(now - publication.last_activity, 3))
+            self.log.warn(
+                "Publisher timed out",
+                conn_id=publication.conn.conn_id,
+                idle_seconds=round(now - publication.last_activity, 3),
+            )
             publication.conn.abort("publisher timeout")
         limit = self.config.play_timeout
         for conn in list(self.connections.values()):
             if conn.write_paused and now - conn.paused_since >= limit:
-                self.log.warn("Player timed out", conn_id=conn.conn_id, stalled_seconds=round(now - conn.paused_since, 3))
+                self.log.warn(
+                    "Player timed out",
+                    conn_id=conn.conn_id,
+                    stalled_seconds=round(now - conn.paused_since, 3),
+                )
                 conn.abort("play timeout")
 
 
@@ -86,8 +93,14 @@ class RTMPService(service.MultiService):
         super().startService()
         self._sweeper.start(SWEEP_INTERVAL, now=False)
 
-    def request_reconnect(self, tc_url: str | None = None, description: str = "Please reconnect.", *,
-                          key: str | None = None, force: bool = False) -> list[RTMPProtocol]:
+    def request_reconnect(
+        self,
+        tc_url: str | None = None,
+        description: str = "Please reconnect.",
+        *,
+        key: str | None = None,
+        force: bool = False,
+    ) -> list[RTMPProtocol]:
         """Ask publishers to reconnect (Enhanced RTMP v2 ``NetConnection.Connect.ReconnectRequest``).
 
         Every publisher that advertised the Reconnect capability (only that

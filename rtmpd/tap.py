@@ -85,35 +85,106 @@ class Options(usage.Options):
         ["port", "p", "tcp:1935", "Port number or endpoint description to listen on", endpoint_description],
         ["record-dir", None, None, "Record every published stream into this directory"],
         ["record-max-size", None, None, "Start a new recording file past this many bytes", _positive(int)],
-        ["record-interval", None, None, "Start a new recording file every this many seconds", _positive(float)],
-        ["publisher-timeout", None, _defaults.publisher_timeout,
-         "Drop a publisher that sends nothing for this many seconds", _positive(float)],
-        ["play-timeout", None, _defaults.play_timeout,
-         "Drop a player whose socket makes no progress for this many seconds", _positive(float)],
-        ["max-queue-bytes", None, _defaults.max_queue_bytes,
-         "Most bytes a slow player may have queued before frames are dropped", _positive(int)],
-        ["gop-cache-bytes", None, _defaults.gop_cache_max_bytes, "Largest GOP cache per stream in bytes",
-         _positive(int)],
-        ["gop-cache-duration", None, _defaults.gop_cache_max_duration,
-         "Longest GOP cache per stream in seconds", _positive(float)],
+        [
+            "record-interval",
+            None,
+            None,
+            "Start a new recording file every this many seconds",
+            _positive(float),
+        ],
+        [
+            "publisher-timeout",
+            None,
+            _defaults.publisher_timeout,
+            "Drop a publisher that sends nothing for this many seconds",
+            _positive(float),
+        ],
+        [
+            "play-timeout",
+            None,
+            _defaults.play_timeout,
+            "Drop a player whose socket makes no progress for this many seconds",
+            _positive(float),
+        ],
+        [
+            "max-queue-bytes",
+            None,
+            _defaults.max_queue_bytes,
+            "Most bytes a slow player may have queued before frames are dropped",
+            _positive(int),
+        ],
+        [
+            "gop-cache-bytes",
+            None,
+            _defaults.gop_cache_max_bytes,
+            "Largest GOP cache per stream in bytes",
+            _positive(int),
+        ],
+        [
+            "gop-cache-duration",
+            None,
+            _defaults.gop_cache_max_duration,
+            "Longest GOP cache per stream in seconds",
+            _positive(float),
+        ],
         ["chunk-size", None, _defaults.chunk_size, "Outgoing RTMP chunk size", _chunk_size],
-        ["max-message-size", None, _limits.max_media_message_size,
-         "Largest audio/video/data message accepted, in bytes", _positive(int)],
-        ["max-command-size", None, _limits.max_command_message_size,
-         "Largest command or control message accepted, in bytes", _positive(int)],
-        ["max-chunk-streams", None, _limits.max_chunk_streams,
-         "Most chunk streams one connection may open", _positive(int)],
-        ["handshake-timeout", None, _limits.handshake_timeout,
-         "Seconds a client has to complete the handshake", _positive(float)],
-        ["log-level", None, "info", "Log level: debug, info, warn or error",
-         _choice("debug", "info", "warn", "error")],
-        ["log-format", None, None, "Log format: text or json (default: text on a terminal, json otherwise)",
-         _choice("text", "json")],
-        ["manhole", None, None, "Endpoint for the SSH admin shell, e.g. tcp:2222 (off when absent)",
-         endpoint_description],
+        [
+            "max-message-size",
+            None,
+            _limits.max_media_message_size,
+            "Largest audio/video/data message accepted, in bytes",
+            _positive(int),
+        ],
+        [
+            "max-command-size",
+            None,
+            _limits.max_command_message_size,
+            "Largest command or control message accepted, in bytes",
+            _positive(int),
+        ],
+        [
+            "max-chunk-streams",
+            None,
+            _limits.max_chunk_streams,
+            "Most chunk streams one connection may open",
+            _positive(int),
+        ],
+        [
+            "handshake-timeout",
+            None,
+            _limits.handshake_timeout,
+            "Seconds a client has to complete the handshake",
+            _positive(float),
+        ],
+        [
+            "log-level",
+            None,
+            "info",
+            "Log level: debug, info, warn or error",
+            _choice("debug", "info", "warn", "error"),
+        ],
+        [
+            "log-format",
+            None,
+            None,
+            "Log format: text or json (default: text on a terminal, json otherwise)",
+            _choice("text", "json"),
+        ],
+        [
+            "manhole",
+            None,
+            None,
+            "Endpoint for the SSH admin shell, e.g. tcp:2222 (off when absent)",
+            endpoint_description,
+        ],
         ["manhole-keys", None, None, "authorized_keys file of keys allowed into the manhole"],
         ["manhole-passwd", None, None, "user:password file for the manhole (hashed passwords supported)"],
-        ["manhole-host-key", None, "rtmpd_host_key", "SSH host key file for the manhole (created if missing)"],
+        [
+            "manhole-host-key",
+            None,
+            "rtmpd_host_key",
+            "SSH host key file for the manhole (created if missing)",
+        ],
     ]
 
     def __init__(self) -> None:
@@ -155,7 +226,9 @@ class Options(usage.Options):
                 raise usage.UsageError(f"--record-dir {record_dir}: not writable")
         self["record-dir"] = record_dir
         if self["manhole"] and not (self["manhole-keys"] or self["manhole-passwd"]):
-            raise usage.UsageError("--manhole needs --manhole-keys or --manhole-passwd (it is a Python shell)")
+            raise usage.UsageError(
+                "--manhole needs --manhole-keys or --manhole-passwd (it is a Python shell)"
+            )
         if self.parent is not None and self.parent.get("logger") is None:
             path = self.parent.get("logfile") or (None if self.parent.get("nodaemon") else "twistd.log")
             logs.configure(self["log-format"], self["log-level"], path)

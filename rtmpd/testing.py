@@ -145,9 +145,17 @@ class RTMPTestClient(Protocol):
         return self.wait_for(lambda item: isinstance(item, Command) and status_code(item) == code)
 
     def connect(self, app: str = "live", **params: Any) -> Deferred:
-        obj = {"app": app, "flashVer": "FMLE/3.0 (compatible; rtmpd.testing)", "tcUrl": f"rtmp://localhost/{app}",
-               "fpad": False, "capabilities": 15.0, "audioCodecs": 3191.0, "videoCodecs": 252.0,
-               "videoFunction": 1.0, "objectEncoding": 0.0}
+        obj = {
+            "app": app,
+            "flashVer": "FMLE/3.0 (compatible; rtmpd.testing)",
+            "tcUrl": f"rtmp://localhost/{app}",
+            "fpad": False,
+            "capabilities": 15.0,
+            "audioCodecs": 3191.0,
+            "videoCodecs": 252.0,
+            "videoFunction": 1.0,
+            "objectEncoding": 0.0,
+        }
         obj.update(params)
         return self.call("connect", obj)
 
@@ -158,8 +166,13 @@ class RTMPTestClient(Protocol):
     def _stream_command(self, name: str, stream_id: int, *args: Any, expect: str) -> Deferred:
         ok = self.wait_for_status(expect)
         error = self.wait_for(
-            lambda item: isinstance(item, Command) and item.name == "onStatus" and item.stream_id == stream_id
-            and isinstance(item.args[0] if item.args else None, dict) and item.args[0].get("level") == "error"
+            lambda item: (
+                isinstance(item, Command)
+                and item.name == "onStatus"
+                and item.stream_id == stream_id
+                and isinstance(item.args[0] if item.args else None, dict)
+                and item.args[0].get("level") == "error"
+            )
         )
         self.send(8, encode_command(name, 0, None, *args, stream_id=stream_id))
         done: Deferred = Deferred()
@@ -201,8 +214,10 @@ class RTMPTestClient(Protocol):
         """
         kinds = (MessageType.AUDIO, MessageType.VIDEO, MessageType.DATA_AMF0)
         return [
-            m for m in self.messages
-            if m.type_id in kinds and (stream_id is None or m.stream_id == stream_id)
+            m
+            for m in self.messages
+            if m.type_id in kinds
+            and (stream_id is None or m.stream_id == stream_id)
             and not m.payload.startswith(_SAMPLE_ACCESS)
         ]
 

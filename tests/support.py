@@ -66,10 +66,22 @@ class ServerProcess:
         self.port = 0
 
     def start(self, timeout: float = 20.0) -> ServerProcess:
-        cmd = [twistd(), "-n", "--pidfile=", "rtmpd", "--port", "tcp:0:interface=127.0.0.1",
-               "--log-format", "json", "--log-level", self.log_level, *self.args]
-        self.process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=self.cwd,
-                                        text=True, bufsize=1)
+        cmd = [
+            twistd(),
+            "-n",
+            "--pidfile=",
+            "rtmpd",
+            "--port",
+            "tcp:0:interface=127.0.0.1",
+            "--log-format",
+            "json",
+            "--log-level",
+            self.log_level,
+            *self.args,
+        ]
+        self.process = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=self.cwd, text=True, bufsize=1
+        )
         threading.Thread(target=self._read, daemon=True).start()
         try:
             listening = self.wait_for(lambda e: e.get("msg") == "RTMP server listening", timeout)
@@ -93,8 +105,9 @@ class ServerProcess:
         with self._changed:
             self._changed.notify_all()
 
-    def wait_for(self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 20.0,
-                 start: int = 0) -> dict[str, Any]:
+    def wait_for(
+        self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 20.0, start: int = 0
+    ) -> dict[str, Any]:
         """The first log event (from index ``start``) matching ``predicate``; AssertionError on timeout."""
         deadline = time.monotonic() + timeout
         with self._changed:
@@ -104,13 +117,15 @@ class ServerProcess:
                         return event
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    raise AssertionError(f"no matching log event within {timeout}s; log tail:\n"
-                                         + "".join(self.output[-40:]))
+                    raise AssertionError(
+                        f"no matching log event within {timeout}s; log tail:\n" + "".join(self.output[-40:])
+                    )
                 self._changed.wait(min(remaining, 0.5))
 
     def wait_for_msg(self, msg: str, timeout: float = 20.0, start: int = 0, **fields: Any) -> dict[str, Any]:
         return self.wait_for(
-            lambda e: e.get("msg") == msg and all(e.get(k) == v for k, v in fields.items()), timeout, start)
+            lambda e: e.get("msg") == msg and all(e.get(k) == v for k, v in fields.items()), timeout, start
+        )
 
     def messages(self, msg: str) -> list[dict[str, Any]]:
         with self._changed:
@@ -147,18 +162,53 @@ class ServerProcess:
             return [e for e in self.events if e.get("level") in ("error", "critical") or "traceback" in e]
 
 
-def ffmpeg_publish(url: str, seconds: float, *, size: str = "640x360", rate: int = 30, gop_seconds: int = 2,
-                   realtime: bool = True, extra: list[str] | None = None) -> subprocess.Popen:
+def ffmpeg_publish(
+    url: str,
+    seconds: float,
+    *,
+    size: str = "640x360",
+    rate: int = 30,
+    gop_seconds: int = 2,
+    realtime: bool = True,
+    extra: list[str] | None = None,
+) -> subprocess.Popen:
     """ffmpeg publishing testsrc (H.264) + sine (AAC) to ``url``."""
     ffmpeg = require("ffmpeg")
     cmd = [ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error"]
     if realtime:
         cmd.append("-re")
-    cmd += ["-f", "lavfi", "-i", f"testsrc=size={size}:rate={rate}",
-            "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
-            "-t", str(seconds), "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency",
-            "-g", str(rate * gop_seconds), "-keyint_min", str(rate * gop_seconds), "-pix_fmt", "yuv420p",
-            "-c:a", "aac", "-b:a", "96k", *(extra or []), "-f", "flv", url]
+    cmd += [
+        "-f",
+        "lavfi",
+        "-i",
+        f"testsrc=size={size}:rate={rate}",
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=frequency=440:sample_rate=48000",
+        "-t",
+        str(seconds),
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-tune",
+        "zerolatency",
+        "-g",
+        str(rate * gop_seconds),
+        "-keyint_min",
+        str(rate * gop_seconds),
+        "-pix_fmt",
+        "yuv420p",
+        "-c:a",
+        "aac",
+        "-b:a",
+        "96k",
+        *(extra or []),
+        "-f",
+        "flv",
+        url,
+    ]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

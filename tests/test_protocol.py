@@ -123,8 +123,9 @@ class FailureTests(SynchronousTestCase):
             with capturedLogs() as events:
                 protocol.dataReceived(ChunkWriter().write(2, payload))
             self.assertTrue(transport.disconnecting, size)
-            self.assertEqual([e["error"] for e in events if e["log_format"] == "Protocol error"],
-                             ["InvalidChunkSize"])
+            self.assertEqual(
+                [e["error"] for e in events if e["log_format"] == "Protocol error"], ["InvalidChunkSize"]
+            )
 
     def test_oversized_message_is_refused_at_the_header(self) -> None:
         server, protocol, transport = self.handshaken()
@@ -134,18 +135,26 @@ class FailureTests(SynchronousTestCase):
         with capturedLogs() as events:
             protocol.dataReceived(header + (1).to_bytes(4, "little"))
         self.assertTrue(transport.disconnecting)
-        self.assertEqual([e["error"] for e in events if e["log_format"] == "Protocol error"], ["MessageTooLarge"])
+        self.assertEqual(
+            [e["error"] for e in events if e["log_format"] == "Protocol error"], ["MessageTooLarge"]
+        )
 
     def test_malformed_amf_in_connect(self) -> None:
         server, protocol, transport = self.handshaken()
         from rtmpd.core.chunks import ChunkWriter
 
-        bad = Message(MessageType.COMMAND_AMF0, 0, 0, b"\x02\x00\x07connect\x00\x3f\xf0\x00\x00\x00\x00\x00\x00\x03"
-                      b"\x00\x03app\x02\x00\xff")
+        bad = Message(
+            MessageType.COMMAND_AMF0,
+            0,
+            0,
+            b"\x02\x00\x07connect\x00\x3f\xf0\x00\x00\x00\x00\x00\x00\x03\x00\x03app\x02\x00\xff",
+        )
         with capturedLogs() as events:
             protocol.dataReceived(ChunkWriter().write(3, bad))
         self.assertTrue(transport.disconnecting)
-        self.assertEqual([e["error"] for e in events if e["log_format"] == "Protocol error"], ["AMFDecodeError"])
+        self.assertEqual(
+            [e["error"] for e in events if e["log_format"] == "Protocol error"], ["AMFDecodeError"]
+        )
 
     def test_unexpected_exception_in_a_responder_is_logged_and_answered(self) -> None:
         server = MemoryServer()
@@ -175,8 +184,10 @@ class FailureTests(SynchronousTestCase):
         from rtmpd.core.chunks import ChunkWriter
 
         with capturedLogs() as events:
-            protocol.dataReceived(ChunkWriter().write(3, encode_command("publish", 0, None, "x", stream_id=1)))
+            protocol.dataReceived(
+                ChunkWriter().write(3, encode_command("publish", 0, None, "x", stream_id=1))
+            )
         self.assertTrue(transport.disconnecting)
-        self.assertEqual([e["error"] for e in events if e["log_format"] == "Protocol error"],
-                         ["CommandBeforeConnect"])
-
+        self.assertEqual(
+            [e["error"] for e in events if e["log_format"] == "Protocol error"], ["CommandBeforeConnect"]
+        )

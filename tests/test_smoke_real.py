@@ -22,8 +22,21 @@ class RealClientConnectTests(TestCase):
         self.server.wait_for_msg("play command", stream_key="live/x")
 
     def test_rtmpdump_completes_handshake_and_connect(self) -> None:
-        run([require("rtmpdump"), "-r", self.server.url("x"), "--live", "--stop", "1", "-m", "3",
-             "-o", "/dev/null"], timeout=20)
+        run(
+            [
+                require("rtmpdump"),
+                "-r",
+                self.server.url("x"),
+                "--live",
+                "--stop",
+                "1",
+                "-m",
+                "3",
+                "-o",
+                "/dev/null",
+            ],
+            timeout=20,
+        )
         self.server.wait_for_msg("Handshake completed")
         connect = self.server.wait_for_msg("connect command")
         self.assertEqual(connect["app"], "live")

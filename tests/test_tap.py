@@ -28,7 +28,11 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual(parse("--port", "1935")["port"], "tcp:1935")
 
     def test_endpoint_descriptions_pass_through(self) -> None:
-        for description in ("tcp:1935:interface=127.0.0.1", "tcp6:1935:interface=\\:\\:1", "unix:/tmp/rtmpd.sock"):
+        for description in (
+            "tcp:1935:interface=127.0.0.1",
+            "tcp6:1935:interface=\\:\\:1",
+            "unix:/tmp/rtmpd.sock",
+        ):
             self.assertEqual(parse("--port", description)["port"], description)
 
     def test_listen_is_repeatable(self) -> None:
@@ -36,8 +40,14 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual(options["listen"], ["tcp:1936", "tcp6:1937"])
 
     def test_bad_values_exit_with_one_line(self) -> None:
-        for args in (["--port", "99999"], ["--port", "nope:x"], ["--chunk-size", "0"], ["--log-level", "loud"],
-                     ["--bogus"], ["--publisher-timeout", "-1"]):
+        for args in (
+            ["--port", "99999"],
+            ["--port", "nope:x"],
+            ["--chunk-size", "0"],
+            ["--log-level", "loud"],
+            ["--bogus"],
+            ["--publisher-timeout", "-1"],
+        ):
             with self.assertRaises(SystemExit) as raised:
                 parse(*args)
             message = str(raised.exception.code)
@@ -62,8 +72,18 @@ class OptionsTests(SynchronousTestCase):
         self.assertIsNone(parse("--record-dir", self.mktemp(), "--no-record").config().record_dir)
 
     def test_config_carries_limits(self) -> None:
-        config = parse("--max-message-size", "1000", "--max-chunk-streams", "8", "--handshake-timeout", "2",
-                       "--chunk-size", "60000", "--play-timeout", "3").config()
+        config = parse(
+            "--max-message-size",
+            "1000",
+            "--max-chunk-streams",
+            "8",
+            "--handshake-timeout",
+            "2",
+            "--chunk-size",
+            "60000",
+            "--play-timeout",
+            "3",
+        ).config()
         self.assertEqual(config.limits.max_media_message_size, 1000)
         self.assertEqual(config.limits.max_chunk_streams, 8)
         self.assertEqual(config.limits.handshake_timeout, 2.0)
@@ -80,19 +100,32 @@ class OptionsTests(SynchronousTestCase):
 
 class TwistdTests(SynchronousTestCase):
     def run_twistd(self, *args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([twistd(), "-n", "--pidfile=", "rtmpd", *args], capture_output=True, text=True,
-                              timeout=60)
+        return subprocess.run(
+            [twistd(), "-n", "--pidfile=", "rtmpd", *args], capture_output=True, text=True, timeout=60
+        )
 
     def test_help_lists_every_option_with_help(self) -> None:
         result = self.run_twistd("--help")
         self.assertEqual(result.returncode, 0)
-        for option in ("--port", "--listen", "--record-dir", "--publisher-timeout", "--play-timeout",
-                       "--max-message-size", "--log-format", "--manhole"):
+        for option in (
+            "--port",
+            "--listen",
+            "--record-dir",
+            "--publisher-timeout",
+            "--play-timeout",
+            "--max-message-size",
+            "--log-format",
+            "--manhole",
+        ):
             self.assertIn(option, result.stdout)
 
     def test_version(self) -> None:
-        result = subprocess.run([sys.executable, "-c", "import rtmpd; print(rtmpd.__version__)"],
-                                capture_output=True, text=True, timeout=60)
+        result = subprocess.run(
+            [sys.executable, "-c", "import rtmpd; print(rtmpd.__version__)"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         self.assertEqual(result.stdout.strip(), rtmpd.__version__)
         self.assertRegex(rtmpd.__version__, r"^\d+\.\d+\.\d+")
 

@@ -65,7 +65,12 @@ def decode_data(message: Message, *, max_depth: int = 64) -> list[Any]:
 
 
 def encode_command(
-    name: str, transaction_id: float, command_object: Any = None, *args: Any, stream_id: int = 0, timestamp: int = 0
+    name: str,
+    transaction_id: float,
+    command_object: Any = None,
+    *args: Any,
+    stream_id: int = 0,
+    timestamp: int = 0,
 ) -> Message:
     """An AMF0 command message (type 20)."""
     payload = amf0.encode_many(name, transaction_id, command_object, *args)

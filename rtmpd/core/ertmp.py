@@ -101,9 +101,12 @@ class ClientCapabilities:
         """Plain values for a log line, or None for a legacy client."""
         if not self.enhanced:
             return None
-        return {"capsEx": self.caps_ex, "fourCcList": list(self.fourcc_list),
-                "videoFourCcInfoMap": dict(self.video_fourccs),
-                "audioFourCcInfoMap": dict(self.audio_fourccs)}
+        return {
+            "capsEx": self.caps_ex,
+            "fourCcList": list(self.fourcc_list),
+            "videoFourCcInfoMap": dict(self.video_fourccs),
+            "audioFourCcInfoMap": dict(self.audio_fourccs),
+        }
 
 
 def _flags(value: Any) -> int | None:
