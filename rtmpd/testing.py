@@ -247,6 +247,32 @@ class MemoryServer:
         self.pumps.append(pump)
         return client, pump
 
+    def session(self, app: str = "live", **connect_params: Any) -> tuple[RTMPTestClient, int]:
+        """A new client, connected to ``app`` with one stream created: (client, stream id)."""
+        client, _ = self.connect_client()
+        self.flush()
+        client.connect_result = self.settle(client.connect(app, **connect_params))
+        return client, self.settle(client.create_stream())
+
+    def publisher(
+        self, name: str = "test", app: str = "live", **connect_params: Any
+    ) -> tuple[RTMPTestClient, int]:
+        """A session publishing ``name`` (NetStream.Publish.Start received)."""
+        client, sid = self.session(app, **connect_params)
+        self.settle(client.publish(sid, name))
+        return client, sid
+
+    def player(self, name: str = "test", app: str = "live") -> tuple[RTMPTestClient, int]:
+        """A session playing ``name`` (NetStream.Play.Start received)."""
+        client, sid = self.session(app)
+        self.settle(client.play(sid, name))
+        return client, sid
+
+    def settle(self, d: Deferred) -> Any:
+        """Flush, then the result of ``d`` (which must have fired)."""
+        self.flush()
+        return result_of(d)
+
     def flush(self) -> None:
         """Move bytes between every client and the server until all is quiet."""
         moved = True

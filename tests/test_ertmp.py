@@ -61,8 +61,9 @@ def ex_video(frame_type: int, packet_type: int, fourcc: bytes, body: bytes = b""
     return bytes([0x80 | frame_type << 4 | packet_type]) + fourcc + body
 
 
-def ex_video_tracks(frame_type: int, packet_type: int, tracks: list[tuple[bytes, int, bytes]],
-                    mt_type: int = MANY_TRACKS) -> bytes:
+def ex_video_tracks(
+    frame_type: int, packet_type: int, tracks: list[tuple[bytes, int, bytes]], mt_type: int = MANY_TRACKS
+) -> bytes:
     """A multitrack video tag: (FourCC, track id, body) per track."""
     out = bytes([0x80 | frame_type << 4 | VIDEO_MULTITRACK, mt_type << 4 | packet_type])
     return out + _tracks(tracks, mt_type)
@@ -73,8 +74,9 @@ def ex_audio(packet_type: int, fourcc: bytes, body: bytes = b"") -> bytes:
     return bytes([0x90 | packet_type]) + fourcc + body
 
 
-def ex_audio_tracks(packet_type: int, tracks: list[tuple[bytes, int, bytes]],
-                    mt_type: int = MANY_TRACKS) -> bytes:
+def ex_audio_tracks(
+    packet_type: int, tracks: list[tuple[bytes, int, bytes]], mt_type: int = MANY_TRACKS
+) -> bytes:
     """A multitrack audio tag: (FourCC, track id, body) per track."""
     return bytes([0x90 | AUDIO_MULTITRACK, mt_type << 4 | packet_type]) + _tracks(tracks, mt_type)
 
@@ -154,17 +156,21 @@ class NegotiationTests(SynchronousTestCase):
         self.assertEqual(props["audioFourCcInfoMap"], {"*": 4.0})
 
     def test_v2_server_states_its_own_caps_and_forwards_every_named_codec(self) -> None:
-        caps = client_capabilities({
-            "videoFourCcInfoMap": {"hvc1": 3.0, "av01": 1.0, "*": 4.0},
-            "audioFourCcInfoMap": {"Opus": 3.0},
-            "capsEx": float(CAPS_EX_RECONNECT | CAPS_EX_MULTITRACK),
-        })
+        caps = client_capabilities(
+            {
+                "videoFourCcInfoMap": {"hvc1": 3.0, "av01": 1.0, "*": 4.0},
+                "audioFourCcInfoMap": {"Opus": 3.0},
+                "capsEx": float(CAPS_EX_RECONNECT | CAPS_EX_MULTITRACK),
+            }
+        )
         self.assertTrue(caps.reconnect)
         self.assertTrue(caps.multitrack)
         props = connect_result_properties(caps)
         # What rtmpd supports, not an echo of the client's bits.
-        self.assertEqual(props["capsEx"], float(CAPS_EX_RECONNECT | CAPS_EX_MULTITRACK | CAPS_EX_MODEX
-                                                 | CAPS_EX_TIMESTAMP_NANO_OFFSET))
+        self.assertEqual(
+            props["capsEx"],
+            float(CAPS_EX_RECONNECT | CAPS_EX_MULTITRACK | CAPS_EX_MODEX | CAPS_EX_TIMESTAMP_NANO_OFFSET),
+        )
         self.assertEqual(props["videoFourCcInfoMap"], {"*": 4.0, "hvc1": 4.0, "av01": 4.0})
         self.assertEqual(props["audioFourCcInfoMap"], {"*": 4.0, "Opus": 4.0})
         self.assertNotIn("fourCcList", props)
@@ -175,11 +181,13 @@ class NegotiationTests(SynchronousTestCase):
             self.assertTrue(caps.enhanced, caps_ex)
             self.assertEqual(caps.caps_ex, 0, caps_ex)
             self.assertFalse(caps.reconnect)
-        caps = client_capabilities({
-            "fourCcList": [1.0, None, "much too long", "", "av01", "av01", {"x": 1}],
-            "videoFourCcInfoMap": ["hvc1"],
-            "audioFourCcInfoMap": {"Opus": "all", "fLaC": -4.0, "ac-3": 4.0, "way too long": 4.0},
-        })
+        caps = client_capabilities(
+            {
+                "fourCcList": [1.0, None, "much too long", "", "av01", "av01", {"x": 1}],
+                "videoFourCcInfoMap": ["hvc1"],
+                "audioFourCcInfoMap": {"Opus": "all", "fLaC": -4.0, "ac-3": 4.0, "way too long": 4.0},
+            }
+        )
         self.assertEqual(caps.fourcc_list, ("av01",))
         self.assertEqual(dict(caps.video_fourccs), {})
         self.assertEqual(dict(caps.audio_fourccs), {"ac-3": 4})
@@ -189,10 +197,18 @@ class NegotiationTests(SynchronousTestCase):
         message = reconnect_request("rtmp://other.example/live", "Moving you.")
         self.assertEqual((message.type_id, message.stream_id), (MessageType.COMMAND_AMF0, 0))
         command = decode_command(message)
-        self.assertEqual((command.name, command.transaction_id, command.command_object),
-                         ("onStatus", 0.0, None))
-        self.assertEqual(command.args[0], {"level": "status", "code": RECONNECT, "description": "Moving you.",
-                                           "tcUrl": "rtmp://other.example/live"})
+        self.assertEqual(
+            (command.name, command.transaction_id, command.command_object), ("onStatus", 0.0, None)
+        )
+        self.assertEqual(
+            command.args[0],
+            {
+                "level": "status",
+                "code": RECONNECT,
+                "description": "Moving you.",
+                "tcUrl": "rtmp://other.example/live",
+            },
+        )
         self.assertNotIn("tcUrl", decode_command(reconnect_request()).args[0])
 
 
@@ -207,28 +223,17 @@ class ERTMPTestCase(SynchronousTestCase):
         return ServerConfig()
 
     def client(self, **connect_params):
-        client, _ = self.server.connect_client()
-        self.server.flush()
-        d = client.connect("live", **connect_params)
-        self.server.flush()
-        self.connect_result: Command = result_of(d)
-        d = client.create_stream()
-        self.server.flush()
-        return client, result_of(d)
+        client, sid = self.server.session(**connect_params)
+        self.connect_result: Command = client.connect_result
+        return client, sid
 
     def publisher(self, name: str = "test", **connect_params):
         client, sid = self.client(**connect_params)
-        d = client.publish(sid, name)
-        self.server.flush()
-        result_of(d)
+        self.server.settle(client.publish(sid, name))
         return client, sid
 
     def player(self, name: str = "test"):
-        client, sid = self.client()
-        d = client.play(sid, name)
-        self.server.flush()
-        result_of(d)
-        return client, sid
+        return self.server.player(name)
 
     def send(self, pub: RTMPTestClient, sid: int, items: list[tuple[int, int, bytes]]) -> None:
         for type_id, ts, payload in items:
@@ -244,8 +249,7 @@ class ERTMPTestCase(SynchronousTestCase):
 
 class ConnectTests(ERTMPTestCase):
     def test_enhanced_client_is_told_what_rtmpd_forwards(self) -> None:
-        self.client(fourCcList=["hvc1", "av01", "vp09"], capsEx=1.0,
-                    videoFourCcInfoMap={"hvc1": 1.0})
+        self.client(fourCcList=["hvc1", "av01", "vp09"], capsEx=1.0, videoFourCcInfoMap={"hvc1": 1.0})
         props = self.connect_result.command_object
         self.assertEqual(props["fourCcList"], ["hvc1", "av01", "vp09"])
         self.assertEqual(props["capsEx"], 15.0)
@@ -313,17 +317,35 @@ class EnhancedRelayTests(ERTMPTestCase):
         color = ex_video(KEY, METADATA, b"hvc1", b"\x02\x00\x09colorInfo\x03\x00\x00\x09")
         channels = ex_audio(AUDIO_MULTICHANNEL_CONFIG, b"Opus", b"\x01\x06\x00\x00\x00\x3f")
         pub, psid = self.publisher()
-        self.send(pub, psid, [(A, 0, OPUS_CONFIG), (A, 0, channels), (V, 0, color), (V, 0, hevc_config()),
-                              (V, 0, hevc_key(0)), (V, 40, hevc_inter(1)), (V, 1000, hevc_key(1))])
+        self.send(
+            pub,
+            psid,
+            [
+                (A, 0, OPUS_CONFIG),
+                (A, 0, channels),
+                (V, 0, color),
+                (V, 0, hevc_config()),
+                (V, 0, hevc_key(0)),
+                (V, 40, hevc_inter(1)),
+                (V, 1000, hevc_key(1)),
+            ],
+        )
         late, sid = self.player()
-        self.assertEqual(self.payloads(late, sid),
-                         [OPUS_CONFIG, channels, color, hevc_config(), hevc_key(1)])
+        self.assertEqual(self.payloads(late, sid), [OPUS_CONFIG, channels, color, hevc_config(), hevc_key(1)])
 
     def test_newer_configuration_replaces_older_for_late_joiners(self) -> None:
         pub, psid = self.publisher()
-        self.send(pub, psid, [(V, 0, hevc_config(1)), (V, 0, hevc_key(0)),
-                              (V, 900, ex_video(KEY, SEQUENCE_END, b"hvc1")),
-                              (V, 1000, hevc_config(2)), (V, 1000, hevc_key(1))])
+        self.send(
+            pub,
+            psid,
+            [
+                (V, 0, hevc_config(1)),
+                (V, 0, hevc_key(0)),
+                (V, 900, ex_video(KEY, SEQUENCE_END, b"hvc1")),
+                (V, 1000, hevc_config(2)),
+                (V, 1000, hevc_key(1)),
+            ],
+        )
         late, sid = self.player()
         self.assertEqual(self.payloads(late, sid), [hevc_config(2), hevc_key(1)])
 
@@ -341,22 +363,42 @@ class EnhancedRelayTests(ERTMPTestCase):
         command = bytes([0x80 | COMMAND << 4 | CODED_FRAMES, 0])  # VideoCommand.StartSeek, no FourCC
         end = ex_video(KEY, SEQUENCE_END, b"hvc1")
         audio_end = ex_audio(SEQUENCE_END, b"Opus")
-        sent = [(V, 0, hevc_config()), (V, 0, hevc_key(0)), (V, 40, command), (V, 80, end),
-                (A, 80, audio_end)]
+        sent = [
+            (V, 0, hevc_config()),
+            (V, 0, hevc_key(0)),
+            (V, 40, command),
+            (V, 80, end),
+            (A, 80, audio_end),
+        ]
         with capturedLogs() as events:
             self.send(pub, psid, sent)
         self.assertEqual(self.payloads(live, lsid), [p for _, _, p in sent])
         # All of these are known tags: nothing is reported as unknown or unparsed.
-        self.assertEqual([e["log_format"] for e in events if e.get("log_format") in (
-            "Unknown media tag relayed untouched", "Unparsed media tag")], [])
+        self.assertEqual(
+            [
+                e["log_format"]
+                for e in events
+                if e.get("log_format") in ("Unknown media tag relayed untouched", "Unparsed media tag")
+            ],
+            [],
+        )
 
     def test_modex_prefixed_keyframe_starts_the_gop(self) -> None:
         # ModEx: size-1 = 3 (4 bytes of TimestampOffsetNano data), then type 0 | next packet type CodedFrames.
         modex = bytes([0x80 | KEY << 4 | MODEX, 3, 0, 0x0F, 0x42, 0x40, 0x00 | CODED_FRAMES])
         keyframe = modex + b"hvc1" + u24(0) + b"\x26\x01" * 20
         pub, psid = self.publisher()
-        self.send(pub, psid, [(V, 0, hevc_config()), (V, 0, hevc_key(0)), (V, 40, hevc_inter(1)),
-                              (V, 1000, keyframe), (V, 1040, hevc_inter(2))])
+        self.send(
+            pub,
+            psid,
+            [
+                (V, 0, hevc_config()),
+                (V, 0, hevc_key(0)),
+                (V, 40, hevc_inter(1)),
+                (V, 1000, keyframe),
+                (V, 1040, hevc_inter(2)),
+            ],
+        )
         late, sid = self.player()
         self.assertEqual(self.payloads(late, sid), [hevc_config(), keyframe, hevc_inter(2)])
 
@@ -373,20 +415,47 @@ class EnhancedRelayTests(ERTMPTestCase):
         with capturedLogs() as events:
             self.send(pub, psid, sent)
         self.assertEqual(self.payloads(live, lsid), [p for _, _, p in sent])
-        logged = [(e["kind"], e["codec"], e["packet_type"]) for e in events
-                  if e.get("log_format") == "Unknown media tag relayed untouched"]
-        self.assertEqual(sorted(logged), sorted([("video", "unknown(xyz1)", 1), ("video", "H265", 9),
-                                                 ("audio", "unknown(vorb)", 1), ("audio", "Opus", 3)]))
-        self.assertTrue(all(e["log_level"] == LogLevel.debug for e in events
-                            if e.get("log_format") == "Unknown media tag relayed untouched"))
+        logged = [
+            (e["kind"], e["codec"], e["packet_type"])
+            for e in events
+            if e.get("log_format") == "Unknown media tag relayed untouched"
+        ]
+        self.assertEqual(
+            sorted(logged),
+            sorted(
+                [
+                    ("video", "unknown(xyz1)", 1),
+                    ("video", "H265", 9),
+                    ("audio", "unknown(vorb)", 1),
+                    ("audio", "Opus", 3),
+                ]
+            ),
+        )
+        self.assertTrue(
+            all(
+                e["log_level"] == LogLevel.debug
+                for e in events
+                if e.get("log_format") == "Unknown media tag relayed untouched"
+            )
+        )
 
     def test_truncated_tags_are_relayed_and_the_publisher_keeps_going(self) -> None:
         truncated = [
-            b"\x91", b"\x91hv", b"\x97", b"\x97\x05\x00", b"\x96", b"\x96\x10hvc1\x00\x00\x00\x09ab",
+            b"\x91",
+            b"\x91hv",
+            b"\x97",
+            b"\x97\x05\x00",
+            b"\x96",
+            b"\x96\x10hvc1\x00\x00\x00\x09ab",
             b"\x96\x21hvc1\x00" + u24(1) + b"x" + b"av0",
         ]
-        truncated_audio = [b"\x91", b"\x91Op", b"\x95\x10Opus",
-                           b"\x95\x11Opus\x00" + u24(1) + b"x\x01" + u24(4), b"\xaf"]
+        truncated_audio = [
+            b"\x91",
+            b"\x91Op",
+            b"\x95\x10Opus",
+            b"\x95\x11Opus\x00" + u24(1) + b"x\x01" + u24(4),
+            b"\xaf",
+        ]
         pub, psid = self.publisher()
         live, lsid = self.player()
         sent = [(V, 0, hevc_config()), (V, 0, hevc_key(0))]
@@ -412,8 +481,10 @@ class EnhancedRelayTests(ERTMPTestCase):
         live, lsid = self.player()
         prefix = [(V, 0, hevc_config()), (V, 0, hevc_key(0))]
         # E-RTMP-looking prefixes make the random tails reach the deeper parsing paths.
-        sent = prefix + [(t, 10 + i, (b"\x96\x11hvc1" if i % 2 else b"\x95\x01") + body if body[:1] == b"\x00"
-                          else body) for i, (t, body) in enumerate(tags)]
+        sent = prefix + [
+            (t, 10 + i, (b"\x96\x11hvc1" if i % 2 else b"\x95\x01") + body if body[:1] == b"\x00" else body)
+            for i, (t, body) in enumerate(tags)
+        ]
         self.send(pub, psid, sent)
         self.assertTrue(pub.connected_transport)
         audio_sent = [p for t, _, p in sent if t == A]
@@ -433,8 +504,13 @@ class MultitrackTests(ERTMPTestCase):
         return [
             (A, 0, AAC_SEQUENCE_HEADER),
             (A, 0, ex_audio_tracks(SEQUENCE_START, [(b"Opus", 1, OPUS_HEAD)], ONE_TRACK)),
-            (A, 0, ex_audio_tracks(AUDIO_MULTICHANNEL_CONFIG, [(b"Opus", 1, b"\x01\x01\x00\x00\x00\x04")],
-                                   ONE_TRACK)),
+            (
+                A,
+                0,
+                ex_audio_tracks(
+                    AUDIO_MULTICHANNEL_CONFIG, [(b"Opus", 1, b"\x01\x01\x00\x00\x00\x04")], ONE_TRACK
+                ),
+            ),
             (V, 0, AVC_SEQUENCE_HEADER),
             (V, 0, ex_video_tracks(KEY, SEQUENCE_START, [(b"hvc1", 1, b"\x01\x01\x60")], ONE_TRACK)),
         ]
@@ -450,10 +526,18 @@ class MultitrackTests(ERTMPTestCase):
         with capturedLogs() as events:
             pub, psid = self.publisher()
             live, lsid = self.player()
-            frames = [(V, 0, avc_keyframe(0)), (V, 0, self.track1_key(0)), (A, 0, aac_frame(0)),
-                      (V, 40, avc_interframe(1)), (V, 40, self.track1_inter(1)),
-                      (V, 2000, avc_keyframe(2)), (V, 2000, self.track1_key(2)), (A, 2000, aac_frame(2)),
-                      (V, 2040, avc_interframe(3)), (V, 2040, self.track1_inter(3))]
+            frames = [
+                (V, 0, avc_keyframe(0)),
+                (V, 0, self.track1_key(0)),
+                (A, 0, aac_frame(0)),
+                (V, 40, avc_interframe(1)),
+                (V, 40, self.track1_inter(1)),
+                (V, 2000, avc_keyframe(2)),
+                (V, 2000, self.track1_key(2)),
+                (A, 2000, aac_frame(2)),
+                (V, 2040, avc_interframe(3)),
+                (V, 2040, self.track1_inter(3)),
+            ]
             self.send(pub, psid, headers + frames)
         self.assertEqual(self.payloads(live, lsid), [p for _, _, p in headers + frames])
         late, sid = self.player()
@@ -461,20 +545,30 @@ class MultitrackTests(ERTMPTestCase):
         self.assertEqual(self.payloads(late, sid), [p for _, _, p in headers] + [p for _, _, p in frames[5:]])
         stats = self.stream().stats
         self.assertTrue(stats.multitrack)
-        self.assertEqual(stats.tracks,
-                         {"audio0": "AAC", "audio1": "Opus", "video0": "H264", "video1": "H265"})
+        self.assertEqual(
+            stats.tracks, {"audio0": "AAC", "audio1": "Opus", "video0": "H264", "video1": "H265"}
+        )
         self.assertEqual((stats.video_codec, stats.audio_codec), ("H264", "AAC"))
-        detected = [(e["kind"], e["track"], e["codec"]) for e in events
-                    if e.get("log_format") == "Track detected"]
+        detected = [
+            (e["kind"], e["track"], e["codec"]) for e in events if e.get("log_format") == "Track detected"
+        ]
         self.assertEqual(detected, [("video", 1, "H265")])
         codecs = next(e for e in events if e.get("log_format") == "Codecs detected")
         self.assertEqual(codecs["tracks"], {"audio0": "AAC", "audio1": "Opus", "video0": "H264"})
 
     def test_a_message_configuring_many_tracks_is_cached_for_each_and_sent_once(self) -> None:
-        both = ex_video_tracks(KEY, SEQUENCE_START, [(b"hvc1", 0, b"\x01\x00"), (b"av01", 1, b"\x81\x01")],
-                               MANY_TRACKS_MANY_CODECS)
-        key = ex_video_tracks(KEY, CODED_FRAMES, [(b"hvc1", 0, u24(0) + b"k0"), (b"av01", 1, u24(0) + b"k1")],
-                              MANY_TRACKS_MANY_CODECS)
+        both = ex_video_tracks(
+            KEY,
+            SEQUENCE_START,
+            [(b"hvc1", 0, b"\x01\x00"), (b"av01", 1, b"\x81\x01")],
+            MANY_TRACKS_MANY_CODECS,
+        )
+        key = ex_video_tracks(
+            KEY,
+            CODED_FRAMES,
+            [(b"hvc1", 0, u24(0) + b"k0"), (b"av01", 1, u24(0) + b"k1")],
+            MANY_TRACKS_MANY_CODECS,
+        )
         pub, psid = self.publisher()
         self.send(pub, psid, [(V, 0, both), (V, 0, key)])
         late, sid = self.player()
@@ -491,34 +585,65 @@ class MultitrackTests(ERTMPTestCase):
 
     def test_keyframes_of_other_tracks_do_not_restart_the_gop(self) -> None:
         pub, psid = self.publisher()
-        self.send(pub, psid, self.ffmpeg_layout() + [
-            (V, 0, avc_keyframe(0)), (V, 0, self.track1_key(0)), (V, 40, avc_interframe(1)),
-            (V, 500, self.track1_key(5)), (V, 540, avc_interframe(2)),
-        ])
+        self.send(
+            pub,
+            psid,
+            self.ffmpeg_layout()
+            + [
+                (V, 0, avc_keyframe(0)),
+                (V, 0, self.track1_key(0)),
+                (V, 40, avc_interframe(1)),
+                (V, 500, self.track1_key(5)),
+                (V, 540, avc_interframe(2)),
+            ],
+        )
         late, sid = self.player()
         gop = self.payloads(late, sid, V)[2:]
-        self.assertEqual(gop, [avc_keyframe(0), self.track1_key(0), avc_interframe(1), self.track1_key(5),
-                               avc_interframe(2)])
+        self.assertEqual(
+            gop,
+            [avc_keyframe(0), self.track1_key(0), avc_interframe(1), self.track1_key(5), avc_interframe(2)],
+        )
 
     def test_other_track_keyframe_sent_just_before_the_primary_one_joins_its_gop(self) -> None:
         pub, psid = self.publisher()
-        self.send(pub, psid, self.ffmpeg_layout() + [
-            (V, 0, avc_keyframe(0)), (V, 1960, avc_interframe(1)), (A, 2000, aac_frame(1)),
-            (V, 2000, self.track1_key(2)), (V, 2000, avc_keyframe(2)), (V, 2040, self.track1_inter(3)),
-        ])
+        self.send(
+            pub,
+            psid,
+            self.ffmpeg_layout()
+            + [
+                (V, 0, avc_keyframe(0)),
+                (V, 1960, avc_interframe(1)),
+                (A, 2000, aac_frame(1)),
+                (V, 2000, self.track1_key(2)),
+                (V, 2000, avc_keyframe(2)),
+                (V, 2040, self.track1_inter(3)),
+            ],
+        )
         late, sid = self.player()
-        self.assertEqual(self.payloads(late, sid, V)[2:],
-                         [self.track1_key(2), avc_keyframe(2), self.track1_inter(3)])
+        self.assertEqual(
+            self.payloads(late, sid, V)[2:], [self.track1_key(2), avc_keyframe(2), self.track1_inter(3)]
+        )
 
     def test_late_joiner_gets_no_frames_of_another_track_before_its_keyframe(self) -> None:
         pub, psid = self.publisher()
-        self.send(pub, psid, self.ffmpeg_layout() + [
-            (V, 0, avc_keyframe(0)), (V, 0, self.track1_inter(0)), (V, 40, avc_interframe(1)),
-            (V, 40, self.track1_inter(1)), (V, 80, self.track1_key(2)), (V, 120, self.track1_inter(3)),
-        ])
+        self.send(
+            pub,
+            psid,
+            self.ffmpeg_layout()
+            + [
+                (V, 0, avc_keyframe(0)),
+                (V, 0, self.track1_inter(0)),
+                (V, 40, avc_interframe(1)),
+                (V, 40, self.track1_inter(1)),
+                (V, 80, self.track1_key(2)),
+                (V, 120, self.track1_inter(3)),
+            ],
+        )
         late, sid = self.player()
-        self.assertEqual(self.payloads(late, sid, V)[2:],
-                         [avc_keyframe(0), avc_interframe(1), self.track1_key(2), self.track1_inter(3)])
+        self.assertEqual(
+            self.payloads(late, sid, V)[2:],
+            [avc_keyframe(0), avc_interframe(1), self.track1_key(2), self.track1_inter(3)],
+        )
 
     def test_the_lowest_track_with_a_header_is_the_primary_one(self) -> None:
         pub, psid = self.publisher()
@@ -531,10 +656,16 @@ class MultitrackTests(ERTMPTestCase):
         self.assertEqual(self.payloads(late, sid), [config, key2, key3, key3])
 
     def test_many_audio_tracks_in_one_message(self) -> None:
-        config = ex_audio_tracks(SEQUENCE_START, [(b"Opus", 0, OPUS_HEAD), (b"fLaC", 1, b"fLaC\x00"),
-                                                  (b"ac-3", 2, b"\x0b\x77")], MANY_TRACKS_MANY_CODECS)
-        frames = ex_audio_tracks(CODED_FRAMES, [(b"Opus", 0, b"\xfc"), (b"fLaC", 1, b"\xff\xf8"),
-                                                (b"ac-3", 2, b"\x0b\x77")], MANY_TRACKS_MANY_CODECS)
+        config = ex_audio_tracks(
+            SEQUENCE_START,
+            [(b"Opus", 0, OPUS_HEAD), (b"fLaC", 1, b"fLaC\x00"), (b"ac-3", 2, b"\x0b\x77")],
+            MANY_TRACKS_MANY_CODECS,
+        )
+        frames = ex_audio_tracks(
+            CODED_FRAMES,
+            [(b"Opus", 0, b"\xfc"), (b"fLaC", 1, b"\xff\xf8"), (b"ac-3", 2, b"\x0b\x77")],
+            MANY_TRACKS_MANY_CODECS,
+        )
         pub, psid = self.publisher()
         live, lsid = self.player()
         self.send(pub, psid, [(A, 0, config), (A, 20, frames)])
@@ -562,8 +693,9 @@ class ReconnectTests(ERTMPTestCase):
         top = self.server.service
         self.child = _StopRecorder(self.server.registry)
         self.child.setServiceParent(top)
-        self.listening = ListeningService("tcp:0:interface=127.0.0.1", self.server.factory,
-                                          reactor=MemoryReactorClock())
+        self.listening = ListeningService(
+            "tcp:0:interface=127.0.0.1", self.server.factory, reactor=MemoryReactorClock()
+        )
         self.listening.setServiceParent(top)
 
     def requests(self, client: RTMPTestClient) -> list[Command]:
@@ -582,8 +714,9 @@ class ReconnectTests(ERTMPTestCase):
             self.server.flush()
         request = self.requests(capable)
         self.assertEqual(len(request), 1)
-        self.assertEqual((request[0].stream_id, request[0].transaction_id, request[0].command_object),
-                         (0, 0.0, None))
+        self.assertEqual(
+            (request[0].stream_id, request[0].transaction_id, request[0].command_object), (0, 0.0, None)
+        )
         self.assertEqual(request[0].args[0]["level"], "status")
         self.assertNotIn("tcUrl", request[0].args[0])
         self.assertEqual(self.requests(legacy), [])
@@ -646,8 +779,9 @@ class ReconnectTests(ERTMPTestCase):
         self.server.flush()
         self.assertEqual([c.conn_id for c in asked], [a.server_protocol.conn_id])
         info = self.requests(a)[0].args[0]
-        self.assertEqual((info["tcUrl"], info["description"]),
-                         ("rtmp://edge2.example/live", "Moving to edge2."))
+        self.assertEqual(
+            (info["tcUrl"], info["description"]), ("rtmp://edge2.example/live", "Moving to edge2.")
+        )
         self.assertEqual(self.requests(b), [])
         # Nobody is disconnected: clients leave once they have reconnected.
         self.assertTrue(a.connected_transport)

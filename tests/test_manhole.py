@@ -118,10 +118,7 @@ class AdminTestCase(SynchronousTestCase):
         return d
 
     def client(self):
-        client, _ = self.server.connect_client()
-        self.server.flush()
-        result_of(self.settle(client.connect("live")))
-        return client, result_of(self.settle(client.create_stream()))
+        return self.server.session()
 
     def send_gop(self, start: int) -> None:
         self.publisher.send_media(V, self.pub_sid, start, avc_keyframe(start))
@@ -234,8 +231,18 @@ class AdminViewTests(AdminTestCase):
 
     def test_help_lists_the_namespace(self) -> None:
         text = repr(self.call("help"))
-        for name in ("registry", "service", "recorder", "reactor", "streams()", "subscribers(key)", "conns()",
-                     "kick(key)", "drop(conn_id)", "stop_recording(key)"):
+        for name in (
+            "registry",
+            "service",
+            "recorder",
+            "reactor",
+            "streams()",
+            "subscribers(key)",
+            "conns()",
+            "kick(key)",
+            "drop(conn_id)",
+            "stop_recording(key)",
+        ):
             self.assertIn(name, text)
         self.assertIn("Stream", self.call("help", type(self.top.registry)))
 
@@ -259,8 +266,11 @@ class AdminActionTests(AdminTestCase):
             self.assertIsInstance(result_of(d), Command)
         [kick] = events(logs, "Manhole kick")
         self.assertEqual((kick["user"], kick["stream_key"]), ("alice", "live/test"))
-        [closed] = [e for e in events(logs, "Connection closed")
-                    if e["conn_id"] == self.publisher.server_protocol.conn_id]
+        [closed] = [
+            e
+            for e in events(logs, "Connection closed")
+            if e["conn_id"] == self.publisher.server_protocol.conn_id
+        ]
         self.assertEqual(closed["reason"], "kicked by alice")
         self.assertIsNone(self.top.registry.get("live/test").publisher)
 
@@ -326,13 +336,17 @@ class LoopbackDefaultTests(SynchronousTestCase):
     def test_no_interface_means_loopback(self) -> None:
         self.assertEqual(loopback_default("2222"), "tcp:2222:interface=127.0.0.1")
         self.assertEqual(loopback_default("tcp:2222"), "tcp:2222:interface=127.0.0.1")
-        self.assertEqual(loopback_default("tcp:port=2222:backlog=5"),
-                         "tcp:port=2222:backlog=5:interface=127.0.0.1")
+        self.assertEqual(
+            loopback_default("tcp:port=2222:backlog=5"), "tcp:port=2222:backlog=5:interface=127.0.0.1"
+        )
         self.assertEqual(loopback_default("tcp6:2222"), "tcp6:2222:interface=\\:\\:1")
 
     def test_an_explicit_interface_is_kept(self) -> None:
-        for description in ("tcp:2222:interface=0.0.0.0", "tcp6:2222:interface=\\:\\:",
-                            "unix:/run/rtmpd.sock"):
+        for description in (
+            "tcp:2222:interface=0.0.0.0",
+            "tcp6:2222:interface=\\:\\:",
+            "unix:/run/rtmpd.sock",
+        ):
             self.assertEqual(loopback_default(description), description)
 
 
@@ -350,8 +364,11 @@ class HostKeyTests(SynchronousTestCase):
     def test_unusable_key_files_stop_startup(self) -> None:
         garbage = write(temp_path(self), "not a key\n")
         public = write(temp_path(self), public_line(new_key()))
-        for path, expected in ((garbage, "not an SSH private key"), (public, "a public key"),
-                               (os.path.join(temp_path(self), "missing-dir", "key"), "No such file")):
+        for path, expected in (
+            (garbage, "not an SSH private key"),
+            (public, "a public key"),
+            (os.path.join(temp_path(self), "missing-dir", "key"), "No such file"),
+        ):
             with self.assertRaises(ManholeError) as raised:
                 HostKeyFile(path).load()
             self.assertIn(expected, str(raised.exception))
@@ -385,23 +402,28 @@ class AuthorizedKeysTests(SynchronousTestCase):
             self.assertEqual(result_of(self.checker.requestAvatarId(credentials)), user)
 
     def test_an_unlisted_key_or_a_bad_signature_is_refused(self) -> None:
-        self.failureResultOf(self.checker.requestAvatarId(signed_credentials(b"alice", self.other)),
-                             UnauthorizedLogin)
+        self.failureResultOf(
+            self.checker.requestAvatarId(signed_credentials(b"alice", self.other)), UnauthorizedLogin
+        )
         blob = self.key.public().blob()
         forged = SSHPrivateKey(b"alice", b"ssh-ed25519", blob, b"data", self.other.sign(b"data"))
         self.failureResultOf(self.checker.requestAvatarId(forged), UnauthorizedLogin)
 
     def test_keys_are_read_at_every_login(self) -> None:
         write(self.path, self.other.public().toString("OPENSSH").decode() + "\n")
-        self.failureResultOf(self.checker.requestAvatarId(signed_credentials(b"alice", self.key)),
-                             UnauthorizedLogin)
+        self.failureResultOf(
+            self.checker.requestAvatarId(signed_credentials(b"alice", self.key)), UnauthorizedLogin
+        )
         self.assertEqual(result_of(self.checker.requestAvatarId(signed_credentials(b"a", self.other))), b"a")
 
     def test_startup_check(self) -> None:
         self.assertEqual(AuthorizedKeys(self.path).check(), [self.key.public()])
         with_options = write(temp_path(self), 'from="10.0.0.1" ' + public_line(self.key))
-        for path, expected in ((write(temp_path(self), "# nothing\n"), "no public keys"),
-                               (with_options, "no public keys"), (temp_path(self), "No such file")):
+        for path, expected in (
+            (write(temp_path(self), "# nothing\n"), "no public keys"),
+            (with_options, "no public keys"),
+            (temp_path(self), "No such file"),
+        ):
             with capturedLogs():
                 with self.assertRaises(ManholeError) as raised:
                     AuthorizedKeys(path).check()
@@ -423,8 +445,12 @@ class PasswordFileTests(SynchronousTestCase):
         self.assertEqual(result_of(self.login(b"bob", b"plain pw")), b"bob")
 
     def test_wrong_password_or_unknown_user_is_refused(self) -> None:
-        for user, password in ((b"alice", b"wrong"), (b"bob", b"plain"), (b"carol", b"s3cret"),
-                               (b"alice", b"x" * 100)):
+        for user, password in (
+            (b"alice", b"wrong"),
+            (b"bob", b"plain"),
+            (b"carol", b"s3cret"),
+            (b"alice", b"x" * 100),
+        ):
             self.failureResultOf(self.login(user, password), UnauthorizedLogin)
 
     def test_startup_check(self) -> None:
@@ -432,8 +458,11 @@ class PasswordFileTests(SynchronousTestCase):
             self.assertEqual(self.checker.check(), 2)
         [plain] = events(logs, "Manhole password file holds plain-text passwords")
         self.assertEqual(plain["users"], ["bob"])
-        for text, expected in (("# nobody\n", "no users"), ("alice\n", "line 1 is not user:password"),
-                               ("alice:$6$salt$hash\n", "unsupported hash $6$")):
+        for text, expected in (
+            ("# nobody\n", "no users"),
+            ("alice\n", "line 1 is not user:password"),
+            ("alice:$6$salt$hash\n", "unsupported hash $6$"),
+        ):
             with self.assertRaises(ManholeError) as raised:
                 PasswordFile(write(temp_path(self), text)).check()
             self.assertIn(expected, str(raised.exception))
@@ -454,8 +483,9 @@ class _Checker:
 
 class AuditedPortalTests(SynchronousTestCase):
     def portal(self, outcome, interface=ISSHPrivateKey) -> AuditedPortal:
-        return AuditedPortal(Portal(ManholeRealm(lambda user: {}), [_Checker((interface,), outcome)]),
-                             "127.0.0.1:5555")
+        return AuditedPortal(
+            Portal(ManholeRealm(lambda user: {}), [_Checker((interface,), outcome)]), "127.0.0.1:5555"
+        )
 
     def test_login_is_logged_with_user_method_fingerprint_and_peer(self) -> None:
         key = new_key()
@@ -464,25 +494,35 @@ class AuditedPortalTests(SynchronousTestCase):
             _, user, _ = result_of(d)
         self.assertEqual((user.name, user.peer), ("alice", "127.0.0.1:5555"))
         [login] = events(logs, "Manhole login")
-        self.assertEqual((login["user"], login["method"], login["peer"]),
-                         ("alice", "publickey", "127.0.0.1:5555"))
+        self.assertEqual(
+            (login["user"], login["method"], login["peer"]), ("alice", "publickey", "127.0.0.1:5555")
+        )
         self.assertEqual(login["fingerprint"], fingerprint(key))
 
     def test_failed_logins_are_logged_and_key_queries_are_not(self) -> None:
         with capturedLogs() as logs:
-            self.failureResultOf(self.portal(UnauthorizedLogin("wrong password"), IUsernamePassword).login(
-                UsernamePassword(b"bob", b"x"), None, IConchUser), UnauthorizedLogin)
+            self.failureResultOf(
+                self.portal(UnauthorizedLogin("wrong password"), IUsernamePassword).login(
+                    UsernamePassword(b"bob", b"x"), None, IConchUser
+                ),
+                UnauthorizedLogin,
+            )
             query = SSHPrivateKey(b"carol", b"ssh-ed25519", new_key().public().blob(), None, None)
             self.failureResultOf(self.portal(ValidPublicKey()).login(query, None, IConchUser), ValidPublicKey)
         [failed] = events(logs, "Manhole login failed")
-        self.assertEqual((failed["user"], failed["method"], failed["reason"]),
-                         ("bob", "password", "wrong password"))
+        self.assertEqual(
+            (failed["user"], failed["method"], failed["reason"]), ("bob", "password", "wrong password")
+        )
         self.assertEqual(events(logs, "Manhole login"), [])
 
     def test_a_checker_error_is_logged_once_and_refused(self) -> None:
         with capturedLogs() as logs:
-            self.failureResultOf(self.portal(RuntimeError("boom"), IUsernamePassword).login(
-                UsernamePassword(b"bob", b"x"), None, IConchUser), UnauthorizedLogin)
+            self.failureResultOf(
+                self.portal(RuntimeError("boom"), IUsernamePassword).login(
+                    UsernamePassword(b"bob", b"x"), None, IConchUser
+                ),
+                UnauthorizedLogin,
+            )
         [error] = events(logs, "Manhole login failed with an error")
         self.assertEqual(error["log_failure"].value.args, ("boom",))
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
@@ -521,8 +561,11 @@ class _Channel:
 class SessionTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.server = MemoryServer()
-        user = ManholeUser("alice", "127.0.0.1:5555",
-                           lambda name: make_namespace(self.server.service, name, reactor=self.server.clock))
+        user = ManholeUser(
+            "alice",
+            "127.0.0.1:5555",
+            lambda name: make_namespace(self.server.service, name, reactor=self.server.clock),
+        )
         self.session = ManholeSession(user)
         self.channel = _Channel()
         self.proto = ssh_session.SSHSessionProcessProtocol(self.channel)
@@ -625,8 +668,9 @@ class ManholeServiceTests(SynchronousTestCase):
 
     def test_service_listens_on_loopback_with_the_sampler(self) -> None:
         with capturedLogs():
-            manhole = manhole_service("2222", self.server.service, keys_file=self.keys,
-                                      host_key_file=temp_path(self))
+            manhole = manhole_service(
+                "2222", self.server.service, keys_file=self.keys, host_key_file=temp_path(self)
+            )
         self.assertIsInstance(manhole, MultiService)
         [listener] = [s for s in manhole if isinstance(s, ListeningService)]
         self.assertEqual(listener.description, "tcp:2222:interface=127.0.0.1")
@@ -635,8 +679,18 @@ class ManholeServiceTests(SynchronousTestCase):
 
     def test_make_service_exits_with_one_line_on_a_bad_keys_file(self) -> None:
         options = Options()
-        options.parseOptions(["--port", "0", "--manhole", "0", "--manhole-keys", write(temp_path(self), "\n"),
-                              "--manhole-host-key", temp_path(self)])
+        options.parseOptions(
+            [
+                "--port",
+                "0",
+                "--manhole",
+                "0",
+                "--manhole-keys",
+                write(temp_path(self), "\n"),
+                "--manhole-host-key",
+                temp_path(self),
+            ]
+        )
         with self.assertRaises(SystemExit) as raised:
             makeService(options)
         message = str(raised.exception.code)
@@ -666,19 +720,40 @@ class OpenSSHTests(TestCase):
         hashed = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(rounds=4)).decode()
         write(os.path.join(self.dir, "passwd"), f"alice:{hashed}\n")
         os.chmod(os.path.join(self.dir, "passwd"), 0o600)
-        self.server = ServerProcess("--manhole", "tcp:0", "--manhole-keys", "authorized_keys",
-                                    "--manhole-passwd", "passwd", "--manhole-host-key", "host_key",
-                                    cwd=self.dir)
+        self.server = ServerProcess(
+            "--manhole",
+            "tcp:0",
+            "--manhole-keys",
+            "authorized_keys",
+            "--manhole-passwd",
+            "passwd",
+            "--manhole-host-key",
+            "host_key",
+            cwd=self.dir,
+        )
         self.server.start()
         self.addCleanup(self.server.stop)
         listening = self.server.wait_for_msg("Manhole listening")
         self.assertTrue(listening["addr"].startswith("127.0.0.1:"), listening)
         self.port = listening["addr"].rsplit(":", 1)[1]
 
-    def run_ssh(self, user: str, text: str, *options: str,
-                env: dict | None = None) -> subprocess.CompletedProcess:
-        cmd = [self.ssh, "-tt", "-p", self.port, "-o", "StrictHostKeyChecking=no", "-o",
-               "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", *options, f"{user}@127.0.0.1"]
+    def run_ssh(
+        self, user: str, text: str, *options: str, env: dict | None = None
+    ) -> subprocess.CompletedProcess:
+        cmd = [
+            self.ssh,
+            "-tt",
+            "-p",
+            self.port,
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "LogLevel=ERROR",
+            *options,
+            f"{user}@127.0.0.1",
+        ]
         return subprocess.run(cmd, input=text, capture_output=True, text=True, timeout=30, env=env)
 
     def run_with_key(self, key: str, text: str) -> subprocess.CompletedProcess:
@@ -686,13 +761,23 @@ class OpenSSHTests(TestCase):
 
     def run_with_password(self, password: str, text: str) -> subprocess.CompletedProcess:
         # OpenSSH reads the password from SSH_ASKPASS when told to, even without a terminal.
-        askpass = write(os.path.join(self.dir, "askpass"), "#!/bin/sh\necho \"$MANHOLE_TEST_PASSWORD\"\n")
+        askpass = write(os.path.join(self.dir, "askpass"), '#!/bin/sh\necho "$MANHOLE_TEST_PASSWORD"\n')
         os.chmod(askpass, 0o700)
-        env = dict(os.environ, SSH_ASKPASS=askpass, SSH_ASKPASS_REQUIRE="force",
-                   MANHOLE_TEST_PASSWORD=password)
+        env = dict(
+            os.environ, SSH_ASKPASS=askpass, SSH_ASKPASS_REQUIRE="force", MANHOLE_TEST_PASSWORD=password
+        )
         env.pop("DISPLAY", None)
-        return self.run_ssh("alice", text, "-o", "PubkeyAuthentication=no", "-o", "NumberOfPasswordPrompts=1",
-                            "-o", "PreferredAuthentications=password", env=env)
+        return self.run_ssh(
+            "alice",
+            text,
+            "-o",
+            "PubkeyAuthentication=no",
+            "-o",
+            "NumberOfPasswordPrompts=1",
+            "-o",
+            "PreferredAuthentications=password",
+            env=env,
+        )
 
     def test_streams_and_kick_with_ffmpeg_and_two_players(self) -> None:
         rtmpdump = require("rtmpdump")
@@ -705,8 +790,11 @@ class OpenSSHTests(TestCase):
             log_file = open(log_path, "w")
             self.addCleanup(log_file.close)
             # -V logs each onStatus code the player receives.
-            player = subprocess.Popen([rtmpdump, "-V", "-r", self.server.url("test"), "--live", "-o",
-                                       os.devnull], stdout=subprocess.DEVNULL, stderr=log_file)
+            player = subprocess.Popen(
+                [rtmpdump, "-V", "-r", self.server.url("test"), "--live", "-o", os.devnull],
+                stdout=subprocess.DEVNULL,
+                stderr=log_file,
+            )
             self.addCleanup(player.kill)
             players.append(player)
             logs.append(log_path)
@@ -770,16 +858,21 @@ class OpenSSHTests(TestCase):
 
 class StartupTests(SynchronousTestCase):
     def run_twistd(self, *args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([twistd(), "-n", "--pidfile=", "rtmpd", "--port", "tcp:0:interface=127.0.0.1",
-                               *args], capture_output=True, text=True, timeout=60,
-                              cwd=os.path.dirname(temp_path(self)))
+        return subprocess.run(
+            [twistd(), "-n", "--pidfile=", "rtmpd", "--port", "tcp:0:interface=127.0.0.1", *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=os.path.dirname(temp_path(self)),
+        )
 
     def test_manhole_without_credentials_fails_with_one_line(self) -> None:
         result = self.run_twistd("--manhole", "tcp:0")
         self.assertNotEqual(result.returncode, 0)
         [line] = result.stderr.strip().splitlines()
-        self.assertEqual(line, "rtmpd: error: --manhole needs --manhole-keys or --manhole-passwd "
-                               "(it is a Python shell)")
+        self.assertEqual(
+            line, "rtmpd: error: --manhole needs --manhole-keys or --manhole-passwd (it is a Python shell)"
+        )
 
     def test_manhole_with_an_empty_keys_file_fails_with_one_line(self) -> None:
         empty = write(temp_path(self), "")

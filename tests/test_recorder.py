@@ -39,7 +39,7 @@ from rtmpd.recording_writer import (
     describe_error,
 )
 from rtmpd.registry import Stream, StreamRegistry
-from rtmpd.testing import MemoryServer, result_of
+from rtmpd.testing import MemoryServer
 from tests.media_samples import (
     AAC_SEQUENCE_HEADER,
     AVC_SEQUENCE_HEADER,
@@ -66,8 +66,14 @@ class MemoryFile(io.BytesIO):
     ``max_write``: writes at most that many bytes per call.
     """
 
-    def __init__(self, *, fail_after: int | None = None, error: int = errno.ENOSPC,
-                 gate: threading.Event | None = None, max_write: int | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        fail_after: int | None = None,
+        error: int = errno.ENOSPC,
+        gate: threading.Event | None = None,
+        max_write: int | None = None,
+    ) -> None:
         super().__init__()
         self.fail_after = fail_after
         self.error = error
@@ -189,9 +195,21 @@ class FileNameTests(SynchronousTestCase):
         self.assertEqual(recording_file_name("live/test", EPOCH, 2), "live_test_20231114_221320_2.flv")
 
     def test_hostile_names_stay_one_plain_component(self) -> None:
-        for key in ("live/../../etc/x", "../../etc/passwd", "live/a/b", "live/.hidden", "live/x\x00y",
-                    "live/\x1b[31mred", "live/" + "n" * 5000, "live/..", "/", "", "live/\u00e9t\u00e9 \u2603",
-                    ".../...", "live\\..\\x"):
+        for key in (
+            "live/../../etc/x",
+            "../../etc/passwd",
+            "live/a/b",
+            "live/.hidden",
+            "live/x\x00y",
+            "live/\x1b[31mred",
+            "live/" + "n" * 5000,
+            "live/..",
+            "/",
+            "",
+            "live/\u00e9t\u00e9 \u2603",
+            ".../...",
+            "live\\..\\x",
+        ):
             name = recording_file_name(key, EPOCH)
             self.assert_plain(name)
             base = os.path.join("/rec", name)
@@ -205,8 +223,11 @@ class FileNameTests(SynchronousTestCase):
         self.assertTrue(name.isascii() and name.isprintable(), repr(name))
         self.assertLessEqual(len(name.encode()), 255)
 
-    @given(st.text(), st.integers(min_value=0, max_value=4_000_000_000),
-           st.integers(min_value=0, max_value=10**6))
+    @given(
+        st.text(),
+        st.integers(min_value=0, max_value=4_000_000_000),
+        st.integers(min_value=0, max_value=10**6),
+    )
     def test_any_key_gives_a_plain_name(self, key: str, when: int, suffix: int) -> None:
         self.assert_plain(recording_file_name(key, when, suffix))
 
@@ -231,8 +252,13 @@ class PrologueTests(SynchronousTestCase):
     def test_metadata_then_headers_all_at_time_zero(self) -> None:
         meta = {"width": 640.0, "height": 360.0, "videocodecid": 7.0, "duration": 99.0, "datasize": 5.0}
         meta = publisher_metadata(amf0.encode_many("onMetaData", amf0.ECMAArray(meta)))
-        p = build_prologue(meta, [(flv.TAG_AUDIO, AAC_SEQUENCE_HEADER), (flv.TAG_VIDEO, AVC_SEQUENCE_HEADER)],
-                           has_audio=True, has_video=True, keyframe_slots=4)
+        p = build_prologue(
+            meta,
+            [(flv.TAG_AUDIO, AAC_SEQUENCE_HEADER), (flv.TAG_VIDEO, AVC_SEQUENCE_HEADER)],
+            has_audio=True,
+            has_video=True,
+            keyframe_slots=4,
+        )
         tags = tags_of(p.data)
         self.assertEqual([(t.tag_type, t.timestamp) for t in tags], [(18, 0), (8, 0), (9, 0)])
         self.assertEqual(tags[1].payload, AAC_SEQUENCE_HEADER)
@@ -260,8 +286,13 @@ class PrologueTests(SynchronousTestCase):
 class SegmentFileTests(SynchronousTestCase):
     def segment(self, f: MemoryFile | None = None, slots: int = 8) -> tuple[SegmentFile, MemoryFile]:
         f = f or MemoryFile()
-        p = build_prologue({"width": 320.0}, [(flv.TAG_VIDEO, AVC_SEQUENCE_HEADER)], has_audio=True,
-                           has_video=True, keyframe_slots=slots)
+        p = build_prologue(
+            {"width": 320.0},
+            [(flv.TAG_VIDEO, AVC_SEQUENCE_HEADER)],
+            has_audio=True,
+            has_video=True,
+            keyframe_slots=slots,
+        )
         return SegmentFile(f, "x.flv", p), f
 
     def fill(self, segment: SegmentFile, keyframes: int = 3, gop_ms: int = 1000) -> list[tuple[int, int]]:
@@ -356,8 +387,9 @@ class SegmentFileTests(SynchronousTestCase):
 
 class WriterTests(SynchronousTestCase):
     def prologue(self):
-        return build_prologue({}, [(flv.TAG_AUDIO, AAC_SEQUENCE_HEADER)], has_audio=True, has_video=True,
-                              keyframe_slots=4)
+        return build_prologue(
+            {}, [(flv.TAG_AUDIO, AAC_SEQUENCE_HEADER)], has_audio=True, has_video=True, keyframe_slots=4
+        )
 
     def writer(self, disk: Disk, **kw: Any) -> tuple[RecordingWriter, list]:
         events: list = []
@@ -509,8 +541,14 @@ class RecorderTestCase(SynchronousTestCase):
         self.disk = self.make_disk()
         self.calls = ThreadCalls()
         config = ServerConfig(record_dir="/rec", **self.record_config)
-        self.recorder = Recorder(config, self.server.registry, self.server.clock, open_file=self.disk,
-                                 call_from_thread=self.calls, **self.recorder_options)
+        self.recorder = Recorder(
+            config,
+            self.server.registry,
+            self.server.clock,
+            open_file=self.disk,
+            call_from_thread=self.calls,
+            **self.recorder_options,
+        )
         self.recorder.startService()
         self.addCleanup(self.stop)
 
@@ -526,38 +564,34 @@ class RecorderTestCase(SynchronousTestCase):
                 self.calls.run_until(lambda: bool(box))
 
     def client(self):
-        client, _ = self.server.connect_client()
-        self.server.flush()
-        d = client.connect("live")
-        self.server.flush()
-        result_of(d)
-        d = client.create_stream()
-        self.server.flush()
-        return client, result_of(d)
+        return self.server.session()
 
     def publisher(self, name: str = "test"):
-        client, sid = self.client()
-        d = client.publish(sid, name)
-        self.server.flush()
-        result_of(d)
-        return client, sid
+        return self.server.publisher(name)
 
     def player(self, name: str = "test"):
-        client, sid = self.client()
-        d = client.play(sid, name)
-        self.server.flush()
-        result_of(d)
-        return client, sid
+        return self.server.player(name)
 
     def send_headers(self, pub, sid, meta: dict | None = None) -> None:
-        pub.send_metadata(sid, meta or {"width": 640.0, "height": 360.0, "videocodecid": 7.0,
-                                        "audiocodecid": 10.0, "framerate": 30.0, "duration": 0.0})
+        pub.send_metadata(
+            sid,
+            meta
+            or {
+                "width": 640.0,
+                "height": 360.0,
+                "videocodecid": 7.0,
+                "audiocodecid": 10.0,
+                "framerate": 30.0,
+                "duration": 0.0,
+            },
+        )
         pub.send_media(A, sid, 0, AAC_SEQUENCE_HEADER)
         pub.send_media(V, sid, 0, AVC_SEQUENCE_HEADER)
         self.server.flush()
 
-    def send_gops(self, pub, sid, start: int, gops: int, gop_ms: int = 1000, fps: int = 10,
-                  key_size: int = 100) -> int:
+    def send_gops(
+        self, pub, sid, start: int, gops: int, gop_ms: int = 1000, fps: int = 10, key_size: int = 100
+    ) -> int:
         """``gops`` GOPs at ``fps``, one audio frame per video frame; returns the next timestamp."""
         step = 1000 // fps
         ts = start
@@ -577,8 +611,9 @@ class RecorderTestCase(SynchronousTestCase):
         return stream.recording if stream is not None else None
 
     def wait_closed(self, recording) -> None:
-        self.calls.run_until(lambda: recording.state in ("finished", "failed") and recording not in
-                             self.recorder.unfinished)
+        self.calls.run_until(
+            lambda: recording.state in ("finished", "failed") and recording not in self.recorder.unfinished
+        )
 
     def unpublish(self, pub, key: str = "live/test"):
         recording = self.recording(key)
@@ -621,8 +656,9 @@ class RecorderTests(RecorderTestCase):
         for msg in ("recorder initialized", "recording started", "recording finalized"):
             self.assertIn(msg, messages)
         finalized = next(e for e in logs if e["log_format"] == "recording finalized")
-        self.assertEqual((finalized["file"], finalized["duration"], finalized["bytes"]),
-                         (path, 2.9, len(data)))
+        self.assertEqual(
+            (finalized["file"], finalized["duration"], finalized["bytes"]), (path, 2.9, len(data))
+        )
         initialized = next(e for e in logs if e["log_format"] == "recorder initialized")
         self.assertEqual((initialized["stream_key"], initialized["file"]), ("live/test", path))
 
@@ -684,8 +720,10 @@ class RecorderTests(RecorderTestCase):
         self.server.flush()
         recording = self.unpublish(pub)
         data = self.data(recording.file)
-        self.assertEqual([t.payload for t in tags_of(data)[1:]],
-                         [opus_header, hevc_header, hdr, hevc_key, opus_frame, hdr_update, hevc_inter])
+        self.assertEqual(
+            [t.payload for t in tags_of(data)[1:]],
+            [opus_header, hevc_header, hdr, hevc_key, opus_frame, hdr_update, hevc_inter],
+        )
         self.assertEqual(metadata_of(data)["keyframes"]["filepositions"][0], float(tags_of(data)[4].offset))
 
     def test_file_starts_at_a_frame_a_player_can_start_from(self) -> None:
@@ -702,12 +740,15 @@ class RecorderTests(RecorderTestCase):
         recording = self.unpublish(pub)
         frames = tags_of(self.data(recording.file))[3:]
         # Audio may start a file; video frames before the first keyframe cannot be decoded.
-        self.assertEqual([(t.tag_type, t.timestamp, t.payload) for t in frames], [
-            (8, 0, aac_frame(1)),
-            (9, 56, avc_keyframe(3)),
-            (18, 60, amf0.encode_many("onCuePoint", {"n": 2.0})),
-            (9, 90, avc_interframe(4)),
-        ])
+        self.assertEqual(
+            [(t.tag_type, t.timestamp, t.payload) for t in frames],
+            [
+                (8, 0, aac_frame(1)),
+                (9, 56, avc_keyframe(3)),
+                (18, 60, amf0.encode_many("onCuePoint", {"n": 2.0})),
+                (9, 90, avc_interframe(4)),
+            ],
+        )
 
     def test_metadata_update_mid_file_goes_to_the_next_file_only(self) -> None:
         pub, sid = self.publisher()
@@ -760,8 +801,9 @@ class RecorderTests(RecorderTestCase):
         self.assertTrue(os.path.basename(path).startswith("live_"), path)
         data = self.data(path)
         self.assertEqual(flv.parse_flv(data)[0], flv.FLAG_AUDIO)
-        self.assertEqual([t.payload for t in tags_of(data)[1:]],
-                         [AAC_SEQUENCE_HEADER, aac_frame(1), aac_frame(2)])
+        self.assertEqual(
+            [t.payload for t in tags_of(data)[1:]], [AAC_SEQUENCE_HEADER, aac_frame(1), aac_frame(2)]
+        )
 
     def test_stop_service_finalizes_every_open_recording(self) -> None:
         pubs = []
@@ -795,11 +837,14 @@ class SegmentationTests(RecorderTestCase):
         self.send_gops(pub, sid, 1000, gops=5)
         recording = self.unpublish(pub)
         self.assertEqual(len(recording.files), 3)
-        self.assertEqual(recording.files, [
-            "/rec/live_test_20231114_221320.flv",
-            "/rec/live_test_20231114_221320_1.flv",
-            "/rec/live_test_20231114_221320_2.flv",
-        ])
+        self.assertEqual(
+            recording.files,
+            [
+                "/rec/live_test_20231114_221320.flv",
+                "/rec/live_test_20231114_221320_1.flv",
+                "/rec/live_test_20231114_221320_2.flv",
+            ],
+        )
         durations = []
         first_payloads = []
         for path in recording.files:
@@ -816,7 +861,6 @@ class SegmentationTests(RecorderTestCase):
         self.assertEqual(first_payloads, [avc_keyframe(1), avc_keyframe(3), avc_keyframe(5)])
         self.assertEqual(durations, [2.0, 2.0, 0.9])
 
-
     def test_audio_only_stream_is_cut_at_any_audio_frame(self) -> None:
         pub, sid = self.publisher()
         pub.send_media(A, sid, 0, AAC_SEQUENCE_HEADER)
@@ -830,8 +874,10 @@ class SegmentationTests(RecorderTestCase):
             self.assertEqual(flv.parse_flv(data)[0], flv.FLAG_AUDIO)
             tags = tags_of(data)
             self.assertEqual(metadata_of(data).get("keyframes"), None)
-            self.assertEqual((tags[1].payload, tags[2].payload, tags[2].timestamp),
-                             (AAC_SEQUENCE_HEADER, aac_frame(first), 0))
+            self.assertEqual(
+                (tags[1].payload, tags[2].payload, tags[2].timestamp),
+                (AAC_SEQUENCE_HEADER, aac_frame(first), 0),
+            )
 
 
 class SegmentationBySizeTests(RecorderTestCase):
@@ -952,7 +998,6 @@ class SlowDiskTests(RecorderTestCase):
             self.server.clock.advance(self.recorder.finalize_timeout)
         self.assertEqual(box, [None])
         self.assertIn("recordings not finalized before shutdown", [e["log_format"] for e in logs])
-
 
 
 class StopRecordingTests(RecorderTestCase):

@@ -27,28 +27,13 @@ class RelayTestCase(SynchronousTestCase):
         return ServerConfig()
 
     def client(self):
-        client, _ = self.server.connect_client()
-        self.server.flush()
-        d = client.connect("live")
-        self.server.flush()
-        result_of(d)
-        d = client.create_stream()
-        self.server.flush()
-        return client, result_of(d)
+        return self.server.session()
 
     def publisher(self, name: str = "test"):
-        client, sid = self.client()
-        d = client.publish(sid, name)
-        self.server.flush()
-        result_of(d)
-        return client, sid
+        return self.server.publisher(name)
 
     def player(self, name: str = "test"):
-        client, sid = self.client()
-        d = client.play(sid, name)
-        self.server.flush()
-        result_of(d)
-        return client, sid
+        return self.server.player(name)
 
     def send_headers(self, pub, sid, ts: int = 0) -> None:
         pub.send_metadata(sid, {"width": 640.0, "height": 360.0, "framerate": 30.0})
