@@ -47,7 +47,8 @@ def ensure_media(seconds: int = DEFAULT_SECONDS, directory: str | None = None) -
     makes a new file. Raises RuntimeError if ffmpeg is missing or fails.
     """
     directory = directory or cache_dir()
-    args = ["-f", "lavfi", "-i", _VIDEO_FILTER, "-f", "lavfi", "-i", _AUDIO_FILTER, "-t", str(seconds), *_ENCODE]
+    args = ["-f", "lavfi", "-i", _VIDEO_FILTER, "-f", "lavfi", "-i", _AUDIO_FILTER,
+            "-t", str(seconds), *_ENCODE]
     digest = hashlib.sha256(" ".join(args).encode()).hexdigest()[:12]
     path = os.path.join(directory, f"720p30-3M-{seconds}s-{digest}.flv")
     if os.path.exists(path):
@@ -99,12 +100,22 @@ def _is_header(tag_type: int, payload: bytes) -> bool:
     return False
 
 
+def _is_end_of_sequence(tag_type: int, payload: bytes) -> bool:
+    return tag_type == TAG_VIDEO and len(payload) >= 2 and payload[0] & 0x0F == 7 and payload[1] == 2
+
+
 def load_media(path: str) -> MediaFile:
-    """Read the FLV file into publishable tags. Raises MalformedTag for a corrupt file."""
+    """Read the FLV file into publishable tags. Raises MalformedTag for a corrupt file.
+
+    The AVC end-of-sequence tag that ends the file is left out: the file is
+    looped, so the stream never ends.
+    """
     with open(path, "rb") as f:
         _, tags, _ = parse_flv(f.read())
     out = [MediaTag(t.tag_type & 0x1F, t.timestamp, t.payload, _is_header(t.tag_type & 0x1F, t.payload))
-           for t in tags if t.tag_type & 0x1F in (TAG_AUDIO, TAG_VIDEO, TAG_SCRIPT)]
+           for t in tags
+           if t.tag_type & 0x1F in (TAG_AUDIO, TAG_VIDEO, TAG_SCRIPT)
+           and not _is_end_of_sequence(t.tag_type & 0x1F, t.payload)]
     last = max(t.timestamp for t in out)
     # One video frame after the last tag: the next pass starts where a frame would.
     period = last + 34

@@ -1,0 +1,237 @@
+"""The servers under test: rtmpd (twistd -n) and nginx-rtmp, each started on its own loopback port.
+
+Both run as one process with the same outgoing chunk size (4096), logging
+at warning level only, and optionally recording every stream to a
+directory. ``pid`` is the process whose CPU and memory are the server's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from string import Template
+
+from benchmarks.procs import wait_listening
+
+__all__ = ["NGINX_MODULE_PATHS", "NginxServer", "RtmpdServer", "Server", "export_tree", "make_server",
+           "nginx_available"]
+
+#: Where Debian's libnginx-mod-rtmp puts the module.
+NGINX_MODULE_PATHS = (
+    "/usr/lib/nginx/modules/ngx_rtmp_module.so",
+    "/usr/share/nginx/modules/ngx_rtmp_module.so",
+)
+_TEMPLATE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "nginx.conf.template")
+_START_TIMEOUT = 30.0
+
+
+def _nginx_module() -> str | None:
+    return next((path for path in NGINX_MODULE_PATHS if os.path.exists(path)), None)
+
+
+def nginx_available() -> bool:
+    """Whether nginx and its RTMP module are installed."""
+    return shutil.which("nginx") is not None and _nginx_module() is not None
+
+
+def _twistd() -> str:
+    beside = os.path.join(os.path.dirname(sys.executable), "twistd")
+    if os.path.exists(beside):
+        return beside
+    found = shutil.which("twistd")
+    if found is None:
+        raise RuntimeError("twistd is not installed (pip install twisted)")
+    return found
+
+
+class Server:
+    """One server process under test. ``start`` returns once it accepts connections."""
+
+    name = ""
+
+    def __init__(self, workdir: str, name: str = "") -> None:
+        self.workdir = workdir
+        self.name = name or self.name
+        self.process: subprocess.Popen | None = None
+        self._log = None
+        #: Extra environment variables for the server process.
+        self.env: dict[str, str] = {}
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def command(self, port: int, record_dir: str | None) -> list[str]:
+        raise NotImplementedError
+
+    def start(self, port: int, record_dir: str | None = None) -> None:
+        """Start on 127.0.0.1:``port``; RuntimeError (with the log's tail) if it does not come up."""
+        os.makedirs(self.workdir, exist_ok=True)
+        cmd = self.command(port, record_dir)
+        self._log = open(self.log_path, "w")
+        env = {**os.environ, **self.env} if self.env else None
+        self.process = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=self._log,
+                                        stderr=subprocess.STDOUT, cwd=self.workdir, env=env)
+        try:
+            wait_listening(port, self.process, _START_TIMEOUT, self.name)
+        except RuntimeError as e:
+            self.stop()
+            raise RuntimeError(f"{e}\n{self.log_tail()}") from None
+
+    @property
+    def log_path(self) -> str:
+        return os.path.join(self.workdir, "server.out")
+
+    def log_tail(self, size: int = 3000) -> str:
+        try:
+            with open(self.log_path) as f:
+                return f.read()[-size:]
+        except OSError:
+            return ""
+
+    def errors(self, limit: int = 3) -> list[str]:
+        """The first ``limit`` error-level lines the server logged (for the report's notes)."""
+        return []
+
+    def stop(self, timeout: float = 15.0) -> int | None:
+        """SIGTERM by PID, then SIGKILL if it does not exit in time. Returns the exit status."""
+        process = self.process
+        if process is None:
+            return None
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(10)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+        return process.returncode
+
+
+class RtmpdServer(Server):
+    """rtmpd from the working tree, or from ``source_tree`` (a directory holding ``rtmpd/`` and
+    ``twisted/plugins/``) put first on PYTHONPATH, e.g. an older commit for a before/after table."""
+
+    name = "rtmpd"
+
+    def __init__(self, workdir: str, extra_args: list[str] | None = None, *, name: str = "",
+                 source_tree: str | None = None) -> None:
+        super().__init__(workdir, name)
+        self.extra_args = list(extra_args or [])
+        if source_tree is not None:
+            self.env["PYTHONPATH"] = os.pathsep.join(
+                p for p in (source_tree, os.environ.get("PYTHONPATH", "")) if p)
+
+    def command(self, port: int, record_dir: str | None) -> list[str]:
+        cmd = [_twistd(), "-n", "--pidfile=", "rtmpd", "--port", f"tcp:{port}:interface=127.0.0.1",
+               "--log-level", "warn", "--log-format", "json", "--chunk-size", "4096"]
+        if record_dir is not None:
+            cmd += ["--record-dir", record_dir]
+        return cmd + self.extra_args
+
+    def errors(self, limit: int = 3) -> list[str]:
+        found = []
+        try:
+            with open(self.log_path) as f:
+                for line in f:
+                    try:
+                        event = json.loads(line)
+                    except ValueError:
+                        continue
+                    if event.get("level") in ("error", "critical"):
+                        detail = event.get("cause") or event.get("detail") or ""
+                        found.append(f"{event.get('msg')}: {detail}" if detail else str(event.get("msg")))
+                        if len(found) >= limit:
+                            break
+        except OSError:
+            pass
+        return found
+
+
+class NginxServer(Server):
+    name = "nginx"
+
+    def command(self, port: int, record_dir: str | None) -> list[str]:
+        nginx = shutil.which("nginx")
+        module = _nginx_module()
+        if nginx is None or module is None:
+            raise RuntimeError("nginx or its RTMP module is missing (apt-get install libnginx-mod-rtmp)")
+        record = "            record off;"
+        if record_dir is not None:
+            record = f"            record all;\n            record_path {record_dir};"
+        with open(_TEMPLATE) as f:
+            config = Template(f.read()).substitute(module=module, prefix=self.workdir, port=port,
+                                                   record=record)
+        path = os.path.join(self.workdir, "nginx.conf")
+        with open(path, "w") as f:
+            f.write(config)
+        return [nginx, "-p", self.workdir, "-e", os.path.join(self.workdir, "error.log"), "-c", path]
+
+    def errors(self, limit: int = 3) -> list[str]:
+        found = []
+        try:
+            with open(os.path.join(self.workdir, "error.log")) as f:
+                for line in f:
+                    if any(level in line for level in ("[error]", "[crit]", "[alert]", "[emerg]")):
+                        found.append(line.strip())
+                        if len(found) >= limit:
+                            break
+        except OSError:
+            pass
+        return found
+
+    def log_tail(self, size: int = 3000) -> str:
+        parts = [super().log_tail(size)]
+        try:
+            with open(os.path.join(self.workdir, "error.log")) as f:
+                parts.append(f.read()[-size:])
+        except OSError:
+            pass
+        return "\n".join(p for p in parts if p)
+
+
+def _repo_root() -> str:
+    return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def export_tree(ref: str, directory: str) -> str:
+    """Extract ``rtmpd/`` and ``twisted/plugins/`` as of git ``ref`` into ``directory``.
+
+    Uses ``git archive``, which only reads the repository.
+
+    Returns the directory. Raises RuntimeError if git cannot resolve ``ref``.
+    """
+    if os.path.isdir(os.path.join(directory, "rtmpd")):
+        return directory
+    os.makedirs(directory, exist_ok=True)
+    cmd = ["git", "-C", _repo_root(), "archive", "--format=tar", ref, "rtmpd", "twisted/plugins"]
+    archive = subprocess.run(cmd, capture_output=True, timeout=60)
+    if archive.returncode != 0:
+        raise RuntimeError(f"git archive {ref}: {archive.stderr.decode(errors='replace').strip()}")
+    subprocess.run(["tar", "-x", "-C", directory], input=archive.stdout, check=True, timeout=60)
+    return directory
+
+
+def make_server(name: str, workdir: str, rtmpd_args: list[str] | None = None,
+                trees_dir: str | None = None) -> Server:
+    """A server object for ``name``: "nginx", "rtmpd" (the working tree) or "rtmpd@REF" (a git commit).
+
+    Raises ValueError for any other name, RuntimeError if REF cannot be extracted.
+    """
+    if name == "rtmpd":
+        return RtmpdServer(workdir, rtmpd_args)
+    if name.startswith("rtmpd@"):
+        ref = name.split("@", 1)[1]
+        tree = export_tree(ref, os.path.join(trees_dir or workdir, "tree-" + ref.replace("/", "_")))
+        return RtmpdServer(workdir, rtmpd_args, name=name, source_tree=tree)
+    if name == "nginx":
+        return NginxServer(workdir)
+    raise ValueError(f"unknown server {name!r}: nginx, rtmpd or rtmpd@GITREF")
