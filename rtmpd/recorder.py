@@ -67,6 +67,13 @@ FINALIZE_TIMEOUT = 30.0
 #: Interleaving puts audio and video tags somewhat out of order; a timestamp further back than this
 #: behind the file's latest is a jump of the publisher's clock.
 MAX_BACKWARD_JUMP_MS = 2000
+#: A publisher more than this far ahead of real time may be held back while the writer catches up.
+THROTTLE_AHEAD_SECONDS = 2.0
+#: Share of the writer's queue limit above which such a publisher is held back; it is let go
+#: below a quarter of that.
+THROTTLE_HIGH_SHARE = 0.25
+#: How often a held-back publisher's recording backlog is looked at (seconds).
+THROTTLE_POLL_SECONDS = 0.02
 
 _ON_METADATA = amf0.encode("onMetaData")
 #: E-RTMP AudioPacketType.MultichannelConfig: configures a track, is no frame (the cache keeps it).
@@ -83,6 +90,77 @@ def keyframe_slots_for(interval: float | None) -> int:
 
 def _present(value: Any) -> bool:
     return value is not None and value != ""
+
+
+class PublisherThrottle:
+    """Holds back a publisher that sends faster than real time while its recording's writer catches up.
+
+    A file upload pushed flat out (``ffmpeg -i file -f flv`` without ``-re``)
+    outruns any disk; instead of losing the recording when the writer's
+    queue overflows, the publisher's socket stops being read (TCP pushes
+    back) until the backlog is small again, as nginx-rtmp's synchronous
+    writes do. A publisher at real time is never held back: a slow or
+    stalled disk must not delay live viewers, so then the queue overflows
+    and only the recording stops.
+    """
+
+    log = Logger()
+
+    def __init__(self, recording: StreamRecording, max_queue_bytes: int) -> None:
+        self.recording = recording
+        self.high = int(max_queue_bytes * THROTTLE_HIGH_SHARE)
+        self.low = self.high // 4
+        self._origin: tuple[int, float] | None = None
+        self._last_timestamp = 0
+        self._publication: Any = None
+        self._poll: Any = None
+
+    def ahead_of_real_time(self, timestamp: int, now: float) -> bool:
+        """Whether media time since the first message runs more than AHEAD_SECONDS ahead of the wall clock."""
+        if self._origin is None:
+            self._origin = (timestamp, now)
+            return False
+        first_ts, first_wall = self._origin
+        media = ((timestamp - first_ts) & 0xFFFFFFFF) / 1000.0
+        return media - (now - first_wall) > THROTTLE_AHEAD_SECONDS
+
+    def consider(self, timestamp: int, pending: int, now: float) -> None:
+        """Called after each queued tag: hold the publisher back if the backlog is high and it runs ahead."""
+        self._last_timestamp = timestamp
+        ahead = self.ahead_of_real_time(timestamp, now)
+        if self._poll is not None or pending < self.high or not ahead:
+            return
+        publication = self.recording.stream.publisher
+        if publication is None:
+            return
+        self._publication = publication
+        publication.throttled = True
+        publication.conn.transport.pauseProducing()
+        self.log.info("Publisher held back for the recording", stream_key=self.recording.stream_key,
+                      conn_id=publication.conn.conn_id, pending_bytes=pending)
+        self._poll = self.recording.recorder.clock.callLater(THROTTLE_POLL_SECONDS, self._check)
+
+    def _check(self) -> None:
+        self._poll = None
+        # Held back only while its lead lasts: once the wall clock catches up with its media, viewers
+        # would wait, so a disk that still has not caught up loses the recording instead (queue full).
+        ahead = self.ahead_of_real_time(self._last_timestamp, self.recording.recorder.now())
+        if ahead and self.recording.pending_bytes > self.low and self.recording.state == "recording":
+            self._poll = self.recording.recorder.clock.callLater(THROTTLE_POLL_SECONDS, self._check)
+            return
+        self.release()
+
+    def release(self) -> None:
+        """Let the publisher go on (the backlog drained, or the recording ended)."""
+        if self._poll is not None and self._poll.active():
+            self._poll.cancel()
+        self._poll = None
+        publication, self._publication = self._publication, None
+        if publication is not None and publication.throttled:
+            publication.throttled = False
+            publication.last_activity = self.recording.recorder.now()
+            if publication.conn.transport is not None:
+                publication.conn.transport.resumeProducing()
 
 
 class StreamRecording:
@@ -120,6 +198,7 @@ class StreamRecording:
         self._base = 0
         self._last = 0
         self._waiters: list[defer.Deferred] = []
+        self.throttle = PublisherThrottle(self, recorder.max_queue_bytes)
 
     def __repr__(self) -> str:
         return (
@@ -187,6 +266,8 @@ class StreamRecording:
             # Frames before the file's first keyframe cannot be decoded.
             return
         self._queue(tag_type, rel, message.payload, keyframe)
+        if self._writer is not None:
+            self.throttle.consider(message.timestamp, self._writer.pending_bytes, self.recorder.now())
 
     def _is_keyframe(self, message: Message, info: Any) -> bool:
         if not info.multitrack:
@@ -293,6 +374,7 @@ class StreamRecording:
         return d
 
     def _stop_writer(self) -> None:
+        self.throttle.release()
         self.recorder.forget(self)
         if self._writer is not None:
             self._writer.close()

@@ -65,6 +65,8 @@ class Publication:
     last_activity: float
     bytes_in: int = 0
     messages_in: int = 0
+    #: True while the recorder holds the publisher back (it is not idle then).
+    throttled: bool = False
 
 
 @dataclass
@@ -438,5 +440,5 @@ class StreamRegistry:
         return [
             s.publisher
             for s in self.streams.values()
-            if s.publisher is not None and now - s.publisher.last_activity >= limit
+            if s.publisher is not None and not s.publisher.throttled and now - s.publisher.last_activity >= limit
         ]

@@ -1024,3 +1024,82 @@ class StopRecordingTests(RecorderTestCase):
 
     def test_stop_recording_of_an_unknown_key(self) -> None:
         self.assertIs(self.recorder.stop_recording("live/nobody"), False)
+
+
+class PauseSpy:
+    """Wraps a transport to record pauseProducing/resumeProducing calls."""
+
+    def __init__(self, transport) -> None:
+        self._transport = transport
+        self.calls: list[str] = []
+
+    def pauseProducing(self) -> None:
+        self.calls.append("pause")
+
+    def resumeProducing(self) -> None:
+        self.calls.append("resume")
+
+    def __getattr__(self, name: str):
+        return getattr(self._transport, name)
+
+
+class FasterThanRealTimeTests(RecorderTestCase):
+    recorder_options = {"keyframe_slots": 16, "max_queue_bytes": 200_000}
+
+    def make_disk(self) -> Disk:
+        self.gate = threading.Event()
+        self.addCleanup(self.gate.set)
+        return Disk(gate=self.gate)
+
+    def test_publisher_ahead_of_real_time_is_held_back_instead_of_losing_the_recording(self) -> None:
+        pub, sid = self.publisher()
+        conn = pub.server_protocol
+        spy = conn.transport = PauseSpy(conn.transport)
+        self.send_headers(pub, sid)
+        self.send_gops(pub, sid, 0, gops=1, key_size=2000)
+        self.assertTrue(self.disk.opened.wait(WAIT))
+        # 6 s of media in no wall time with the disk stuck: far ahead of real time.
+        with capturedLogs() as logs:
+            self.send_gops(pub, sid, 1000, gops=6, key_size=20_000)
+        publication = self.server.registry.get("live/test").publisher
+        self.assertEqual(spy.calls, ["pause"])
+        self.assertTrue(publication.throttled)
+        self.assertIn("Publisher held back for the recording", [e["log_format"] for e in logs])
+        # Held back, it is not taken for an idle publisher.
+        self.server.clock.advance(2)
+        self.assertNotIn(publication, self.server.registry.idle_publishers())
+        self.gate.set()
+        recording = self.recording()
+        self.assertTrue(self.disk.only().wait_until(lambda f: recording.pending_bytes < 10_000))
+        self.server.clock.advance(0.05)
+        self.assertEqual(spy.calls, ["pause", "resume"])
+        self.assertFalse(publication.throttled)
+        recording = self.unpublish(pub)
+        self.assertEqual(recording.state, "finished")
+        self.assertEqual(len(tags_of(self.disk.only().contents)[3:]), 7 * 20)
+
+    def test_held_back_only_while_ahead_then_the_recording_gives_way(self) -> None:
+        pub, sid = self.publisher()
+        conn = pub.server_protocol
+        spy = conn.transport = PauseSpy(conn.transport)
+        self.send_headers(pub, sid)
+        self.send_gops(pub, sid, 0, gops=1, key_size=2000)
+        self.assertTrue(self.disk.opened.wait(WAIT))
+        self.send_gops(pub, sid, 1000, gops=6, key_size=20_000)
+        self.assertEqual(spy.calls, ["pause"])
+        # The disk stays stuck and the wall clock catches up with the media: viewers must not wait.
+        self.server.clock.advance(10)
+        self.assertEqual(spy.calls, ["pause", "resume"])
+        self.gate.set()
+
+    def test_publisher_at_real_time_is_never_held_back(self) -> None:
+        pub, sid = self.publisher()
+        conn = pub.server_protocol
+        spy = conn.transport = PauseSpy(conn.transport)
+        self.send_headers(pub, sid)
+        ts = 0
+        for _ in range(8):
+            ts = self.send_gops(pub, sid, ts, gops=1, key_size=20_000)
+            self.server.clock.advance(1.0)
+        self.assertEqual(spy.calls, [])
+        self.gate.set()
