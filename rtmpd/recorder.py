@@ -136,8 +136,12 @@ class PublisherThrottle:
         self._publication = publication
         publication.throttled = True
         publication.conn.transport.pauseProducing()
-        self.log.info("Publisher held back for the recording", stream_key=self.recording.stream_key,
-                      conn_id=publication.conn.conn_id, pending_bytes=pending)
+        self.log.info(
+            "Publisher held back for the recording",
+            stream_key=self.recording.stream_key,
+            conn_id=publication.conn.conn_id,
+            pending_bytes=pending,
+        )
         self._poll = self.recording.recorder.clock.callLater(THROTTLE_POLL_SECONDS, self._check)
 
     def _check(self) -> None:

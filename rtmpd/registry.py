@@ -440,5 +440,7 @@ class StreamRegistry:
         return [
             s.publisher
             for s in self.streams.values()
-            if s.publisher is not None and not s.publisher.throttled and now - s.publisher.last_activity >= limit
+            if s.publisher is not None
+            and not s.publisher.throttled
+            and now - s.publisher.last_activity >= limit
         ]
