@@ -30,6 +30,8 @@ class RTMPServerFactory(Factory):
     """Builds one ``RTMPProtocol`` per connection and holds what they share."""
 
     log = Logger()
+    #: ListeningService logs "RTMP server listening" with the address; Twisted's own line would repeat it.
+    noisy = False
 
     def __init__(self, config: ServerConfig, clock: IReactorTime | None = None) -> None:
         if clock is None:
