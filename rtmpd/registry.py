@@ -304,7 +304,7 @@ class Stream:
             if not player.accepts(type_id, is_video, is_header, is_keyframe, message):
                 continue
             conn = player.conn
-            group = (conn.chunk_size_out, player.stream_id)
+            group = (conn.writer.chunk_size, player.stream_id)
             data = serialised.get(group)
             if data is None:
                 data = serialised[group] = encode_message(
