@@ -934,13 +934,17 @@ class DiskFailureTests(RecorderTestCase):
         self.assertEqual(recording.error, "ENOSPC: No space left on device")
 
 
-class SlowDiskTests(RecorderTestCase):
-    recorder_options = {"keyframe_slots": 16, "max_queue_bytes": 20_000}
+class GatedDiskTestCase(RecorderTestCase):
+    """The recorder's disk blocks every write until the test sets ``self.gate``."""
 
     def make_disk(self) -> Disk:
         self.gate = threading.Event()
         self.addCleanup(self.gate.set)
         return Disk(gate=self.gate)
+
+
+class SlowDiskTests(GatedDiskTestCase):
+    recorder_options = {"keyframe_slots": 16, "max_queue_bytes": 20_000}
 
     def test_blocked_disk_does_not_hold_up_players(self) -> None:
         pub, sid = self.publisher()
@@ -1043,18 +1047,17 @@ class PauseSpy:
         return getattr(self._transport, name)
 
 
-class FasterThanRealTimeTests(RecorderTestCase):
+class FasterThanRealTimeTests(GatedDiskTestCase):
     recorder_options = {"keyframe_slots": 16, "max_queue_bytes": 200_000}
 
-    def make_disk(self) -> Disk:
-        self.gate = threading.Event()
-        self.addCleanup(self.gate.set)
-        return Disk(gate=self.gate)
+    def spied_publisher(self):
+        """A publisher whose server-side transport records pause/resume calls."""
+        pub, sid = self.publisher()
+        spy = pub.server_protocol.transport = PauseSpy(pub.server_protocol.transport)
+        return pub, sid, spy
 
     def test_publisher_ahead_of_real_time_is_held_back_instead_of_losing_the_recording(self) -> None:
-        pub, sid = self.publisher()
-        conn = pub.server_protocol
-        spy = conn.transport = PauseSpy(conn.transport)
+        pub, sid, spy = self.spied_publisher()
         self.send_headers(pub, sid)
         self.send_gops(pub, sid, 0, gops=1, key_size=2000)
         self.assertTrue(self.disk.opened.wait(WAIT))
@@ -1079,9 +1082,7 @@ class FasterThanRealTimeTests(RecorderTestCase):
         self.assertEqual(len(tags_of(self.disk.only().contents)[3:]), 7 * 20)
 
     def test_held_back_only_while_ahead_then_the_recording_gives_way(self) -> None:
-        pub, sid = self.publisher()
-        conn = pub.server_protocol
-        spy = conn.transport = PauseSpy(conn.transport)
+        pub, sid, spy = self.spied_publisher()
         self.send_headers(pub, sid)
         self.send_gops(pub, sid, 0, gops=1, key_size=2000)
         self.assertTrue(self.disk.opened.wait(WAIT))
@@ -1093,9 +1094,7 @@ class FasterThanRealTimeTests(RecorderTestCase):
         self.gate.set()
 
     def test_publisher_at_real_time_is_never_held_back(self) -> None:
-        pub, sid = self.publisher()
-        conn = pub.server_protocol
-        spy = conn.transport = PauseSpy(conn.transport)
+        pub, sid, spy = self.spied_publisher()
         self.send_headers(pub, sid)
         ts = 0
         for _ in range(8):

@@ -47,7 +47,33 @@ FPS = 30
 # -- real players ------------------------------------------------------------------
 
 
-class FfmpegPlayer:
+class PlayerProcess:
+    """A real client process read by threads: ``finish`` waits for it, ``kill`` ends it."""
+
+    #: What the process is, for messages.
+    name = "player"
+    process: subprocess.Popen
+    _threads: list[threading.Thread]
+
+    def finish(self, timeout: float = 30.0) -> int:
+        """Wait for the process to exit (it does when the stream ends); its exit status."""
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(10)
+            raise AssertionError(f"{self.name} still running after {timeout}s") from None
+        for thread in self._threads:
+            thread.join(10)
+        return self.process.returncode
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+
+
+class FfmpegPlayer(PlayerProcess):
     """ffmpeg playing a URL into the null muxer, decoding every audio and video frame.
 
     Progress (``-progress``) is read by a thread and timestamped, so a test
@@ -55,6 +81,8 @@ class FfmpegPlayer:
     The log runs at ``level+verbose``: every line carries its level, which is
     how decoder errors are told apart from ffmpeg's end-of-run statistics.
     """
+
+    name = "ffmpeg player"
 
     _INPUT_STATS = re.compile(r"Input stream #\d+:\d+ \((audio|video)\): \d+ packets read \(\d+ bytes\); "
                               r"(\d+) frames decoded")
@@ -126,23 +154,6 @@ class FfmpegPlayer:
                                          + "\n".join(self.stderr[-15:]))
                 self._changed.wait(min(remaining, 0.2))
 
-    def finish(self, timeout: float = 30.0) -> int:
-        """Wait for ffmpeg to exit (it does when the stream ends); its exit status."""
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(10)
-            raise AssertionError(f"ffmpeg player still running after {timeout}s") from None
-        for thread in self._threads:
-            thread.join(10)
-        return self.process.returncode
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(10)
-
     def errors(self) -> list[str]:
         """Lines logged at warning level or worse (decoder errors, demuxer complaints)."""
         return [line for line in self.stderr if any(level in line for level in self._BAD_LEVELS)]
@@ -160,12 +171,14 @@ class FfmpegPlayer:
         return [line for line in self.stderr if "Parsed_showinfo" in line and " n:" in line]
 
 
-class RtmpdumpPlayer:
+class RtmpdumpPlayer(PlayerProcess):
     """rtmpdump (librtmp) playing a live URL to stdout; the FLV is parsed as it arrives.
 
     The arrival time of each video tag is noted, and the whole FLV is written
     to ``path`` for decoding with ffmpeg afterwards.
     """
+
+    name = "rtmpdump"
 
     def __init__(self, url: str, path: str, *, timeout: int = 10) -> None:
         self.path = path
@@ -176,8 +189,8 @@ class RtmpdumpPlayer:
         #: (monotonic time, FLV timestamp ms, is keyframe) of each video frame (sequence headers left out).
         self.video: list[tuple[float, int, bool]] = []
         self.bytes = 0
-        self._thread = threading.Thread(target=self._read, daemon=True)
-        self._thread.start()
+        self._threads = [threading.Thread(target=self._read, daemon=True)]
+        self._threads[0].start()
 
     def _read(self) -> None:
         assert self.process.stdout is not None
@@ -207,20 +220,6 @@ class RtmpdumpPlayer:
     def first_video_after(self) -> float | None:
         return self.video[0][0] - self.started if self.video else None
 
-    def finish(self, timeout: float = 30.0) -> int:
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(10)
-            raise AssertionError(f"rtmpdump still running after {timeout}s") from None
-        self._thread.join(10)
-        return self.process.returncode
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(10)
 
 
 def decode_file(path: str) -> list[str]:
@@ -233,13 +232,15 @@ def decode_file(path: str) -> list[str]:
     return lines
 
 
-class GstPlayer:
+class GstPlayer(PlayerProcess):
     """GStreamer ``rtmp2src`` playing a URL, decoding with avdec_h264 and avdec_aac into counting fakesinks.
 
     ``-v`` makes each fakesink print a ``last-message = chain`` line per
     decoded buffer; ``GST_DEBUG=libav:2`` makes libav's decoder errors and
     warnings appear on stderr.
     """
+
+    name = "gst-launch"
 
     def __init__(self, url: str) -> None:
         launch = gst_require("rtmp2src", "flvdemux", "h264parse", "avdec_h264", "aacparse", "avdec_aac")
@@ -266,22 +267,6 @@ class GstPlayer:
     @property
     def stderr(self) -> str:
         return "".join(self._err)
-
-    def finish(self, timeout: float = 30.0) -> int:
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(10)
-            raise AssertionError(f"gst-launch still running after {timeout}s") from None
-        for thread in self._threads:
-            thread.join(10)
-        return self.process.returncode
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(10)
 
     def buffers(self, sink: str) -> int:
         return self.stdout.count(f"GstFakeSink:{sink}: last-message = chain")
