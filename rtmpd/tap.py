@@ -19,7 +19,7 @@ from rtmpd import logs
 from rtmpd.config import ServerConfig
 from rtmpd.core.limits import Limits
 from rtmpd.core.messages import MAX_CHUNK_SIZE
-from rtmpd.listening import ListeningService
+from rtmpd.server.listening import ListeningService
 
 
 def endpoint_description(value: str) -> str:
@@ -261,14 +261,14 @@ class Options(usage.Options):
 
 def makeService(options: Options) -> service.MultiService:
     """Build the rtmpd service collection from parsed options."""
-    from rtmpd.server import RTMPService
+    from rtmpd.server.service import RTMPService
 
     config = options.config()
     top = RTMPService(config)
     for description in [options["port"], *options["listen"]]:
         ListeningService(description, top.factory).setServiceParent(top)
     if options["manhole"]:
-        from rtmpd.manhole import ManholeError, manhole_service
+        from rtmpd.admin.manhole import ManholeError, manhole_service
 
         try:
             manhole = manhole_service(

@@ -31,7 +31,7 @@ from rtmpd.core.messages import (
     parse_control,
     set_chunk_size,
 )
-from rtmpd.server import RTMPService
+from rtmpd.server.service import RTMPService
 
 _SAMPLE_ACCESS = b"\x02\x00\x11|RtmpSampleAccess"
 

@@ -25,7 +25,7 @@ from typing import Any
 
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
-from rtmpd import server as server_module
+from rtmpd.server import service as server_module
 from rtmpd.core.flv import TAG_VIDEO, parse_flv
 from rtmpd.core.media import parse_video
 from rtmpd.core.messages import MessageType, UserControl, UserControlEvent, user_control

@@ -25,12 +25,12 @@ from twisted.internet import defer
 from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from rtmpd.admin import AdminError, RateSampler, Report, Table
+from rtmpd.admin.views import AdminError, RateSampler, Report, Table
 from rtmpd.config import ServerConfig
 from rtmpd.core.commands import Command
 from rtmpd.core.messages import MessageType
-from rtmpd.listening import ListeningService
-from rtmpd.manhole import (
+from rtmpd.server.listening import ListeningService
+from rtmpd.admin.manhole import (
     ManholeFactory,
     ManholeRealm,
     ManholeSession,
@@ -39,7 +39,7 @@ from rtmpd.manhole import (
     make_namespace,
     manhole_service,
 )
-from rtmpd.manhole_auth import (
+from rtmpd.admin.auth import (
     AuditedPortal,
     AuthorizedKeys,
     HostKeyFile,

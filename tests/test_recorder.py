@@ -27,10 +27,10 @@ from twisted.trial.unittest import SynchronousTestCase
 from rtmpd.config import ServerConfig
 from rtmpd.core import amf0, flv
 from rtmpd.core.messages import Message, MessageType
-from rtmpd.recorder import MAX_KEYFRAME_SLOTS, Recorder, keyframe_slots_for
-from rtmpd.recording_file import SegmentFile, build_prologue, publisher_metadata, thin_index
-from rtmpd.recording_names import recording_file_name, safe_part
-from rtmpd.recording_writer import (
+from rtmpd.recording.recorder import MAX_KEYFRAME_SLOTS, Recorder, keyframe_slots_for
+from rtmpd.recording.flvfile import SegmentFile, build_prologue, publisher_metadata, thin_index
+from rtmpd.recording.names import recording_file_name, safe_part
+from rtmpd.recording.writer import (
     RecordingWriter,
     SegmentFinalized,
     SegmentOpened,
@@ -38,7 +38,7 @@ from rtmpd.recording_writer import (
     WriterFailed,
     describe_error,
 )
-from rtmpd.registry import Stream, StreamRegistry
+from rtmpd.relay.registry import Stream, StreamRegistry
 from rtmpd.testing import MemoryServer
 from tests.media_samples import (
     AAC_SEQUENCE_HEADER,

@@ -147,9 +147,9 @@ from twisted.application import service
 
 from rtmpd import logs
 from rtmpd.config import ServerConfig
-from rtmpd.listening import ListeningService
-from rtmpd.recorder import Recorder
-from rtmpd.server import RTMPService
+from rtmpd.server.listening import ListeningService
+from rtmpd.recording.recorder import Recorder
+from rtmpd.server.service import RTMPService
 
 logs.configure("json", "info", None)
 kind, *numbers = os.environ["RTMPD_TEST_DISK"].split(":")

@@ -11,8 +11,8 @@ from twisted.application.service import IServiceCollection
 from twisted.trial.unittest import SynchronousTestCase
 
 import rtmpd
-from rtmpd.listening import ListeningService
-from rtmpd.server import RTMPService
+from rtmpd.server.listening import ListeningService
+from rtmpd.server.service import RTMPService
 from rtmpd.tap import Options, makeService
 from tests.support import twistd
 

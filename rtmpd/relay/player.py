@@ -16,8 +16,8 @@ from rtmpd.core.commands import encode_data, on_status
 from rtmpd.core.messages import Message, MessageType, UserControlEvent, user_control
 
 if TYPE_CHECKING:
-    from rtmpd.protocol import RTMPProtocol
-    from rtmpd.registry import Stream
+    from rtmpd.server.protocol import RTMPProtocol
+    from rtmpd.relay.registry import Stream
 
 
 class Player:

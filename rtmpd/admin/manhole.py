@@ -2,10 +2,10 @@
 
 ``manhole_service`` builds the service that ``--manhole ENDPOINT`` adds to
 rtmpd's collection. An operator who logs in (a key from ``--manhole-keys`` or
-a password from ``--manhole-passwd``, see ``rtmpd.manhole_auth``) gets a
+a password from ``--manhole-passwd``, see ``rtmpd.admin.auth``) gets a
 colourised interactive interpreter whose namespace holds the server's live
 objects (``registry``, ``service``, ``recorder``, ``reactor``) and the helpers
-of ``rtmpd.admin`` acting in that operator's name.
+of ``rtmpd.admin.views`` acting in that operator's name.
 
 It is full code execution in the server: the endpoint is bound to loopback
 unless the description names an interface, and the manhole refuses to start
@@ -42,9 +42,9 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 import rtmpd
-from rtmpd.admin import Admin, AdminError, RateSampler
-from rtmpd.listening import ListeningService
-from rtmpd.manhole_auth import (
+from rtmpd.admin.views import Admin, AdminError, RateSampler
+from rtmpd.server.listening import ListeningService
+from rtmpd.admin.auth import (
     AuthorizedKeys,
     HostKeyFile,
     ManholeError,
@@ -53,7 +53,7 @@ from rtmpd.manhole_auth import (
 )
 
 if TYPE_CHECKING:
-    from rtmpd.server import RTMPService
+    from rtmpd.server.service import RTMPService
 
 __all__ = ["ManholeError", "loopback_default", "make_namespace", "manhole_service"]
 

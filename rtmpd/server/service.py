@@ -15,10 +15,10 @@ from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 
 from rtmpd.config import ServerConfig
-from rtmpd.listening import ListeningService
-from rtmpd.protocol import Outbox, RTMPProtocol
-from rtmpd.reconnect import Reconnector
-from rtmpd.registry import StreamRegistry
+from rtmpd.server.listening import ListeningService
+from rtmpd.server.protocol import Outbox, RTMPProtocol
+from rtmpd.server.reconnect import Reconnector
+from rtmpd.relay.registry import StreamRegistry
 
 #: How often idle publishers and stalled players are looked for (seconds).
 SWEEP_INTERVAL = 1.0
@@ -86,7 +86,7 @@ class RTMPService(service.MultiService):
         self._sweeper = task.LoopingCall(self.factory.sweep)
         self._sweeper.clock = self.factory.clock
         if config.record_dir is not None:
-            from rtmpd.recorder import Recorder
+            from rtmpd.recording.recorder import Recorder
 
             self.recorder = Recorder(config, self.registry, self.factory.clock)
             self.recorder.setServiceParent(self)

@@ -2,7 +2,7 @@
 
 Each takes the decoded ``Command``; it returns ``None``, a ``Reply`` (sent
 as ``_result``), or a Deferred of either, and raises a ``CommandError`` to
-refuse (see ``rtmpd.dispatch``). Stream names may carry a query string
+refuse (see ``rtmpd.server.dispatch``). Stream names may carry a query string
 (``KEY?token=...``): the key is the part before ``?``; the query is kept on
 the publication for authorisation.
 """
@@ -25,13 +25,13 @@ from rtmpd.core.messages import (
     user_control,
     window_ack_size,
 )
-from rtmpd.dispatch import Reply
-from rtmpd.names import IllegalName, split_stream_name, validate_app
-from rtmpd.player import Player
-from rtmpd.registry import Publication, Stream
+from rtmpd.server.dispatch import Reply
+from rtmpd.relay.names import IllegalName, split_stream_name, validate_app
+from rtmpd.relay.player import Player
+from rtmpd.relay.registry import Publication, Stream
 
 if TYPE_CHECKING:
-    from rtmpd.protocol import RTMPProtocol
+    from rtmpd.server.protocol import RTMPProtocol
 
 FMS_VERSION = "FMS/3,5,7,7009"
 #: NetStreams one connection may create (publishers use one, players one or two).

@@ -18,7 +18,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from rtmpd.commands import NetStream, ServerCommands
+from rtmpd.server.responders import NetStream, ServerCommands
 from rtmpd.core.chunks import ChunkReader, ChunkWriter, encode_message
 from rtmpd.core.commands import COMMAND_CSID, decode_command, decode_data, encode_command, status_info
 from rtmpd.core.errors import CommandBeforeConnect, RemoteProtocolError
@@ -37,12 +37,12 @@ from rtmpd.core.messages import (
     split_aggregate,
     user_control,
 )
-from rtmpd.dispatch import Dispatcher
-from rtmpd.fastwrite import write_chunks
-from rtmpd.registry import AUDIO_CSID, DATA_CSID, VIDEO_CSID
+from rtmpd.server.dispatch import Dispatcher
+from rtmpd.server._fastwrite import write_chunks
+from rtmpd.relay.registry import AUDIO_CSID, DATA_CSID, VIDEO_CSID
 
 if TYPE_CHECKING:
-    from rtmpd.server import RTMPServerFactory
+    from rtmpd.server.service import RTMPServerFactory
 
 _MEDIA_CSID = {MessageType.AUDIO: AUDIO_CSID, MessageType.VIDEO: VIDEO_CSID}
 _CONTROL_TYPES = frozenset({1, 2, 3, 4, 5, 6})

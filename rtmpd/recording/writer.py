@@ -36,7 +36,7 @@ from typing import Any, BinaryIO
 
 from twisted.python.failure import Failure
 
-from rtmpd.recording_file import SegmentFile, SegmentPrologue
+from rtmpd.recording.flvfile import SegmentFile, SegmentPrologue
 
 __all__ = [
     "DEFAULT_MAX_QUEUE_BYTES",

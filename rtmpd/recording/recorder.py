@@ -9,7 +9,7 @@ The reactor side does the cheap part of each message: decide whether it
 belongs in the file (a file starts at a frame a player can start from),
 rebase its timestamp so every file starts at 0, decide when to start the
 next segment, and queue the payload for the writer thread
-(``rtmpd.recording_writer``). A file's first bytes (header, onMetaData with
+(``rtmpd.recording.writer``). A file's first bytes (header, onMetaData with
 placeholders, sequence headers) are built here from the stream's late-join
 cache when the file starts: the FLV header flags say which tracks that
 cache (or the first frame) shows.
@@ -41,9 +41,9 @@ from rtmpd.core import amf0, media
 from rtmpd.core.errors import MalformedTag
 from rtmpd.core.flv import TAG_AUDIO, TAG_SCRIPT, TAG_VIDEO
 from rtmpd.core.messages import Message, MessageType
-from rtmpd.recording_file import build_prologue, publisher_metadata
-from rtmpd.recording_names import recording_file_name
-from rtmpd.recording_writer import (
+from rtmpd.recording.flvfile import build_prologue, publisher_metadata
+from rtmpd.recording.names import recording_file_name
+from rtmpd.recording.writer import (
     DEFAULT_MAX_QUEUE_BYTES,
     TAG_OVERHEAD,
     RecordingWriter,
@@ -54,7 +54,7 @@ from rtmpd.recording_writer import (
     WriterFailed,
     open_exclusive,
 )
-from rtmpd.registry import Stream, StreamListener, StreamRegistry
+from rtmpd.relay.registry import Stream, StreamListener, StreamRegistry
 
 __all__ = ["MAX_KEYFRAME_SLOTS", "Recorder", "StreamRecording", "keyframe_slots_for"]
 

@@ -31,9 +31,9 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 if TYPE_CHECKING:
-    from rtmpd.protocol import RTMPProtocol
-    from rtmpd.registry import Stream
-    from rtmpd.server import RTMPService
+    from rtmpd.server.protocol import RTMPProtocol
+    from rtmpd.relay.registry import Stream
+    from rtmpd.server.service import RTMPService
 
 #: Seconds between two samples of the connections' byte counters.
 SAMPLE_INTERVAL = 2.0

@@ -20,11 +20,11 @@ from rtmpd.core import media
 from rtmpd.core.chunks import encode_message
 from rtmpd.core.errors import BadStreamName, MalformedTag
 from rtmpd.core.messages import Message, MessageType
-from rtmpd.gop import CONFIG, HEADER, LateJoinCache
+from rtmpd.relay.latejoin import CONFIG, HEADER, LateJoinCache
 
 if TYPE_CHECKING:
-    from rtmpd.player import Player
-    from rtmpd.protocol import RTMPProtocol
+    from rtmpd.relay.player import Player
+    from rtmpd.server.protocol import RTMPProtocol
 
 #: Chunk streams for relayed media. Every message on them is serialised with a
 #: full (fmt 0) header, so one serialisation serves every player.

@@ -22,11 +22,11 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from rtmpd.core.ertmp import client_capabilities, reconnect_request
-from rtmpd.registry import StreamListener
+from rtmpd.relay.registry import StreamListener
 
 if TYPE_CHECKING:
-    from rtmpd.protocol import RTMPProtocol
-    from rtmpd.registry import Stream, StreamRegistry
+    from rtmpd.server.protocol import RTMPProtocol
+    from rtmpd.relay.registry import Stream, StreamRegistry
 
 __all__ = ["Reconnector", "can_reconnect", "published_keys"]
 

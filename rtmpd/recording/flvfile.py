@@ -18,7 +18,7 @@ zeros, which players reject as a whole ("filepositions[0] is inside the
 header") and then seek without it, so an unfinished file still plays.
 
 ``SegmentFile`` is synchronous and knows nothing about threads: the writer
-thread (``rtmpd.recording_writer``) drives it. Its file object needs only
+thread (``rtmpd.recording.writer``) drives it. Its file object needs only
 ``write`` (may write part, returns the count), ``seek``, ``truncate`` and
 ``close``; ``fileno`` is used for fsync when present.
 """

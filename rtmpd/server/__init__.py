@@ -1,0 +1,1 @@
+"""The Twisted server: the RTMP protocol adapter, command responders, listeners and services."""
