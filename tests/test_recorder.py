@@ -791,7 +791,7 @@ class RecorderTests(RecorderTestCase):
         registry = StreamRegistry(ServerConfig(), Clock().seconds)
         registry.listeners.append(self.recorder)
         stream = Stream("live/../../etc/x", ServerConfig(), registry)
-        stream.start(SimpleNamespace(conn=SimpleNamespace(conn_id="c000099")))
+        stream.start(SimpleNamespace(peer=SimpleNamespace(conn_id="c000099")))
         for ts, payload in ((0, AAC_SEQUENCE_HEADER), (0, aac_frame(1)), (23, aac_frame(2))):
             stream.relay(Message(A, ts, 1, payload))
         stream.stop()

@@ -236,10 +236,10 @@ class Admin:
         rows = []
         for stream in sorted(self.registry, key=lambda s: s.key):
             publication, stats = stream.publisher, stream.stats
-            conn = publication.conn if publication is not None else None
+            conn = publication.peer if publication is not None else None
             rate_in = self._rates(conn)[0]
             # Players that joined within the last interval have no rate yet: count those that do.
-            outs = [r for r in (self._rates(player.conn)[1] for player in stream.players) if r is not None]
+            outs = [r for r in (self._rates(player.peer)[1] for player in stream.players) if r is not None]
             rate_out = sum(outs) if outs or not stream.players else None
             codecs = "/".join(c for c in (stats.video_codec, stats.audio_codec) if c)
             if stats.multitrack and stats.tracks:
@@ -311,7 +311,7 @@ class Admin:
         rows = []
         for player in self._stream(key).players:
             row = dict(player.stats())
-            row["bitrate_out"] = self._rates(player.conn)[1]
+            row["bitrate_out"] = self._rates(player.peer)[1]
             rows.append(row)
         columns = [
             Column("peer", "peer"),
@@ -364,7 +364,7 @@ class Admin:
         stream = self._stream(key)
         if stream.publisher is None:
             raise AdminError(f"{key} has no publisher")
-        conn = stream.publisher.conn
+        conn = stream.publisher.peer
         self.log.info(
             "Manhole kick", user=self.user, stream_key=key, conn_id=conn.conn_id, peer_addr=conn.peer_addr
         )

@@ -135,11 +135,11 @@ class PublisherThrottle:
             return
         self._publication = publication
         publication.throttled = True
-        publication.conn.transport.pauseProducing()
+        publication.peer.hold_input()
         self.log.info(
             "Publisher held back for the recording",
             stream_key=self.recording.stream_key,
-            conn_id=publication.conn.conn_id,
+            conn_id=publication.peer.conn_id,
             pending_bytes=pending,
         )
         self._poll = self.recording.recorder.clock.callLater(THROTTLE_POLL_SECONDS, self._check)
@@ -163,8 +163,7 @@ class PublisherThrottle:
         if publication is not None and publication.throttled:
             publication.throttled = False
             publication.last_activity = self.recording.recorder.now()
-            if publication.conn.transport is not None:
-                publication.conn.transport.resumeProducing()
+            publication.peer.release_input()
 
 
 class StreamRecording:

@@ -14,17 +14,18 @@ from twisted.logger import Logger
 
 from rtmpd.core.commands import encode_data, on_status
 from rtmpd.core.messages import Message, MessageType, UserControlEvent, user_control
+from rtmpd.relay.fanout import serialise
 
 if TYPE_CHECKING:
-    from rtmpd.server.protocol import RTMPProtocol
+    from rtmpd.relay.peer import Peer
     from rtmpd.relay.registry import Stream
 
 
 class Player:
     log = Logger()
 
-    def __init__(self, conn: RTMPProtocol, stream_id: int, stream: Stream, name: str) -> None:
-        self.conn = conn
+    def __init__(self, peer: Peer, stream_id: int, stream: Stream, name: str) -> None:
+        self.peer = peer
         self.stream_id = stream_id
         self.stream = stream
         self.name = name
@@ -41,13 +42,13 @@ class Player:
         """Whether a relayed message should be queued for this player now."""
         if self.paused_by_client:
             return False
-        conn = self.conn
+        peer = self.peer
         if is_video:
             if not self.receive_video:
                 return False
             if is_header:
-                return not conn.over_queue_bound
-            if conn.write_paused:
+                return not peer.over_queue_bound
+            if peer.congested:
                 self._drop()
                 return False
             if self.waiting_keyframe:
@@ -59,13 +60,13 @@ class Player:
                     self.log.info(
                         "Slow subscriber caught up",
                         stream_key=self.stream.key,
-                        conn_id=conn.conn_id,
+                        conn_id=peer.conn_id,
                         dropped_frames=self.dropped_frames,
                     )
             return True
         if type_id == MessageType.AUDIO and not self.receive_audio:
             return False
-        return not conn.over_queue_bound
+        return not peer.over_queue_bound
 
     def _drop(self) -> None:
         self.dropped_frames += 1
@@ -75,7 +76,7 @@ class Player:
             self.log.warn(
                 "Slow subscriber dropping frames",
                 stream_key=self.stream.key,
-                conn_id=self.conn.conn_id,
+                conn_id=self.peer.conn_id,
                 dropped_frames=self.dropped_frames,
             )
 
@@ -83,47 +84,47 @@ class Player:
 
     def start(self, reset: bool) -> None:
         """Answer ``play``: status messages, then the late-join burst if the stream is live."""
-        conn, sid, key = self.conn, self.stream_id, self.stream.key
-        conn.send_control(user_control(UserControlEvent.STREAM_BEGIN, sid))
+        peer, sid, key = self.peer, self.stream_id, self.stream.key
+        peer.send_control(user_control(UserControlEvent.STREAM_BEGIN, sid))
         if reset:
-            conn.send_command(
+            peer.send_command(
                 on_status(
                     sid, "status", "NetStream.Play.Reset", f"Playing and resetting {key}.", details=self.name
                 )
             )
-        conn.send_command(
+        peer.send_command(
             on_status(sid, "status", "NetStream.Play.Start", f"Started playing {key}.", details=self.name)
         )
-        conn.send_command(encode_data("|RtmpSampleAccess", True, True, stream_id=sid))
+        peer.send_command(encode_data("|RtmpSampleAccess", True, True, stream_id=sid))
         self.stream.add_player(self)
         if self.stream.live:
             self._send_late_join()
 
     def _send_late_join(self) -> None:
-        stream = self.stream
+        stream, peer = self.stream, self.peer
         for message in stream.late_join_messages():
-            self.conn.send_media(message, self.stream_id)
+            peer.queue_media(serialise(message, self.stream_id, peer.chunk_size))
         if stream.cache.audio_headers:
             self.log.debug(
                 "Sent cached audio sequence header to subscriber",
                 stream_key=stream.key,
-                conn_id=self.conn.conn_id,
+                conn_id=self.peer.conn_id,
             )
         if stream.cache.video_headers:
             self.log.debug(
                 "Sent cached video sequence header to subscriber",
                 stream_key=stream.key,
-                conn_id=self.conn.conn_id,
+                conn_id=self.peer.conn_id,
             )
         # A GOP starts at a keyframe: the player can take live frames at once.
         self.waiting_keyframe = not stream.cache.gop
-        self.conn.flush_media()
+        self.peer.flush_media()
 
     def publish_started(self) -> None:
         """Someone (re)started publishing the stream this player waits on."""
         self.waiting_keyframe = True
-        self.conn.send_control(user_control(UserControlEvent.STREAM_BEGIN, self.stream_id))
-        self.conn.send_command(
+        self.peer.send_control(user_control(UserControlEvent.STREAM_BEGIN, self.stream_id))
+        self.peer.send_command(
             on_status(
                 self.stream_id,
                 "status",
@@ -136,7 +137,7 @@ class Player:
     def publish_stopped(self) -> None:
         """The publisher left: tell the player, which stays subscribed for a re-publish."""
         self.waiting_keyframe = True
-        self.conn.send_command(
+        self.peer.send_command(
             on_status(
                 self.stream_id,
                 "status",
@@ -145,7 +146,7 @@ class Player:
                 details=self.name,
             )
         )
-        self.conn.send_control(user_control(UserControlEvent.STREAM_EOF, self.stream_id))
+        self.peer.send_control(user_control(UserControlEvent.STREAM_EOF, self.stream_id))
 
     def stop(self) -> None:
         self.stream.remove_player(self)
@@ -155,13 +156,13 @@ class Player:
         if not paused:
             self.waiting_keyframe = True
         code = "NetStream.Pause.Notify" if paused else "NetStream.Unpause.Notify"
-        self.conn.send_command(on_status(self.stream_id, "status", code, self.stream.key, details=self.name))
+        self.peer.send_command(on_status(self.stream_id, "status", code, self.stream.key, details=self.name))
 
     def stats(self) -> dict[str, object]:
         return {
-            "conn_id": self.conn.conn_id,
-            "peer": self.conn.peer_addr,
-            "bytes_sent": self.conn.bytes_out,
+            "conn_id": self.peer.conn_id,
+            "peer": self.peer.peer_addr,
+            "bytes_sent": self.peer.bytes_out,
             "dropped_frames": self.dropped_frames,
-            "buffered_bytes": self.conn.buffered_bytes,
+            "buffered_bytes": self.peer.buffered_bytes,
         }

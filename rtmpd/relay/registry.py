@@ -17,21 +17,15 @@ from twisted.logger import Logger
 
 from rtmpd.config import ServerConfig
 from rtmpd.core import media
-from rtmpd.core.chunks import encode_message
 from rtmpd.core.errors import BadStreamName, MalformedTag
 from rtmpd.core.messages import Message, MessageType
+from rtmpd.relay.fanout import serialise
 from rtmpd.relay.latejoin import CONFIG, HEADER, LateJoinCache
 
 if TYPE_CHECKING:
     from rtmpd.relay.player import Player
-    from rtmpd.server.protocol import RTMPProtocol
+    from rtmpd.relay.peer import Peer
 
-#: Chunk streams for relayed media. Every message on them is serialised with a
-#: full (fmt 0) header, so one serialisation serves every player.
-DATA_CSID = 5
-AUDIO_CSID = 6
-VIDEO_CSID = 7
-_CSID = {MessageType.AUDIO: AUDIO_CSID, MessageType.VIDEO: VIDEO_CSID}
 #: Packet types rtmpd knows (after ModEx prefixes, inside multitrack framing); others are relayed untouched.
 _KNOWN_VIDEO_PACKET_TYPES = frozenset({None, 0, 1, 2, 3, 4, 5})
 _KNOWN_AUDIO_PACKET_TYPES = frozenset({None, 0, 1, 2, 4})
@@ -57,7 +51,7 @@ class StreamListener:
 class Publication:
     """One publisher's hold on a stream."""
 
-    conn: RTMPProtocol
+    peer: Peer
     stream_id: int
     name: str
     query: str
@@ -190,7 +184,7 @@ class Stream:
             self._fan_out(message, is_header, is_keyframe)
 
     def _conn_id(self) -> str | None:
-        return self.publisher.conn.conn_id if self.publisher is not None else None
+        return self.publisher.peer.conn_id if self.publisher is not None else None
 
     @staticmethod
     def _tracks(message: Message, info: Any) -> tuple[Any, ...]:
@@ -297,20 +291,17 @@ class Stream:
 
     def _fan_out(self, message: Message, is_header: bool, is_keyframe: bool) -> None:
         type_id = message.type_id
-        csid = _CSID.get(type_id, DATA_CSID)
         is_video = type_id == MessageType.VIDEO
         serialised: dict[tuple[int, int], bytes] = {}
         for player in self.players:
             if not player.accepts(type_id, is_video, is_header, is_keyframe, message):
                 continue
-            conn = player.conn
-            group = (conn.writer.chunk_size, player.stream_id)
+            peer = player.peer
+            group = (peer.chunk_size, player.stream_id)
             data = serialised.get(group)
             if data is None:
-                data = serialised[group] = encode_message(
-                    csid, Message(type_id, message.timestamp, player.stream_id, message.payload), group[0]
-                )
-            conn.queue_media(data)
+                data = serialised[group] = serialise(message, player.stream_id, group[0])
+            peer.queue_media(data)
 
     # -- players --------------------------------------------------------------
 
@@ -319,7 +310,7 @@ class Stream:
         self.log.info(
             "Subscriber added",
             stream_key=self.key,
-            conn_id=player.conn.conn_id,
+            conn_id=player.peer.conn_id,
             total_subscribers=len(self.players),
         )
 
@@ -331,7 +322,7 @@ class Stream:
         self.log.info(
             "Subscriber removed",
             stream_key=self.key,
-            conn_id=player.conn.conn_id,
+            conn_id=player.peer.conn_id,
             total_subscribers=len(self.players),
         )
         self.registry.forget_if_idle(self)
@@ -413,12 +404,12 @@ class StreamRegistry:
             self.log.info(
                 "Publisher replaced",
                 stream_key=key,
-                conn_id=publication.conn.conn_id,
-                old_conn_id=current.conn.conn_id,
+                conn_id=publication.peer.conn_id,
+                old_conn_id=current.peer.conn_id,
                 idle_seconds=round(idle, 3),
             )
             self.unpublish(stream, current)
-            current.conn.close("publisher replaced")
+            current.peer.close("publisher replaced")
         stream.start(publication)
         return stream
 

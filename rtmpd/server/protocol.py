@@ -19,7 +19,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from rtmpd.server.responders import NetStream, ServerCommands
-from rtmpd.core.chunks import ChunkReader, ChunkWriter, encode_message
+from rtmpd.core.chunks import ChunkReader, ChunkWriter
 from rtmpd.core.commands import COMMAND_CSID, decode_command, decode_data, encode_command, status_info
 from rtmpd.core.errors import CommandBeforeConnect, RemoteProtocolError
 from rtmpd.core.flv import unwrap_set_data_frame
@@ -39,17 +39,17 @@ from rtmpd.core.messages import (
 )
 from rtmpd.server.dispatch import Dispatcher
 from rtmpd.server._fastwrite import write_chunks
-from rtmpd.relay.registry import AUDIO_CSID, DATA_CSID, VIDEO_CSID
 
 if TYPE_CHECKING:
     from rtmpd.server.service import RTMPServerFactory
 
-_MEDIA_CSID = {MessageType.AUDIO: AUDIO_CSID, MessageType.VIDEO: VIDEO_CSID}
 _CONTROL_TYPES = frozenset({1, 2, 3, 4, 5, 6})
 
 
 @implementer(IPushProducer)
 class RTMPProtocol(Protocol):
+    """One RTMP connection: the core's session on a Twisted transport, and a ``Peer`` for the relay."""
+
     log = Logger()
 
     def __init__(self, factory: RTMPServerFactory) -> None:
@@ -77,7 +77,9 @@ class RTMPProtocol(Protocol):
         self._close_reason = ""
         self._handshake_timer = None
         # Flow control: set by the transport when its buffer is full.
-        self.write_paused = False
+        self.congested = False
+        self.chunk_size = self.writer.chunk_size
+        self._input_holds = 0
         self.paused_since = 0.0
         self.bytes_since_pause = 0
 
@@ -279,13 +281,9 @@ class RTMPProtocol(Protocol):
 
     # -- output ---------------------------------------------------------------
 
-    @property
-    def chunk_size_out(self) -> int:
-        return self.writer.chunk_size
-
     def write(self, data: bytes) -> None:
         self.bytes_out += len(data)
-        if self.write_paused:
+        if self.congested:
             self.bytes_since_pause += len(data)
         self.transport.write(data)
 
@@ -300,12 +298,7 @@ class RTMPProtocol(Protocol):
     def set_chunk_size(self, size: int) -> None:
         self.flush_media()
         self.write(self.writer.set_chunk_size(size))
-
-    def send_media(self, message: Message, stream_id: int) -> None:
-        """Queue one audio/video/data message for this connection only (late join)."""
-        csid = _MEDIA_CSID.get(message.type_id, DATA_CSID)
-        out = Message(message.type_id, message.timestamp, stream_id, message.payload)
-        self.queue_media(encode_message(csid, out, self.writer.chunk_size))
+        self.chunk_size = self.writer.chunk_size
 
     def queue_media(self, data: bytes) -> None:
         """Queue serialised chunks; they are written together when the current input is done."""
@@ -318,13 +311,13 @@ class RTMPProtocol(Protocol):
             pending, self._pending = self._pending, []
             size = sum(map(len, pending))
             self.bytes_out += size
-            if self.write_paused:
+            if self.congested:
                 self.bytes_since_pause += size
             write_chunks(self.transport, pending)
 
     @property
     def over_queue_bound(self) -> bool:
-        return self.write_paused and self.bytes_since_pause >= self.config.max_queue_bytes
+        return self.congested and self.bytes_since_pause >= self.config.max_queue_bytes
 
     @property
     def buffered_bytes(self) -> int:
@@ -332,53 +325,39 @@ class RTMPProtocol(Protocol):
         transport = self.transport
         return len(getattr(transport, "dataBuffer", b"")) + getattr(transport, "_tempDataLen", 0)
 
+    # -- Peer: input hold, roles ------------------------------------------------
+
+    def hold_input(self) -> None:
+        self._input_holds += 1
+        if self._input_holds == 1 and self.transport is not None:
+            self.transport.pauseProducing()
+
+    def release_input(self) -> None:
+        if self._input_holds == 0:
+            return
+        self._input_holds -= 1
+        if self._input_holds == 0 and self.transport is not None and not self._closing:
+            self.transport.resumeProducing()
+
+    def roles(self) -> list[str]:
+        roles = []
+        for ns in self.net_streams.values():
+            if ns.publication is not None and ns.stream is not None:
+                roles.append(f"publish {ns.stream.key}")
+            elif ns.player is not None:
+                roles.append(f"play {ns.player.stream.key}")
+        return roles
+
     # -- IPushProducer ----------------------------------------------------------
 
     def pauseProducing(self) -> None:
-        if not self.write_paused:
-            self.write_paused = True
+        if not self.congested:
+            self.congested = True
             self.paused_since = self.clock.seconds()
             self.bytes_since_pause = 0
 
     def resumeProducing(self) -> None:
-        self.write_paused = False
+        self.congested = False
 
     def stopProducing(self) -> None:
         self._closing = True
-
-
-class Outbox:
-    """Connections with queued media, written once the current input has been handled.
-
-    Messages that become ready together (one ``dataReceived`` of a publisher)
-    go to each player in one write.
-    """
-
-    def __init__(self, clock) -> None:
-        self._clock = clock
-        self._dirty: list[RTMPProtocol] = []
-        self._holds = 0
-        self._scheduled = None
-
-    def mark(self, conn: RTMPProtocol) -> None:
-        self._dirty.append(conn)
-        if not self._holds and self._scheduled is None:
-            # Queued outside any input handling (a Deferred firing): flush soon.
-            self._scheduled = self._clock.callLater(0, self.flush)
-
-    def hold(self) -> None:
-        self._holds += 1
-
-    def release(self) -> None:
-        self._holds -= 1
-        if not self._holds:
-            self.flush()
-
-    def flush(self) -> None:
-        if self._scheduled is not None:
-            if self._scheduled.active():
-                self._scheduled.cancel()
-            self._scheduled = None
-        dirty, self._dirty = self._dirty, []
-        for conn in dirty:
-            conn.flush_media()

@@ -16,7 +16,8 @@ from twisted.logger import Logger
 
 from rtmpd.config import ServerConfig
 from rtmpd.server.listening import ListeningService
-from rtmpd.server.protocol import Outbox, RTMPProtocol
+from rtmpd.relay.fanout import Outbox
+from rtmpd.server.protocol import RTMPProtocol
 from rtmpd.server.reconnect import Reconnector
 from rtmpd.relay.registry import StreamRegistry
 
@@ -59,13 +60,13 @@ class RTMPServerFactory(Factory):
         for publication in self.registry.idle_publishers():
             self.log.warn(
                 "Publisher timed out",
-                conn_id=publication.conn.conn_id,
+                conn_id=publication.peer.conn_id,
                 idle_seconds=round(now - publication.last_activity, 3),
             )
-            publication.conn.abort("publisher timeout")
+            publication.peer.abort("publisher timeout")
         limit = self.config.play_timeout
         for conn in list(self.connections.values()):
-            if conn.write_paused and now - conn.paused_since >= limit:
+            if conn.congested and now - conn.paused_since >= limit:
                 self.log.warn(
                     "Player timed out",
                     conn_id=conn.conn_id,
