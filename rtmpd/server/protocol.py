@@ -325,6 +325,10 @@ class RTMPProtocol(Protocol):
         transport = self.transport
         return len(getattr(transport, "dataBuffer", b"")) + getattr(transport, "_tempDataLen", 0)
 
+    def accept_connect(self, app: str, params: dict) -> None:
+        """``connect`` succeeded: the session is open for the other commands."""
+        self.app, self.connect_params, self.session_open = app, params, True
+
     # -- Peer: input hold, roles ------------------------------------------------
 
     def hold_input(self) -> None:

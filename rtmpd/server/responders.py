@@ -85,7 +85,7 @@ class ServerCommands:
             app = validate_app(params.get("app"))
         except IllegalName as e:
             raise InvalidApp(str(e)) from e
-        conn.app, conn.connect_params, conn.session_open = app, params, True
+        conn.accept_connect(app, params)
         object_encoding = params.get("objectEncoding", 0.0)
         if object_encoding not in (0, 3):
             object_encoding = 0.0
