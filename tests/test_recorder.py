@@ -38,7 +38,8 @@ from rtmpd.recording.writer import (
     WriterFailed,
     describe_error,
 )
-from rtmpd.relay.registry import Stream, StreamRegistry
+from rtmpd.relay.registry import StreamRegistry
+from rtmpd.relay.stream import Stream
 from rtmpd.testing import MemoryServer
 from tests.media_samples import (
     AAC_SEQUENCE_HEADER,
@@ -790,7 +791,7 @@ class RecorderTests(RecorderTestCase):
         # The protocol refuses such names already; the recorder does not rely on it.
         registry = StreamRegistry(ServerConfig(), Clock().seconds)
         registry.listeners.append(self.recorder)
-        stream = Stream("live/../../etc/x", ServerConfig(), registry)
+        stream = Stream("live/../../etc/x", ServerConfig(), registry.listeners, registry.forget_if_idle)
         stream.start(SimpleNamespace(peer=SimpleNamespace(conn_id="c000099")))
         for ts, payload in ((0, AAC_SEQUENCE_HEADER), (0, aac_frame(1)), (23, aac_frame(2))):
             stream.relay(Message(A, ts, 1, payload))

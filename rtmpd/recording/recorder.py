@@ -37,8 +37,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from rtmpd.config import ServerConfig
-from rtmpd.core import amf0, media
-from rtmpd.core.errors import MalformedTag
+from rtmpd.core.classify import MediaInfo
 from rtmpd.core.flv import TAG_AUDIO, TAG_SCRIPT, TAG_VIDEO
 from rtmpd.core.messages import Message, MessageType
 from rtmpd.recording.flvfile import build_prologue, publisher_metadata
@@ -75,9 +74,6 @@ THROTTLE_HIGH_SHARE = 0.25
 #: How often a held-back publisher's recording backlog is looked at (seconds).
 THROTTLE_POLL_SECONDS = 0.02
 
-_ON_METADATA = amf0.encode("onMetaData")
-#: E-RTMP AudioPacketType.MultichannelConfig: configures a track, is no frame (the cache keeps it).
-_AUDIO_MULTICHANNEL_CONFIG = 4
 _HALF_RANGE = 0x80000000
 
 
@@ -229,23 +225,19 @@ class StreamRecording:
 
     # -- messages (reactor thread) ------------------------------------------------
 
-    def message(self, message: Message, info: Any) -> None:
+    def message(self, message: Message, info: MediaInfo) -> None:
         """Take one relayed message: start, continue or rotate the file, and queue its tag."""
         t = message.type_id
+        header = info.is_config
+        keyframe = info.is_keyframe
         if t == MessageType.VIDEO:
             tag_type = TAG_VIDEO
-            header = info is not None and (info.is_sequence_header or info.is_metadata)
-            keyframe = info is not None and not header and self._is_keyframe(message, info)
             self._video_seen = True
         elif t == MessageType.AUDIO:
             tag_type = TAG_AUDIO
-            header = info is not None and (
-                info.is_sequence_header or (info.enhanced and info.packet_type == _AUDIO_MULTICHANNEL_CONFIG)
-            )
-            keyframe = False
             self._audio_seen = True
         elif t == MessageType.DATA_AMF0:
-            if message.payload.startswith(_ON_METADATA):
+            if info.is_metadata:
                 # The file's own onMetaData (with the patched duration) must stay the only one a
                 # player reads; an update goes into the next file's prologue from the cache.
                 return
@@ -265,22 +257,12 @@ class StreamRecording:
                 rel = 0
             if keyframe:
                 self._video_started = True
-        elif t == MessageType.VIDEO and not header and not self._video_started and info is not None:
+        elif t == MessageType.VIDEO and not header and not self._video_started and info.error is None:
             # Frames before the file's first keyframe cannot be decoded.
             return
         self._queue(tag_type, rel, message.payload, keyframe)
         if self._writer is not None:
             self.throttle.consider(message.timestamp, self._writer.pending_bytes, self.recorder.now())
-
-    def _is_keyframe(self, message: Message, info: Any) -> bool:
-        if not info.multitrack:
-            return info.is_keyframe
-        # A multitrack tag: what counts is a keyframe of the stream's primary video track, as for the GOP.
-        primary = getattr(self.stream, "primary_video_track", 0)
-        try:
-            return any(t.is_keyframe and t.track_id == primary for t in media.video_tracks(message.payload))
-        except MalformedTag:
-            return info.is_keyframe
 
     def _relative(self, timestamp: int) -> int:
         """``timestamp`` on the file's timeline (0 at its first frame), across the 32-bit wrap."""
@@ -568,7 +550,7 @@ class Recorder(service.Service, StreamListener):
         stream.recording = recording
         self.log.info("recorder initialized", stream_key=stream.key, file=recording.file)
 
-    def stream_message(self, stream: Stream, message: Message, info: Any) -> None:
+    def stream_message(self, stream: Stream, message: Message, info: MediaInfo) -> None:
         recording = self.recordings.get(stream)
         if recording is not None:
             recording.message(message, info)

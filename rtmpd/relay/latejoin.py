@@ -21,11 +21,8 @@ from __future__ import annotations
 
 import itertools
 
+from rtmpd.core.classify import HEADER, MediaInfo
 from rtmpd.core.messages import Message, MessageType
-
-#: Slots of configuration per track.
-HEADER = "header"
-CONFIG = "config"
 
 
 class LateJoinCache:
@@ -40,6 +37,8 @@ class LateJoinCache:
         self._config: dict[tuple[int, str, int], tuple[int, Message]] = {}
         self._arrivals = itertools.count()
         self.gop: list[Message] = []
+        #: The classification of each GOP message, in step with ``gop``.
+        self._gop_infos: list[MediaInfo] = []
         self.gop_bytes = 0
         #: False once the GOP outgrew its bounds; it restarts at the next keyframe.
         self._gop_valid = False
@@ -51,6 +50,7 @@ class LateJoinCache:
 
     def _drop_gop(self) -> None:
         self.gop = []
+        self._gop_infos = []
         self.gop_bytes = 0
         self._gop_valid = False
 
@@ -104,34 +104,68 @@ class LateJoinCache:
 
     # -- GOP ----------------------------------------------------------------------
 
-    def add_frame(self, message: Message, *, is_video_keyframe: bool) -> None:
+    def add_frame(self, message: Message, info: MediaInfo) -> None:
         """Record a media/data message that is not configuration.
 
-        ``is_video_keyframe`` must be true only for a keyframe of the
-        stream's primary video track: the GOP restarts there. Video
-        messages of the same timestamp just before it (other tracks'
-        keyframes sent first) move into the new GOP with it.
+        ``info.is_keyframe`` holds only for a keyframe of the stream's primary
+        video track: the GOP restarts there. Video messages of the same
+        timestamp just before it (other tracks' keyframes sent first) move
+        into the new GOP with it.
         """
         if not self.gop_enabled:
             return
-        if is_video_keyframe:
+        if info.is_keyframe:
             ts = message.timestamp
-            carried: list[Message] = []
-            for previous in reversed(self.gop):
-                if previous.timestamp != ts:
-                    break
-                if previous.type_id == MessageType.VIDEO:
-                    carried.append(previous)
-            carried.reverse()
-            carried.append(message)
-            self.gop = carried
-            self.gop_bytes = sum(len(m.payload) for m in carried)
+            start = len(self.gop)
+            while start and self.gop[start - 1].timestamp == ts:
+                start -= 1
+            carried = [i for i in range(start, len(self.gop)) if self.gop[i].type_id == MessageType.VIDEO]
+            self.gop = [self.gop[i] for i in carried] + [message]
+            self._gop_infos = [self._gop_infos[i] for i in carried] + [info]
+            self.gop_bytes = sum(len(m.payload) for m in self.gop)
             self._gop_valid = True
             return
         if not self._gop_valid:
             return
         self.gop.append(message)
+        self._gop_infos.append(info)
         self.gop_bytes += len(message.payload)
         duration = (message.timestamp - self.gop[0].timestamp) & 0xFFFFFFFF
         if self.gop_bytes > self.max_bytes or duration > self.max_duration_ms:
             self._drop_gop()
+
+    # -- late join ------------------------------------------------------------------
+
+    def late_join_messages(self, last_timestamp: int, primary_video_track: int) -> list[Message]:
+        """What a player joining now receives: ``headers()`` then the GOP, stamped so time never goes back.
+
+        ``onMetaData`` goes at time 0 (ffmpeg's FLV demuxer takes a script tag
+        with a non-zero timestamp for a subtitle stream); configuration goes at
+        the GOP's first timestamp (or the stream's latest without a GOP).
+        """
+        gop = self.gop
+        start = gop[0].timestamp if gop else last_timestamp
+        headers = [
+            Message(m.type_id, 0 if m.type_id == MessageType.DATA_AMF0 else start, m.stream_id, m.payload)
+            for m in self.headers()
+        ]
+        if gop and len(self.video_tracks()) > 1:
+            gop = self._from_each_track_keyframe(primary_video_track)
+        return headers + gop
+
+    def _from_each_track_keyframe(self, primary: int) -> list[Message]:
+        """The GOP without the frames of other video tracks that precede that track's first keyframe in it.
+
+        The GOP starts at a keyframe of the primary track; another track's
+        keyframes need not line up with it, and its frames before its own
+        first keyframe would only make a decoder complain.
+        """
+        started = {primary}
+        out = []
+        for message, info in zip(self.gop, self._gop_infos, strict=True):
+            if message.type_id == MessageType.VIDEO and info.tracks:
+                started.update(t.track_id for t in info.tracks if t.is_keyframe)
+                if not any(t.track_id in started for t in info.tracks):
+                    continue
+            out.append(message)
+        return out

@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING
 from twisted.logger import Logger
 
 from rtmpd.core.commands import encode_data, on_status
-from rtmpd.core.messages import Message, MessageType, UserControlEvent, user_control
+from rtmpd.core.messages import MessageType, UserControlEvent, user_control
 from rtmpd.relay.fanout import serialise
 
 if TYPE_CHECKING:
     from rtmpd.relay.peer import Peer
-    from rtmpd.relay.registry import Stream
+    from rtmpd.relay.stream import Stream
 
 
 class Player:
@@ -36,9 +36,7 @@ class Player:
         self.dropped_frames = 0
         self._dropping = False
 
-    def accepts(
-        self, type_id: int, is_video: bool, is_header: bool, is_keyframe: bool, message: Message
-    ) -> bool:
+    def accepts(self, type_id: int, is_video: bool, is_header: bool, is_keyframe: bool) -> bool:
         """Whether a relayed message should be queued for this player now."""
         if self.paused_by_client:
             return False
