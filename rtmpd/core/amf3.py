@@ -39,7 +39,7 @@ import struct
 from datetime import datetime
 from typing import Any
 
-from rtmpd.core.amf0 import (
+from rtmpd.core.amf_types import (
     DEFAULT_MAX_DEPTH,
     MAX_DEPTH_CEILING,
     UNDEFINED,

@@ -128,9 +128,7 @@ def _make(type_id: int, tracks: tuple, is_video: bool, primary: int) -> MediaInf
     first = tracks[0]
     if first.is_sequence_header:
         return MediaInfo(type_id, tracks, config_slot=HEADER)
-    if first.enhanced and (
-        first.is_metadata if is_video else first.packet_type == AUDIO_MULTICHANNEL_CONFIG
-    ):
+    if first.enhanced and (first.is_metadata if is_video else first.packet_type == AUDIO_MULTICHANNEL_CONFIG):
         return MediaInfo(type_id, tracks, config_slot=CONFIG)
     keyframe = is_video and any(t.is_keyframe and t.track_id == primary for t in tracks)
     return MediaInfo(type_id, tracks, is_keyframe=keyframe)

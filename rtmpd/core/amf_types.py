@@ -1,0 +1,120 @@
+"""The values AMF0 and AMF3 share: ``UNDEFINED``, ``ECMAArray``, ``XMLDocument``, ``TypedObject``, dates.
+
+Both codecs import these from here, so neither imports the other for them
+(AMF0 still calls AMF3 for its avmplus marker).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from rtmpd.core.errors import AMFDecodeError
+
+__all__ = [
+    "DEFAULT_MAX_DEPTH",
+    "MAX_DEPTH_CEILING",
+    "UNDEFINED",
+    "ECMAArray",
+    "TypedObject",
+    "Undefined",
+    "XMLDocument",
+    "datetime_to_ms",
+    "ms_to_datetime",
+]
+
+#: Default nesting limit; the same number as ``Limits.max_amf_depth``.
+DEFAULT_MAX_DEPTH = 64
+
+#: Each nesting level costs two Python frames; past this a deliberately
+#: chosen ``max_depth`` could meet Python's recursion limit instead of ours.
+MAX_DEPTH_CEILING = 200
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class Undefined:
+    """ActionScript ``undefined``; use the singleton ``UNDEFINED``."""
+
+    _instance: Undefined | None = None
+
+    def __new__(cls) -> Undefined:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __bool__(self) -> bool:
+        return False
+
+    def __repr__(self) -> str:
+        return "UNDEFINED"
+
+    def __reduce__(self) -> str:
+        return "UNDEFINED"
+
+
+UNDEFINED = Undefined()
+
+
+class ECMAArray(dict):
+    """An associative ("ECMA") array: a ``dict`` that encodes as marker 0x08."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return f"ECMAArray({dict.__repr__(self)})"
+
+
+class XMLDocument(str):
+    """The text of an XML document; encodes as marker 0x0F."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return f"XMLDocument({str.__repr__(self)})"
+
+
+@dataclass(frozen=True)
+class TypedObject:
+    """An object of a registered ActionScript class.
+
+    The attributes cannot be reassigned, but ``values`` is an ordinary dict
+    (the decoder fills it in after registering the object, so that it can
+    contain references to itself). Being a dict, it makes the instance
+    unhashable.
+    """
+
+    class_name: str
+    values: dict = field(default_factory=dict)
+
+
+def datetime_to_ms(value: datetime) -> float:
+    """Return milliseconds since the Unix epoch; a naive ``value`` is taken as UTC.
+
+    Shared with the AMF3 encoder.
+    """
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    delta = value - _EPOCH
+    # Integer arithmetic first, so that millisecond dates are exact.
+    return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds / 1000
+
+
+def ms_to_datetime(ms: float) -> datetime:
+    """Return the aware UTC datetime ``ms`` milliseconds after the Unix epoch.
+
+    Shared with the AMF3 decoder.
+
+    :raises AMFDecodeError: when ``ms`` is not finite or outside the years
+        1-9999 that ``datetime`` can represent.
+    """
+    if not math.isfinite(ms):
+        raise AMFDecodeError("AMF date is not a finite number")
+    # Whole milliseconds go in as an int: timedelta's float arithmetic would
+    # lose microseconds on dates far from 1970.
+    whole = math.floor(ms)
+    try:
+        return _EPOCH + timedelta(milliseconds=whole, microseconds=round((ms - whole) * 1000))
+    except OverflowError:
+        raise AMFDecodeError(f"AMF date {ms!r} ms is outside years 1-9999") from None
