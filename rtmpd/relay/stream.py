@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 
 from rtmpd.config import ServerConfig
 from rtmpd.core import media
@@ -153,6 +153,7 @@ class Stream:
         self._failed.add(id(listener))
         self.log.failure(
             "Stream listener failed; detached from this stream",
+            level=LogLevel.error,
             stream_key=self.key,
             conn_id=self._conn_id(),
             listener=type(listener).__name__,
@@ -164,7 +165,10 @@ class Stream:
                 listener.stream_unpublished(self)
             except Exception:
                 self.log.failure(
-                    "Stream listener failed to stop", stream_key=self.key, listener=type(listener).__name__
+                    "Stream listener failed to stop",
+                    level=LogLevel.error,
+                    stream_key=self.key,
+                    listener=type(listener).__name__,
                 )
 
     # -- relaying -----------------------------------------------------------
