@@ -23,7 +23,7 @@ __all__ = ["Publication", "Stream", "StreamListener", "StreamRegistry"]
 
 
 class StreamRegistry:
-    """Every live or awaited stream, by ``app/name``; a stream with neither publisher nor players is forgotten."""
+    """Every live or awaited stream by ``app/name``; one with neither publisher nor players is forgotten."""
 
     log = Logger()
 
