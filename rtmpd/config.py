@@ -9,6 +9,11 @@ from rtmpd.core.limits import Limits
 
 @dataclass(frozen=True)
 class ServerConfig:
+    """Every setting of a running server, frozen; ``tap.Options.config()`` builds it from the command line.
+
+    The defaults are the documented defaults of the options (README, docs/operations.md).
+    """
+
     limits: Limits = field(default_factory=Limits)
     #: Outgoing chunk size, announced with Set Chunk Size after connect.
     chunk_size: int = 4096

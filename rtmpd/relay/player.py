@@ -22,6 +22,16 @@ if TYPE_CHECKING:
 
 
 class Player:
+    """One ``play`` of a stream on one message stream of a peer.
+
+    It answers ``play`` with the status messages players expect, sends the
+    late-join burst when the stream is live, and then takes every relayed
+    message ``accepts`` lets through: from a keyframe on, without video while
+    its peer is congested (until the next keyframe), and nothing but
+    configuration once the peer is over its queue bound. It stays subscribed
+    across unpublish and re-publish until ``stop``.
+    """
+
     log = Logger()
 
     def __init__(self, peer: Peer, stream_id: int, stream: Stream, name: str) -> None:
