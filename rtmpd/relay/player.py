@@ -8,17 +8,34 @@ A player whose socket backs up is sent no video until the next keyframe
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from twisted.logger import Logger
 
 from rtmpd.core.commands import encode_data, on_status
-from rtmpd.core.messages import MessageType, UserControlEvent, user_control
+from rtmpd.core.messages import Message, MessageType, UserControlEvent, user_control
 from rtmpd.relay.fanout import serialise
+from rtmpd.relay.latejoin import LateJoinCache
 
 if TYPE_CHECKING:
     from rtmpd.relay.peer import Peer
-    from rtmpd.relay.stream import Stream
+
+
+class PlayedStream(Protocol):
+    """What a player needs of its stream (``rtmpd.relay.stream.Stream``), named here so the two
+    modules do not import each other."""
+
+    key: str
+    cache: LateJoinCache
+
+    @property
+    def live(self) -> bool: ...
+
+    def add_player(self, player: Player) -> None: ...
+
+    def remove_player(self, player: Player) -> None: ...
+
+    def late_join_messages(self) -> list[Message]: ...
 
 
 class Player:
@@ -34,7 +51,7 @@ class Player:
 
     log = Logger()
 
-    def __init__(self, peer: Peer, stream_id: int, stream: Stream, name: str) -> None:
+    def __init__(self, peer: Peer, stream_id: int, stream: PlayedStream, name: str) -> None:
         self.peer = peer
         self.stream_id = stream_id
         self.stream = stream

@@ -28,7 +28,6 @@ from rtmpd.relay.fanout import serialise
 from rtmpd.relay.latejoin import LateJoinCache
 
 if TYPE_CHECKING:
-    from rtmpd.relay.listener import StreamListener
     from rtmpd.relay.peer import Peer
     from rtmpd.relay.player import Player
 
@@ -89,11 +88,12 @@ class Stream:
         self,
         key: str,
         config: ServerConfig,
-        listeners: list[StreamListener],
+        listeners: list[Any],
         forget: Callable[[Stream], None],
     ) -> None:
         self.key = key
         self.config = config
+        #: The registry's ``rtmpd.relay.listener.StreamListener``s (shared, not copied).
         self._listeners = listeners
         self._forget = forget
         #: Listeners that failed on this stream: not told anything more until the next publish.
@@ -149,7 +149,7 @@ class Stream:
             except Exception:
                 self._listener_failed(listener, method)
 
-    def _listener_failed(self, listener: StreamListener, method: str) -> None:
+    def _listener_failed(self, listener: Any, method: str) -> None:
         self._failed.add(id(listener))
         self.log.failure(
             "Stream listener failed; detached from this stream",
