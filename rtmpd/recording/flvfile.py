@@ -25,6 +25,7 @@ thread (``rtmpd.recording.writer``) drives it. Its file object needs only
 
 from __future__ import annotations
 
+import math
 import os
 import struct
 from collections.abc import Iterable
@@ -34,10 +35,26 @@ from typing import Any, BinaryIO
 from rtmpd.core import amf0, flv
 from rtmpd.core.errors import AMFDecodeError
 
-__all__ = ["SegmentFile", "SegmentPrologue", "build_prologue", "publisher_metadata", "thin_index"]
+__all__ = [
+    "MAX_KEYFRAME_SLOTS",
+    "TAG_OVERHEAD",
+    "SegmentFile",
+    "SegmentPrologue",
+    "build_prologue",
+    "keyframe_slots_for",
+    "publisher_metadata",
+    "thin_index",
+]
 
+#: Keyframe index entries reserved in each file's onMetaData (18 bytes each).
+MAX_KEYFRAME_SLOTS = 2000
+MIN_KEYFRAME_SLOTS = 64
+
+# The FLV tag header (type, size, timestamp, stream id): fixed by the format.
 _TAG_HEADER_SIZE = 11
-_FILE_HEADER_SIZE = 13
+#: Bytes a tag takes in a file beyond its payload (tag header and PreviousTagSize).
+TAG_OVERHEAD = _TAG_HEADER_SIZE + 4
+#: An AMF0 number as it sits in the keyframe arrays: marker, then the double.
 _NUMBER = struct.Struct(">Bd")
 #: Metadata fields describing the publisher's own file or index; in a
 #: recording they would contradict ours.
@@ -61,6 +78,13 @@ class SegmentPrologue:
     #: (the slots follow each other, 9 bytes apart); None without slots.
     keyframe_times_offset: int | None = None
     keyframe_positions_offset: int | None = None
+
+
+def keyframe_slots_for(interval: float | None) -> int:
+    """Index slots for a file of at most ``interval`` seconds: one keyframe a second, some slack, capped."""
+    if interval is None:
+        return MAX_KEYFRAME_SLOTS
+    return min(MAX_KEYFRAME_SLOTS, max(MIN_KEYFRAME_SLOTS, math.ceil(interval) + 30))
 
 
 def publisher_metadata(payload: bytes | None) -> dict[str, Any]:
