@@ -55,7 +55,7 @@ _HALF_RANGE = 0x80000000
 
 
 class RecordingHost(Protocol):
-    """What a ``StreamRecording`` needs from the service that runs it (``rtmpd.recording.recorder.Recorder``)."""
+    """What a ``StreamRecording`` needs from the service that runs it: the ``Recorder``."""
 
     clock: IReactorTime
     #: Start a new file at the next keyframe past this many bytes / milliseconds (None: never).
@@ -91,8 +91,9 @@ class StreamRecording:
     "failed"; ``file`` the current (or last) file; ``bytes`` and
     ``duration`` (seconds) describe that file as queued for writing;
     ``pending_bytes`` is the writer's backlog; ``files`` every file
-    created; ``error`` why it failed. ``stream`` is the stream while that
-    object exists, else None.
+    created; ``error`` why it failed; ``started_at`` when the stream was
+    published (Unix time). ``stream`` is the stream while that object
+    exists, else None.
 
     ``message`` never raises for a disk: a writer that falls
     ``max_queue_bytes`` behind, or meets a disk error, fails the recording
@@ -112,7 +113,6 @@ class StreamRecording:
         self.segments = 0
         self.bytes = 0
         self.duration = 0.0
-        self.total_bytes = 0
         self._next_paths = host.paths_for(stream.key, when)
         self.file: str | None = self._next_paths[0]
         self._writer: RecordingWriter | None = None
@@ -231,7 +231,6 @@ class StreamRecording:
             return
         size = len(payload) + TAG_OVERHEAD
         self.bytes += size
-        self.total_bytes += size
         if rel > self._last:
             self._last = rel
             self.duration = rel / 1000.0
@@ -263,7 +262,6 @@ class StreamRecording:
         self._last = 0
         self.file = first
         self.bytes = len(prologue.data)
-        self.total_bytes += self.bytes
         self.duration = 0.0
         self.segments += 1
         self.state = "recording"

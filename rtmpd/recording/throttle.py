@@ -76,11 +76,6 @@ class PublisherThrottle:
         #: The timestamp the lead timer was set for.
         self._timer_timestamp = 0
 
-    @property
-    def holding(self) -> bool:
-        """True while a publisher is held back."""
-        return self._held is not None
-
     def lead(self, timestamp: int, now: float) -> float:
         """Seconds by which media time at ``timestamp`` runs ahead of the wall clock at ``now``."""
         if self._origin is None:
