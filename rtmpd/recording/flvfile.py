@@ -12,8 +12,9 @@ Layout of every file (each segment of a recording is such a file and plays alone
 ``duration`` and ``filesize`` are patched every few seconds while the file
 grows and once more at the end; the keyframe index is written only at the
 end. Its slots are reserved up front (``keyframe_slots`` numbers in each
-array); a file with more keyframes than slots gets an evenly thinned index,
-and unused slots repeat the last real entry. Until the end the index is all
+array, sized by ``keyframe_slots_for`` from the segment interval); a file
+with more keyframes than slots gets an evenly thinned index, and unused
+slots repeat the last real entry. Until the end the index is all
 zeros, which players reject as a whole ("filepositions[0] is inside the
 header") and then seek without it, so an unfinished file still plays.
 

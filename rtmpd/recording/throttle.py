@@ -77,7 +77,10 @@ class PublisherThrottle:
         self._timer_timestamp = 0
 
     def lead(self, timestamp: int, now: float) -> float:
-        """Seconds by which media time at ``timestamp`` runs ahead of the wall clock at ``now``."""
+        """Seconds by which media time at ``timestamp`` runs ahead of the wall clock at ``now``.
+
+        Both are measured from the first call, which sets that origin and returns 0.
+        """
         if self._origin is None:
             self._origin = (timestamp, now)
             return 0.0
