@@ -8,13 +8,16 @@ own thread (as the reactor would), so every wait is on an event.
 
 from __future__ import annotations
 
+import ast
 import errno
+import gc
 import io
 import os
 import queue
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -27,10 +30,19 @@ from twisted.trial.unittest import SynchronousTestCase
 from rtmpd.config import ServerConfig
 from rtmpd.core import amf0, flv
 from rtmpd.core.messages import Message, MessageType
-from rtmpd.recording.recorder import MAX_KEYFRAME_SLOTS, Recorder, keyframe_slots_for
-from rtmpd.recording.flvfile import SegmentFile, build_prologue, publisher_metadata, thin_index
+from rtmpd.recording.flvfile import (
+    MAX_KEYFRAME_SLOTS,
+    SegmentFile,
+    build_prologue,
+    keyframe_slots_for,
+    publisher_metadata,
+    thin_index,
+)
 from rtmpd.recording.names import recording_file_name, safe_part
+from rtmpd.recording.recorder import Recorder
+from rtmpd.recording.throttle import AHEAD_SECONDS, PublisherThrottle
 from rtmpd.recording.writer import (
+    Drained,
     RecordingWriter,
     SegmentFinalized,
     SegmentOpened,
@@ -163,6 +175,15 @@ class ThreadCalls:
                 f, args = self.calls.get(timeout=remaining)
             except queue.Empty:
                 continue
+            f(*args)
+
+    def run_pending(self) -> None:
+        """Run the calls handed over so far, without waiting for more."""
+        while True:
+            try:
+                f, args = self.calls.get_nowait()
+            except queue.Empty:
+                return
             f(*args)
 
 
@@ -526,6 +547,152 @@ class ThreadedWriterTests(SynchronousTestCase):
         self.assertEqual(payloads, [avc_keyframe(i) for i in range(accepted)])
 
 
+class WriterDrainTests(SynchronousTestCase):
+    """``report_drained``: one ``Drained`` report when the backlog falls to the mark, none otherwise."""
+
+    def stalled_writer(self) -> tuple[RecordingWriter, threading.Event, list, int]:
+        """A threaded writer stuck on its disk with 20 tags queued: (writer, gate, reports, backlog)."""
+        gate = threading.Event()
+        self.addCleanup(gate.set)
+        disk = Disk(gate=gate)
+        reports: list = []
+        box: list[RecordingWriter] = []
+        # Each report is noted with the backlog it sees, to tell when it was sent.
+        w = RecordingWriter(lambda e: reports.append((e, box[0].pending_bytes)), open_file=disk)
+        box.append(w)
+        w.start_segment(iter(["a.flv"]), WriterTests.prologue(self))
+        self.assertTrue(disk.opened.wait(WAIT))
+        self.assertTrue(disk.files["a.flv"].blocked.wait(WAIT))
+        for i in range(20):
+            self.assertTrue(w.write(flv.TAG_VIDEO, i * 33, avc_keyframe(i, 1000), True))
+        return w, gate, reports, w.pending_bytes
+
+    def test_drained_is_reported_once_before_the_backlog_shows_it(self) -> None:
+        w, gate, reports, backlog = self.stalled_writer()
+        mark = backlog // 4
+        self.assertTrue(w.report_drained(mark))
+        gate.set()
+        w.close()
+        self.assertTrue(w.join(WAIT))
+        drained = [(e, seen) for e, seen in reports if isinstance(e, Drained)]
+        self.assertEqual(len(drained), 1)
+        # When it was sent, the backlog still showed more than the mark: anyone who sees it at the
+        # mark can count on the report.
+        self.assertGreater(drained[0][1], mark)
+        self.assertEqual(w.pending_bytes, 0)
+
+    def test_no_report_when_withdrawn_or_already_drained(self) -> None:
+        w, gate, reports, backlog = self.stalled_writer()
+        self.assertFalse(w.report_drained(backlog))
+        self.assertTrue(w.report_drained(backlog // 4))
+        self.assertTrue(w.report_drained(None))
+        gate.set()
+        w.close()
+        self.assertTrue(w.join(WAIT))
+        self.assertEqual([type(e) for e, _ in reports], [SegmentOpened, SegmentFinalized, WriterClosed])
+
+
+# -- the throttle ------------------------------------------------------------------------
+
+
+class FakeDrainWriter:
+    """The writer as the throttle sees it: a backlog and a drain request."""
+
+    def __init__(self) -> None:
+        self.pending_bytes = 0
+        self.mark: int | None = None
+
+    def report_drained(self, mark: int | None) -> bool:
+        if mark is not None and self.pending_bytes <= mark:
+            self.mark = None
+            return False
+        self.mark = mark
+        return True
+
+
+class PublisherThrottleTests(SynchronousTestCase):
+    """The throttle alone, on a fake clock: holds, and releases on events only."""
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(100)
+        self.peer_calls: list[str] = []
+        peer = SimpleNamespace(
+            conn_id="c000001",
+            hold_input=lambda: self.peer_calls.append("hold"),
+            release_input=lambda: self.peer_calls.append("release"),
+        )
+        self.publication = SimpleNamespace(peer=peer, throttled=False, last_activity=0.0)
+        # A bound of 1000 bytes: held at 250 and more, let go at 62 and less.
+        self.throttle = PublisherThrottle(self.clock, "live/test", 1000, lambda: self.publication)
+        self.writer = FakeDrainWriter()
+
+    def hold(self, timestamp: int = 5000) -> None:
+        """First tag at wall time 100, then ``timestamp`` ms of media at once with a high backlog."""
+        self.throttle.consider(0, self.writer)
+        self.writer.pending_bytes = 300
+        self.throttle.consider(timestamp, self.writer)
+        self.assertEqual(self.peer_calls, ["hold"])
+        self.assertTrue(self.publication.throttled)
+        self.assertEqual(self.writer.mark, 62)
+
+    def test_drain_report_releases_with_no_timer_polling_in_between(self) -> None:
+        self.hold()
+        # One timer, for the moment the 5 s of media fall within 2 s of the wall clock; no poll.
+        (lead_timer,) = self.clock.getDelayedCalls()
+        self.assertEqual(lead_timer.getTime(), 100 + 5 - AHEAD_SECONDS)
+        self.clock.advance(2.5)
+        self.assertEqual(self.clock.getDelayedCalls(), [lead_timer])
+        self.assertEqual(self.peer_calls, ["hold"])
+        self.throttle.drained()
+        self.assertEqual(self.peer_calls, ["hold", "release"])
+        self.assertFalse(self.publication.throttled)
+        self.assertEqual(self.publication.last_activity, 102.5)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.assertFalse(lead_timer.active())
+
+    def test_released_at_the_exact_moment_the_lead_runs_out(self) -> None:
+        self.hold()
+        self.clock.advance(2.999)
+        self.assertEqual(self.peer_calls, ["hold"])
+        self.clock.advance(0.001)
+        self.assertEqual(self.peer_calls, ["hold", "release"])
+        self.assertFalse(self.publication.throttled)
+        # The drain request is withdrawn with the hold.
+        self.assertIsNone(self.writer.mark)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        # A late drain report changes nothing.
+        self.throttle.drained()
+        self.assertEqual(self.peer_calls, ["hold", "release"])
+
+    def test_media_read_after_the_hold_moves_the_moment_once(self) -> None:
+        self.hold()
+        # Tags already read when the hold began carry the media a second further.
+        self.throttle.consider(6000, self.writer)
+        self.assertEqual(self.peer_calls, ["hold"])
+        (lead_timer,) = self.clock.getDelayedCalls()
+        self.assertEqual(lead_timer.getTime(), 103.0)
+        self.clock.advance(3)
+        (lead_timer,) = self.clock.getDelayedCalls()
+        self.assertEqual(lead_timer.getTime(), 104.0)
+        self.assertEqual(self.peer_calls, ["hold"])
+        self.clock.advance(1)
+        self.assertEqual(self.peer_calls, ["hold", "release"])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_not_held_at_real_time_or_with_a_small_backlog(self) -> None:
+        self.throttle.consider(0, self.writer)
+        self.writer.pending_bytes = 300
+        self.clock.advance(3)
+        # 5 s of media after 3 s: exactly 2 s ahead, not more.
+        self.throttle.consider(5000, self.writer)
+        self.writer.pending_bytes = 249
+        self.throttle.consider(10_000, self.writer)
+        self.assertEqual(self.peer_calls, [])
+        self.assertFalse(self.publication.throttled)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+
 # -- the service ------------------------------------------------------------------------
 
 
@@ -608,8 +775,7 @@ class RecorderTestCase(SynchronousTestCase):
         return ts
 
     def recording(self, key: str = "live/test"):
-        stream = self.server.registry.get(key)
-        return stream.recording if stream is not None else None
+        return self.recorder.recording_for(key)
 
     def wait_closed(self, recording) -> None:
         self.calls.run_until(
@@ -796,7 +962,7 @@ class RecorderTests(RecorderTestCase):
         for ts, payload in ((0, AAC_SEQUENCE_HEADER), (0, aac_frame(1)), (23, aac_frame(2))):
             stream.relay(Message(A, ts, 1, payload))
         stream.stop()
-        self.wait_closed(stream.recording)
+        self.wait_closed(self.recorder.recording_for(stream.key))
         (path,) = self.disk.files
         self.assertEqual(os.path.dirname(path), "/rec")
         self.assertTrue(os.path.basename(path).startswith("live_"), path)
@@ -805,6 +971,38 @@ class RecorderTests(RecorderTestCase):
         self.assertEqual(
             [t.payload for t in tags_of(data)[1:]], [AAC_SEQUENCE_HEADER, aac_frame(1), aac_frame(2)]
         )
+
+    def test_recording_for_shows_the_current_then_the_last_recording(self) -> None:
+        self.assertIsNone(self.recorder.recording_for("live/test"))
+        pub, sid = self.publisher()
+        current = self.recorder.recording_for("live/test")
+        self.assertEqual(current.state, "waiting")
+        self.send_headers(pub, sid)
+        self.send_gops(pub, sid, 0, gops=1)
+        self.assertEqual(current.state, "recording")
+        # A player keeps the stream object after the publisher leaves: the last recording stays visible.
+        self.player()
+        self.assertIs(self.unpublish(pub), current)
+        self.assertIs(self.recorder.recording_for("live/test"), current)
+        self.assertEqual(current.state, "finished")
+        pub, sid = self.publisher()
+        self.assertIsNot(self.recorder.recording_for("live/test"), current)
+
+    def test_recording_for_forgets_a_stream_that_is_gone(self) -> None:
+        registry = StreamRegistry(ServerConfig(), Clock().seconds)
+        registry.listeners.append(self.recorder)
+        stream = Stream("live/gone", ServerConfig(), registry.listeners, registry.forget_if_idle)
+        stream.start(SimpleNamespace(peer=SimpleNamespace(conn_id="c000099")))
+        stream.relay(Message(A, 0, 1, aac_frame(1)))
+        stream.stop()
+        recording = self.recorder.recording_for("live/gone")
+        self.wait_closed(recording)
+        self.assertIs(recording.stream, stream)
+        del stream
+        gc.collect()
+        self.assertIsNone(self.recorder.recording_for("live/gone"))
+        self.assertIsNone(recording.stream)
+        self.assertEqual(recording.state, "finished")
 
     def test_stop_service_finalizes_every_open_recording(self) -> None:
         pubs = []
@@ -1075,7 +1273,8 @@ class FasterThanRealTimeTests(GatedDiskTestCase):
         self.gate.set()
         recording = self.recording()
         self.assertTrue(self.disk.only().wait_until(lambda f: recording.pending_bytes < 10_000))
-        self.server.clock.advance(0.05)
+        # The writer reported the drain before the backlog showed it: deliver its reports.
+        self.calls.run_pending()
         self.assertEqual(spy.calls, ["pause", "resume"])
         self.assertFalse(publication.throttled)
         recording = self.unpublish(pub)
@@ -1094,6 +1293,49 @@ class FasterThanRealTimeTests(GatedDiskTestCase):
         self.assertEqual(spy.calls, ["pause", "resume"])
         self.gate.set()
 
+    def throttle_timers(self, recording) -> list:
+        return [
+            c
+            for c in self.server.clock.getDelayedCalls()
+            if getattr(c.func, "__self__", None) is recording.throttle
+        ]
+
+    def test_the_writers_drain_report_alone_lets_the_publisher_go(self) -> None:
+        pub, sid, spy = self.spied_publisher()
+        self.send_headers(pub, sid)
+        self.send_gops(pub, sid, 0, gops=1, key_size=2000)
+        self.assertTrue(self.disk.opened.wait(WAIT))
+        self.send_gops(pub, sid, 1000, gops=6, key_size=20_000)
+        self.assertEqual(spy.calls, ["pause"])
+        recording = self.recording()
+        # Only the lead timer, no poll: it is due when the last tag (6.9 s of media since the first,
+        # all sent at once) falls within 2 s of the wall clock.
+        self.server.clock.advance(1)
+        (timer,) = self.throttle_timers(recording)
+        self.assertEqual(timer.getTime(), EPOCH + 6.9 - AHEAD_SECONDS)
+        self.server.clock.advance(2)
+        self.assertEqual(self.throttle_timers(recording), [timer])
+        self.assertEqual(spy.calls, ["pause"])
+        self.gate.set()
+        self.assertTrue(self.disk.only().wait_until(lambda f: recording.pending_bytes < 10_000))
+        # No time passes: delivering the writer's reports is all it takes.
+        self.calls.run_pending()
+        self.assertEqual(spy.calls, ["pause", "resume"])
+        self.assertEqual(self.throttle_timers(recording), [])
+
+    def test_the_lead_timer_lets_the_publisher_go_when_its_lead_runs_out(self) -> None:
+        pub, sid, spy = self.spied_publisher()
+        self.send_headers(pub, sid)
+        self.send_gops(pub, sid, 0, gops=1, key_size=2000)
+        self.assertTrue(self.disk.opened.wait(WAIT))
+        self.send_gops(pub, sid, 1000, gops=6, key_size=20_000)
+        self.server.clock.advance(6.9 - AHEAD_SECONDS - 0.01)
+        self.assertEqual(spy.calls, ["pause"])
+        self.server.clock.advance(0.01)
+        self.assertEqual(spy.calls, ["pause", "resume"])
+        self.assertEqual(self.throttle_timers(self.recording()), [])
+        self.gate.set()
+
     def test_publisher_at_real_time_is_never_held_back(self) -> None:
         pub, sid, spy = self.spied_publisher()
         self.send_headers(pub, sid)
@@ -1103,3 +1345,62 @@ class FasterThanRealTimeTests(GatedDiskTestCase):
             self.server.clock.advance(1.0)
         self.assertEqual(spy.calls, [])
         self.gate.set()
+
+
+# -- the package's rules -----------------------------------------------------------------
+
+
+class PackageRulesTests(SynchronousTestCase):
+    """What the recording package promises about its own source (``issues show 10``)."""
+
+    def modules(self) -> dict[str, ast.Module]:
+        import rtmpd.recording
+
+        folder = Path(rtmpd.recording.__file__).parent
+        return {f"rtmpd.recording.{p.stem}": ast.parse(p.read_text()) for p in sorted(folder.glob("*.py"))}
+
+    def imports(self, tree: ast.Module) -> set[str]:
+        """Every module named by an import, TYPE_CHECKING ones included."""
+        names: set[str] = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names.add(node.module)
+                names.update(f"{node.module}.{a.name}" for a in node.names)
+            elif isinstance(node, ast.Import):
+                names.update(a.name for a in node.names)
+        return names
+
+    def test_no_parsing_of_its_own_and_no_connection_internals(self) -> None:
+        for name, tree in self.modules().items():
+            imported = self.imports(tree)
+            for forbidden in ("rtmpd.core.media", "rtmpd.server", "rtmpd.admin"):
+                self.assertFalse(
+                    [m for m in imported if m == forbidden or m.startswith(forbidden + ".")],
+                    f"{name} imports {forbidden}",
+                )
+            attributes = {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
+            self.assertFalse(attributes & {"conn", "transport", "factory"}, name)
+
+    def test_no_import_cycle_inside_the_package(self) -> None:
+        modules = self.modules()
+        edges = {
+            name: {m for m in self.imports(tree) if m in modules and m != name}
+            for name, tree in modules.items()
+        }
+        done: set[str] = set()
+
+        def visit(name: str, path: tuple[str, ...]) -> None:
+            self.assertNotIn(name, path, f"import cycle: {' -> '.join((*path, name))}")
+            if name in done:
+                return
+            for other in edges[name]:
+                visit(other, (*path, name))
+            done.add(name)
+
+        for name in modules:
+            visit(name, ())
+
+    def test_modules_are_small_and_say_what_they_own(self) -> None:
+        for name, tree in self.modules().items():
+            self.assertTrue(ast.get_docstring(tree), f"{name} has no module docstring")
+            self.assertLessEqual(max(getattr(n, "end_lineno", 0) or 0 for n in ast.walk(tree)), 400, name)

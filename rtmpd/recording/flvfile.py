@@ -12,8 +12,9 @@ Layout of every file (each segment of a recording is such a file and plays alone
 ``duration`` and ``filesize`` are patched every few seconds while the file
 grows and once more at the end; the keyframe index is written only at the
 end. Its slots are reserved up front (``keyframe_slots`` numbers in each
-array); a file with more keyframes than slots gets an evenly thinned index,
-and unused slots repeat the last real entry. Until the end the index is all
+array, sized by ``keyframe_slots_for`` from the segment interval); a file
+with more keyframes than slots gets an evenly thinned index, and unused
+slots repeat the last real entry. Until the end the index is all
 zeros, which players reject as a whole ("filepositions[0] is inside the
 header") and then seek without it, so an unfinished file still plays.
 
@@ -25,6 +26,7 @@ thread (``rtmpd.recording.writer``) drives it. Its file object needs only
 
 from __future__ import annotations
 
+import math
 import os
 import struct
 from collections.abc import Iterable
@@ -34,10 +36,26 @@ from typing import Any, BinaryIO
 from rtmpd.core import amf0, flv
 from rtmpd.core.errors import AMFDecodeError
 
-__all__ = ["SegmentFile", "SegmentPrologue", "build_prologue", "publisher_metadata", "thin_index"]
+__all__ = [
+    "MAX_KEYFRAME_SLOTS",
+    "TAG_OVERHEAD",
+    "SegmentFile",
+    "SegmentPrologue",
+    "build_prologue",
+    "keyframe_slots_for",
+    "publisher_metadata",
+    "thin_index",
+]
 
+#: Keyframe index entries reserved in each file's onMetaData (18 bytes each).
+MAX_KEYFRAME_SLOTS = 2000
+MIN_KEYFRAME_SLOTS = 64
+
+# The FLV tag header (type, size, timestamp, stream id): fixed by the format.
 _TAG_HEADER_SIZE = 11
-_FILE_HEADER_SIZE = 13
+#: Bytes a tag takes in a file beyond its payload (tag header and PreviousTagSize).
+TAG_OVERHEAD = _TAG_HEADER_SIZE + 4
+#: An AMF0 number as it sits in the keyframe arrays: marker, then the double.
 _NUMBER = struct.Struct(">Bd")
 #: Metadata fields describing the publisher's own file or index; in a
 #: recording they would contradict ours.
@@ -61,6 +79,13 @@ class SegmentPrologue:
     #: (the slots follow each other, 9 bytes apart); None without slots.
     keyframe_times_offset: int | None = None
     keyframe_positions_offset: int | None = None
+
+
+def keyframe_slots_for(interval: float | None) -> int:
+    """Index slots for a file of at most ``interval`` seconds: one keyframe a second, some slack, capped."""
+    if interval is None:
+        return MAX_KEYFRAME_SLOTS
+    return min(MAX_KEYFRAME_SLOTS, max(MIN_KEYFRAME_SLOTS, math.ceil(interval) + 30))
 
 
 def publisher_metadata(payload: bytes | None) -> dict[str, Any]:

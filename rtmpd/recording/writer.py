@@ -13,7 +13,10 @@ a ``SegmentFile``:
 - ``end_segment`` finalizes the file (index, numbers, fsync, close).
 
 What happens is reported through ``report(event)``, called in the writer
-thread; the recorder wraps it with ``reactor.callFromThread``. An OSError
+thread; the recorder wraps it with ``reactor.callFromThread``. On request
+(``report_drained``) the thread also reports ``Drained`` once, when its
+backlog has fallen to a given mark: whoever waits for the disk to catch up
+is told so, and never has to look. An OSError
 (ENOSPC, EIO, ...) ends the recording: the file is cut back to its last
 whole tag and patched, ``WriterFailed`` is reported, and everything queued
 afterwards is discarded until ``close``. After ``close`` the thread
@@ -36,10 +39,11 @@ from typing import Any, BinaryIO
 
 from twisted.python.failure import Failure
 
-from rtmpd.recording.flvfile import SegmentFile, SegmentPrologue
+from rtmpd.recording.flvfile import TAG_OVERHEAD, SegmentFile, SegmentPrologue
 
 __all__ = [
     "DEFAULT_MAX_QUEUE_BYTES",
+    "Drained",
     "RecordingWriter",
     "SegmentFinalized",
     "SegmentOpened",
@@ -60,8 +64,6 @@ FLUSH_BYTES = 1024 * 1024
 PATCH_INTERVAL = 1.0
 #: How many numbered alternatives are tried when a file name is taken.
 MAX_NAME_ATTEMPTS = 1000
-#: Bytes a queued tag costs beyond its payload (tag header and PreviousTagSize).
-TAG_OVERHEAD = 15
 
 
 def open_exclusive(path: str) -> BinaryIO:
@@ -85,6 +87,8 @@ class SegmentOpened:
 
 @dataclass(frozen=True, slots=True)
 class SegmentFinalized:
+    """A file was finalized: its index, duration and size are written, it is closed (and fsynced)."""
+
     path: str
     duration: float
     size: int
@@ -107,13 +111,23 @@ class WriterClosed:
     """The thread has finished: nothing of this recording is open any more."""
 
 
-WriterEvent = SegmentOpened | SegmentFinalized | WriterFailed | WriterClosed
+@dataclass(frozen=True, slots=True)
+class Drained:
+    """The backlog fell to the mark ``report_drained`` asked for (reported once per request)."""
+
+
+WriterEvent = SegmentOpened | SegmentFinalized | WriterFailed | WriterClosed | Drained
 
 _START, _TAG, _END, _CLOSE = range(4)
 
 
 class RecordingWriter:
-    """A bounded queue and one thread writing a recording's files in order (see the module doc)."""
+    """A bounded queue and one thread writing a recording's files in order (see the module doc).
+
+    The reactor-side methods never block on the disk and never raise for
+    it: a disk error is reported as ``WriterFailed``. ``report`` is called
+    in the writer thread (in the caller's with ``threaded=False``).
+    """
 
     def __init__(
         self,
@@ -138,6 +152,8 @@ class RecordingWriter:
         self._queue: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._pending = 0
+        #: Report ``Drained`` once the backlog is at most this many bytes (None: nobody asked).
+        self._drain_mark: int | None = None
         self._closing = False
         #: Set in the writer thread when a write failed; read by anyone.
         self.failed = False
@@ -168,6 +184,20 @@ class RecordingWriter:
             self._pending += size
         self._submit((_TAG, tag_type, timestamp, payload, keyframe, size))
         return True
+
+    def report_drained(self, mark: int | None) -> bool:
+        """Ask for one ``Drained`` report as soon as the backlog is at most ``mark`` bytes.
+
+        ``None`` withdraws the request. Returns False, and asks for nothing,
+        when the backlog is that small already. A later call replaces an
+        earlier request.
+        """
+        with self._lock:
+            if mark is not None and self._pending <= mark:
+                self._drain_mark = None
+                return False
+            self._drain_mark = mark
+            return True
 
     def end_segment(self, duration_ms: int | None = None) -> None:
         """Queue: finalize the open file (``duration_ms``: its length, if it ends where the next begins)."""
@@ -217,8 +247,7 @@ class RecordingWriter:
     def _handle(self, item: tuple[Any, ...]) -> None:
         op = item[0]
         if op == _TAG:
-            with self._lock:
-                self._pending -= item[5]
+            self._take(item[5])
             if self._segment is not None and not self.failed:
                 self._guard(self._segment.append, item[1], item[2], item[3], item[4])
         elif op == _START:
@@ -233,6 +262,20 @@ class RecordingWriter:
             if not self.failed:
                 self._finish_segment(None)
             self._report(WriterClosed())
+
+    def _take(self, size: int) -> None:
+        """Count a tag out of the backlog, reporting ``Drained`` if that reaches the requested mark."""
+        with self._lock:
+            mark = self._drain_mark
+            if mark is None or self._pending - size > mark:
+                self._pending -= size
+                return
+            self._drain_mark = None
+        # Reported before the smaller backlog shows (and outside the lock, as ``report`` may call
+        # back into this writer): whoever sees the backlog at the mark knows the report is on its way.
+        self._report(Drained())
+        with self._lock:
+            self._pending -= size
 
     def _maintain(self, caught_up: bool) -> None:
         segment = self._segment
