@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.logger import Logger
@@ -163,6 +163,8 @@ class Object(Argument):
 
 
 ErrorMap = Mapping[type[BaseException], str]
+_F = TypeVar("_F", bound=Callable[..., Any])
+_DECLARATION_ATTRIBUTE = "rtmp_declaration"
 
 
 @dataclass(frozen=True)
@@ -201,6 +203,11 @@ class Declaration:
         except ValueError as e:
             raise BadArgument(command, name, str(e)) from None
 
+    def __call__(self, method: _F) -> _F:
+        """Attach this declaration to ``method`` (a decorator); the method itself is returned."""
+        setattr(method, _DECLARATION_ATTRIBUTE, self)
+        return method
+
     def answer_for(self, error: BaseException) -> tuple[str, bool] | None:
         """``(status code, fatal)`` for the most specific class of ``error`` that the maps name, or None."""
         for cls in type(error).__mro__:
@@ -214,8 +221,6 @@ class Declaration:
 #: The declaration of a responder that declares nothing: no arguments, no map.
 UNDECLARED = Declaration()
 
-_DECLARATION_ATTRIBUTE = "rtmp_declaration"
-
 
 def responder(
     *,
@@ -223,15 +228,9 @@ def responder(
     command_object: tuple[str, Argument] | None = None,
     errors: ErrorMap | None = None,
     fatal_errors: ErrorMap | None = None,
-) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Declare a responder's arguments and error maps; the method itself is returned unchanged."""
-    declaration = Declaration(tuple(arguments), command_object, dict(errors or {}), dict(fatal_errors or {}))
-
-    def declare(method: Callable[..., Any]) -> Callable[..., Any]:
-        setattr(method, _DECLARATION_ATTRIBUTE, declaration)
-        return method
-
-    return declare
+) -> Declaration:
+    """Declare a responder's arguments and error maps: ``@responder(arguments=[...], errors={...})``."""
+    return Declaration(tuple(arguments), command_object, dict(errors or {}), dict(fatal_errors or {}))
 
 
 def declaration_of(method: Callable[..., Any]) -> Declaration:
