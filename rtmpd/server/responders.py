@@ -12,7 +12,7 @@ kept on the publication for authorisation.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from twisted.logger import Logger
 
@@ -35,12 +35,16 @@ from rtmpd.core.messages import (
     window_ack_size,
 )
 from rtmpd.relay.names import IllegalName, split_stream_name, validate_app
+from rtmpd.relay.peer import Peer
 from rtmpd.relay.player import Player
 from rtmpd.relay.registry import Publication, Stream
 from rtmpd.server.dispatch import Boolean, Integer, Object, Reply, String, responder
 
 if TYPE_CHECKING:
-    from rtmpd.server.protocol import RTMPProtocol
+    from twisted.internet.interfaces import IReactorTime
+
+    from rtmpd.config import ServerConfig
+    from rtmpd.relay.registry import StreamRegistry
 
 FMS_VERSION = "FMS/3,5,7,7009"
 #: NetStreams one connection may create (publishers use one, players one or two).
@@ -57,6 +61,28 @@ class NetStream:
     player: Player | None = None
 
 
+class _Factory(Protocol):
+    registry: StreamRegistry
+
+
+class CommandConnection(Peer, Protocol):
+    """What the responders need from their connection (``RTMPProtocol`` is the one).
+
+    Declared here rather than imported, so that the responders do not import
+    the adapter that imports them.
+    """
+
+    factory: _Factory
+    config: ServerConfig
+    clock: IReactorTime
+    session_open: bool
+    connect_params: dict
+    net_streams: dict[int, NetStream]
+
+    def set_chunk_size(self, size: int) -> None: ...
+    def accept_connect(self, app: str, params: dict) -> None: ...
+
+
 class ServerCommands:
     """The responders of one connection: NetConnection and NetStream commands (see the module docstring).
 
@@ -68,12 +94,12 @@ class ServerCommands:
 
     log = Logger()
 
-    def __init__(self, conn: RTMPProtocol) -> None:
+    def __init__(self, conn: CommandConnection) -> None:
         self.conn = conn
         self._next_stream_id = 1
 
     @property
-    def registry(self):
+    def registry(self) -> StreamRegistry:
         return self.conn.factory.registry
 
     # -- NetConnection commands -----------------------------------------------
