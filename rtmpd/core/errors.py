@@ -7,6 +7,10 @@ Every error says who broke the protocol:
   protocol has a way to say it, and closes.
 - ``LocalProtocolError``: we asked the core to do something illegal (a bug
   on our side, never the peer's fault).
+- ``CommandError``: a well-formed command that the server refuses (a bad
+  argument, a name already taken). It carries no wire code: each command's
+  error map (``rtmpd.server.dispatch``) says which status code answers it
+  and whether the connection closes after the answer.
 
 Nothing malformed that arrives from the network raises anything other than a
 subclass of ``RemoteProtocolError``.
@@ -18,12 +22,12 @@ from __future__ import annotations
 class RTMPError(Exception):
     """Base class of every error the core raises on purpose."""
 
-    #: The ``onStatus``/``_error`` code that answers this error, if any.
-    status_code: str | None = None
-
 
 class RemoteProtocolError(RTMPError):
     """The peer violated the protocol; the connection must be closed."""
+
+    #: The ``_error`` code that answers this error before the close, if any.
+    status_code: str | None = None
 
 
 class LocalProtocolError(RTMPError):
@@ -83,37 +87,38 @@ class CommandBeforeConnect(RemoteProtocolError):
 
 
 class CommandError(RTMPError):
-    """A command that cannot be carried out. It is answered with ``status_code``
-    (``_error`` for connection commands, ``onStatus`` for stream commands) and
-    the connection lives on unless ``fatal`` is set."""
+    """A command that cannot be carried out; ``description`` says why, for the client and the log.
 
-    status_code = "NetConnection.Call.Failed"
-    fatal = False
+    The command's error map chooses the status code of the answer and
+    whether the connection closes after it; a ``CommandError`` that the map
+    does not name is answered ``NetConnection.Call.Failed`` and the
+    connection lives on.
+    """
 
     def __init__(self, description: str = "") -> None:
         super().__init__(description)
         self.description = description
 
 
+class BadArgument(CommandError):
+    """A declared argument is missing, of the wrong type, not a finite number or too long."""
+
+    def __init__(self, command: str, argument: str, problem: str) -> None:
+        super().__init__(f"{command}: argument {argument!r} {problem}")
+        self.argument = argument
+
+
 class ConnectRejected(CommandError):
-    status_code = "NetConnection.Connect.Rejected"
-    fatal = True
+    """``connect`` is refused for who asks or how (access control), not for what it names."""
 
 
 class InvalidApp(CommandError):
-    status_code = "NetConnection.Connect.InvalidApp"
-    fatal = True
+    """``connect`` names an application this server does not serve."""
 
 
 class BadStreamName(CommandError):
-    """An illegal stream name, or a key that already has a live publisher."""
-
-    status_code = "NetStream.Publish.BadName"
-
-
-class BadPlayName(CommandError):
-    status_code = "NetStream.Play.StreamNotFound"
+    """A stream key that cannot be published now: it has a live publisher, or the stream is in use."""
 
 
 class UnknownCommand(CommandError):
-    status_code = "NetConnection.Call.Failed"
+    """No responder has the command's name."""

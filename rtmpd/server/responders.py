@@ -1,22 +1,31 @@
 """The server's command responders: ``rtmp_connect``, ``rtmp_publish``, ``rtmp_play``...
 
-Each takes the decoded ``Command``; it returns ``None``, a ``Reply`` (sent
-as ``_result``), or a Deferred of either, and raises a ``CommandError`` to
-refuse (see ``rtmpd.server.dispatch``). Stream names may carry a query string
-(``KEY?token=...``): the key is the part before ``?``; the query is kept on
-the publication for authorisation.
+Each declares its arguments and its error map with ``responder`` (see
+``rtmpd.server.dispatch``), is called with the decoded ``Command`` and its
+checked arguments, and returns ``None``, a ``Reply`` (sent as ``_result``)
+or a Deferred of either; it raises (or its Deferred fails with) a
+``CommandError`` or a mapped error to refuse. Stream names may carry a query
+string (``KEY?token=...``): the key is the part before ``?``; the query is
+kept on the publication for authorisation.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from twisted.logger import Logger
 
 from rtmpd.core.amf0 import ECMAArray
 from rtmpd.core.commands import Command, encode_command, on_status, status_info
-from rtmpd.core.errors import BadStreamName, CommandError, ConnectRejected, InvalidApp, UnknownCommand
+from rtmpd.core.errors import (
+    BadArgument,
+    BadStreamName,
+    CommandError,
+    ConnectRejected,
+    InvalidApp,
+    UnknownCommand,
+)
 from rtmpd.core.ertmp import client_capabilities, connect_result_properties
 from rtmpd.core.messages import (
     PeerBandwidthLimit,
@@ -25,30 +34,21 @@ from rtmpd.core.messages import (
     user_control,
     window_ack_size,
 )
-from rtmpd.server.dispatch import Reply
 from rtmpd.relay.names import IllegalName, split_stream_name, validate_app
+from rtmpd.relay.peer import Peer
 from rtmpd.relay.player import Player
 from rtmpd.relay.registry import Publication, Stream
+from rtmpd.server.dispatch import Boolean, Integer, Object, Reply, String, responder
 
 if TYPE_CHECKING:
-    from rtmpd.server.protocol import RTMPProtocol
+    from twisted.internet.interfaces import IReactorTime
+
+    from rtmpd.config import ServerConfig
+    from rtmpd.relay.registry import StreamRegistry
 
 FMS_VERSION = "FMS/3,5,7,7009"
 #: NetStreams one connection may create (publishers use one, players one or two).
 MAX_NET_STREAMS = 16
-
-
-class IllegalStreamName(CommandError):
-    """A name that cannot be a stream key (``../``, control characters...): refused, connection closed."""
-
-    status_code = "NetStream.Publish.BadName"
-    fatal = True
-
-
-class IllegalPlayName(IllegalStreamName):
-    """The same refusal for ``play``: players expect a ``NetStream.Play.*`` code."""
-
-    status_code = "NetStream.Play.StreamNotFound"
 
 
 @dataclass
@@ -61,30 +61,63 @@ class NetStream:
     player: Player | None = None
 
 
+class _Factory(Protocol):
+    registry: StreamRegistry
+
+
+class CommandConnection(Peer, Protocol):
+    """What the responders need from their connection (``RTMPProtocol`` is the one).
+
+    Declared here rather than imported, so that the responders do not import
+    the adapter that imports them.
+    """
+
+    factory: _Factory
+    config: ServerConfig
+    clock: IReactorTime
+    session_open: bool
+    connect_params: dict
+    net_streams: dict[int, NetStream]
+
+    def set_chunk_size(self, size: int) -> None: ...
+    def accept_connect(self, app: str, params: dict) -> None: ...
+
+
 class ServerCommands:
+    """The responders of one connection: NetConnection and NetStream commands (see the module docstring).
+
+    Each ``rtmp_<name>`` method declares its arguments and error map with
+    ``responder``; the ``Dispatcher`` checks the arguments, calls it and
+    answers. The NetStreams that ``createStream`` makes live in
+    ``conn.net_streams``; ``close_net_stream`` stops whatever one does.
+    """
+
     log = Logger()
 
-    def __init__(self, conn: RTMPProtocol) -> None:
+    def __init__(self, conn: CommandConnection) -> None:
         self.conn = conn
         self._next_stream_id = 1
 
     @property
-    def registry(self):
+    def registry(self) -> StreamRegistry:
         return self.conn.factory.registry
 
     # -- NetConnection commands -----------------------------------------------
 
-    def rtmp_connect(self, command: Command) -> Reply:
+    @responder(
+        command_object=("params", Object()),
+        fatal_errors={
+            InvalidApp: "NetConnection.Connect.InvalidApp",
+            IllegalName: "NetConnection.Connect.InvalidApp",
+            ConnectRejected: "NetConnection.Connect.Rejected",
+            BadArgument: "NetConnection.Connect.Rejected",
+        },
+    )
+    def rtmp_connect(self, command: Command, params: dict) -> Reply:
         conn = self.conn
         if conn.session_open:
             raise CommandError("already connected")
-        params = command.command_object
-        if not isinstance(params, dict):
-            raise ConnectRejected("connect carries no command object")
-        try:
-            app = validate_app(params.get("app"))
-        except IllegalName as e:
-            raise InvalidApp(str(e)) from e
+        app = validate_app(params.get("app"))
         conn.accept_connect(app, params)
         object_encoding = params.get("objectEncoding", 0.0)
         if object_encoding not in (0, 3):
@@ -114,6 +147,7 @@ class ServerCommands:
         )
         return Reply(properties, info)
 
+    @responder()
     def rtmp_createStream(self, command: Command) -> Reply:
         if len(self.conn.net_streams) >= MAX_NET_STREAMS:
             raise CommandError(f"more than {MAX_NET_STREAMS} streams on one connection")
@@ -122,55 +156,52 @@ class ServerCommands:
         self.conn.net_streams[stream_id] = NetStream(stream_id)
         return Reply(None, float(stream_id))
 
+    @responder()
     def rtmp_releaseStream(self, command: Command) -> Reply:
         return Reply(None)
 
-    def rtmp_FCPublish(self, command: Command) -> Reply:
-        name = command.args[0] if command.args else ""
-        self.conn.send_command(
-            encode_command(
-                "onFCPublish", 0, None, status_info("status", "NetStream.Publish.Start", str(name))
-            )
-        )
+    @responder(arguments=[("name", String(default=""))])
+    def rtmp_FCPublish(self, command: Command, name: str) -> Reply:
+        self._notify("onFCPublish", "NetStream.Publish.Start", name)
         return Reply(None)
 
-    def rtmp_FCUnpublish(self, command: Command) -> Reply:
-        name = command.args[0] if command.args else ""
+    @responder(
+        arguments=[("name", String(default=""))],
+        # A name that is no stream key names nothing to unpublish: refused, the connection lives.
+        errors={IllegalName: "NetConnection.Call.Failed"},
+    )
+    def rtmp_FCUnpublish(self, command: Command, name: str) -> Reply:
+        key = split_stream_name(name)[0]
         for ns in list(self.conn.net_streams.values()):
-            if ns.publication is not None and ns.publication.name == split_stream_name(str(name))[0]:
+            if ns.publication is not None and ns.publication.name == key:
                 self._stop_publishing(ns)
-        self.conn.send_command(
-            encode_command(
-                "onFCUnpublish", 0, None, status_info("status", "NetStream.Unpublish.Success", str(name))
-            )
-        )
+        self._notify("onFCUnpublish", "NetStream.Unpublish.Success", name)
         return Reply(None)
 
-    def rtmp_FCSubscribe(self, command: Command) -> None:
+    @responder(arguments=[("name", String(default=""))])
+    def rtmp_FCSubscribe(self, command: Command, name: str) -> None:
         # librtmp (rtmpdump) asks for this before play; FMS answers with onFCSubscribe.
-        name = command.args[0] if command.args else ""
-        self.conn.send_command(
-            encode_command("onFCSubscribe", 0, None, status_info("status", "NetStream.Play.Start", str(name)))
-        )
+        self._notify("onFCSubscribe", "NetStream.Play.Start", name)
 
-    def rtmp_FCUnsubscribe(self, command: Command) -> None:
-        name = command.args[0] if command.args else ""
-        self.conn.send_command(
-            encode_command(
-                "onFCUnsubscribe", 0, None, status_info("status", "NetStream.Play.Stop", str(name))
-            )
-        )
+    @responder(arguments=[("name", String(default=""))])
+    def rtmp_FCUnsubscribe(self, command: Command, name: str) -> None:
+        self._notify("onFCUnsubscribe", "NetStream.Play.Stop", name)
 
-    def rtmp_deleteStream(self, command: Command) -> None:
-        stream_id = command.args[0] if command.args else None
-        if isinstance(stream_id, (int, float)) and not isinstance(stream_id, bool):
-            ns = self.conn.net_streams.pop(int(stream_id), None)
-            if ns is not None:
-                self.close_net_stream(ns)
+    def _notify(self, event: str, code: str, name: str) -> None:
+        """FMS's answer to the FC* commands: ``event(0, null, info)`` with the name as description."""
+        self.conn.send_command(encode_command(event, 0, None, status_info("status", code, name)))
 
+    @responder(arguments=[("stream_id", Integer())])
+    def rtmp_deleteStream(self, command: Command, stream_id: int) -> None:
+        ns = self.conn.net_streams.pop(stream_id, None)
+        if ns is not None:
+            self.close_net_stream(ns)
+
+    @responder()
     def rtmp_getStreamLength(self, command: Command) -> Reply:
         return Reply(None, 0.0)
 
+    @responder()
     def rtmp__checkbw(self, command: Command) -> Reply:
         return Reply(None)
 
@@ -187,23 +218,21 @@ class ServerCommands:
             )
         return ns
 
-    def _key(self, name: Any, refusal: type[IllegalStreamName] = IllegalStreamName) -> tuple[str, str, str]:
-        try:
-            name, query = split_stream_name(name)
-        except IllegalName as e:
-            raise refusal(str(e)) from e
+    def _key(self, raw_name: str) -> tuple[str, str, str]:
+        """``(app/KEY, KEY, query)`` of a stream name. Raises IllegalName."""
+        name, query = split_stream_name(raw_name)
         return f"{self.conn.app}/{name}", name, query
 
-    def rtmp_publish(self, command: Command) -> None:
+    @responder(
+        arguments=[("name", String()), ("kind", String(default="live"))],
+        errors={BadStreamName: "NetStream.Publish.BadName"},
+        fatal_errors={IllegalName: "NetStream.Publish.BadName", BadArgument: "NetStream.Publish.BadName"},
+    )
+    def rtmp_publish(self, command: Command, name: str, kind: str) -> None:
         conn = self.conn
         ns = self._net_stream(command)
-        key, name, query = self._key(command.args[0] if command.args else None)
-        self.log.info(
-            "publish command",
-            conn_id=conn.conn_id,
-            stream_key=key,
-            type=str(command.args[1]) if len(command.args) > 1 else "live",
-        )
+        key, name, query = self._key(name)
+        self.log.info("publish command", conn_id=conn.conn_id, stream_key=key, type=kind)
         if ns.publication is not None or ns.player is not None:
             raise BadStreamName(f"stream {ns.stream_id} is already in use")
         now = conn.clock.seconds()
@@ -217,17 +246,24 @@ class ServerCommands:
             )
         )
 
-    def rtmp_play(self, command: Command) -> None:
-        self._play(command, command.args[0] if command.args else None, reset=True)
+    #: Players expect a ``NetStream.Play.*`` code for a name that cannot be played.
+    _PLAY_ERRORS = {
+        IllegalName: "NetStream.Play.StreamNotFound",
+        BadArgument: "NetStream.Play.StreamNotFound",
+    }
 
-    def rtmp_play2(self, command: Command) -> None:
-        params = command.args[0] if command.args else None
-        self._play(command, params.get("streamName") if isinstance(params, dict) else None, reset=False)
+    @responder(arguments=[("name", String())], fatal_errors=_PLAY_ERRORS)
+    def rtmp_play(self, command: Command, name: str) -> None:
+        self._play(command, name, reset=True)
+
+    @responder(arguments=[("params", Object())], fatal_errors=_PLAY_ERRORS)
+    def rtmp_play2(self, command: Command, params: dict) -> None:
+        self._play(command, params.get("streamName"), reset=False)
 
     def _play(self, command: Command, raw_name: Any, *, reset: bool) -> None:
         conn = self.conn
         ns = self._net_stream(command)
-        key, name, _query = self._key(raw_name, IllegalPlayName)
+        key, name, _query = self._key(raw_name)
         self.log.info("play command", conn_id=conn.conn_id, stream_key=key)
         if ns.publication is not None:
             raise CommandError("cannot play on a publishing stream")
@@ -237,22 +273,26 @@ class ServerCommands:
         ns.player = Player(conn, ns.stream_id, ns.stream, name)
         ns.player.start(reset)
 
-    def rtmp_pause(self, command: Command) -> None:
+    @responder(arguments=[("paused", Boolean(default=True))])
+    def rtmp_pause(self, command: Command, paused: bool) -> None:
         ns = self._net_stream(command)
         if ns.player is not None:
-            ns.player.set_paused(bool(command.args[0]) if command.args else True)
+            ns.player.set_paused(paused)
 
-    def rtmp_receiveAudio(self, command: Command) -> None:
+    @responder(arguments=[("enabled", Boolean(default=True))])
+    def rtmp_receiveAudio(self, command: Command, enabled: bool) -> None:
         ns = self._net_stream(command)
         if ns.player is not None:
-            ns.player.receive_audio = bool(command.args[0]) if command.args else True
+            ns.player.receive_audio = enabled
 
-    def rtmp_receiveVideo(self, command: Command) -> None:
+    @responder(arguments=[("enabled", Boolean(default=True))])
+    def rtmp_receiveVideo(self, command: Command, enabled: bool) -> None:
         ns = self._net_stream(command)
         if ns.player is not None:
-            ns.player.receive_video = bool(command.args[0]) if command.args else True
+            ns.player.receive_video = enabled
             ns.player.waiting_keyframe = True
 
+    @responder()
     def rtmp_closeStream(self, command: Command) -> None:
         ns = self.conn.net_streams.get(command.stream_id)
         if ns is not None:
