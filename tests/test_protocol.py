@@ -75,7 +75,7 @@ class ConnectSequenceTests(SynchronousTestCase):
         d = client.connect("live")
         server.flush()
         self.assertEqual(result_of(d).args[0]["code"], "NetConnection.Connect.Success")
-        self.assertEqual(client.server_protocol.reader.chunk_size, 50)
+        self.assertEqual(client.server_protocol.session.peer_chunk_size, 50)
 
 
 class FailureTests(SynchronousTestCase):

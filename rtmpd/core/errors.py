@@ -117,3 +117,15 @@ class BadPlayName(CommandError):
 
 class UnknownCommand(CommandError):
     status_code = "NetConnection.Call.Failed"
+
+
+class NestedAggregate(RemoteProtocolError):
+    """An Aggregate message (type 22) carried another Aggregate message.
+
+    Aggregates are split one level deep, without recursion; nothing in RTMP
+    needs more, so a nested one is refused rather than unwrapped.
+    """
+
+
+class InvalidWindowAckSize(MalformedControlMessage):
+    """Window Acknowledgement Size 0: a window the peer cannot mean (it would ask an ack per byte)."""
