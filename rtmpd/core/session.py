@@ -100,6 +100,8 @@ _DATA_AMF0 = int(MessageType.DATA_AMF0)
 _DATA_AMF3 = int(MessageType.DATA_AMF3)
 _AGGREGATE = int(MessageType.AGGREGATE)
 _CONTROL_TYPES = frozenset({1, 2, 3, 4, 5, 6})
+#: Every chunk stream starts at 128 bytes per chunk (RTMP 1.0, 5.4.1).
+_INITIAL_CHUNK_SIZE = 128
 
 
 class ServerSession:
@@ -175,7 +177,7 @@ class ServerSession:
     @property
     def peer_chunk_size(self) -> int:
         """The chunk size the peer sends with (128 until it says otherwise)."""
-        return self._reader.chunk_size if self._reader is not None else ChunkReader().chunk_size
+        return self._reader.chunk_size if self._reader is not None else _INITIAL_CHUNK_SIZE
 
     def accept_connect(self, app: str, params: dict[str, Any]) -> None:
         """``connect`` succeeded: open the session for every other command.
