@@ -72,11 +72,12 @@ def new_session(**limits: Any) -> ServerSession:
 
 
 def drain(session: ServerSession, *, accept: bool = False) -> list[Any]:
-    """Every event the session has; with ``accept``, a ``connect`` is accepted as a responder would."""
+    """Every event the session has; ``accept``: the first ``connect`` is accepted, as a responder does."""
     events = []
     while (event := session.next_event()) is not None:
         events.append(event)
-        if accept and isinstance(event, CommandReceived) and event.command.name == "connect":
+        connect = isinstance(event, CommandReceived) and event.command.name == "connect"
+        if accept and connect and not session.session_open:
             session.accept_connect("live", event.command.command_object)
     return events
 
