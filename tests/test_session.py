@@ -461,6 +461,23 @@ class AggregateTests(SessionTestCase):
         session.receive_data(client.send(6, cut))
         self.assertRaises(MalformedControlMessage, session.next_event)
 
+    def test_parts_come_before_what_followed_the_aggregate(self) -> None:
+        # Two reads before the events are taken: the order is the order on the wire.
+        session, client = self.connected()
+        after = Message(A, 90, 1, aac_frame(9))
+        session.receive_data(
+            client.send(6, aggregate(60, 1, [(V, 0, avc_interframe(1)), (A, 5, aac_frame(1))]))
+        )
+        session.receive_data(client.send(4, after))
+        self.assertEqual(
+            drain(session),
+            [
+                MediaReceived(Message(V, 60, 1, avc_interframe(1))),
+                MediaReceived(Message(A, 65, 1, aac_frame(1))),
+                MediaReceived(after),
+            ],
+        )
+
     def test_timestamps_rebased_across_the_wrap(self) -> None:
         session, client = self.connected()
         parts = [(V, 0xFFFFFFF0, avc_interframe(1)), (V, 0x10, avc_interframe(2))]

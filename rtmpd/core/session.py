@@ -48,7 +48,6 @@ of its own.
 from __future__ import annotations
 
 import os
-from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -126,6 +125,26 @@ class ServerSession:
     once that happened.
     """
 
+    __slots__ = (
+        "_limits",
+        "_max_depth",
+        "_handshake",
+        "_reader",
+        "_writer",
+        "_completed",
+        "_messages",
+        "_next",
+        "_outgoing",
+        "_ack_window",
+        "_last_ack",
+        "_failed",
+        "chunk_size",
+        "bytes_received",
+        "app",
+        "connect_params",
+        "session_open",
+    )
+
     #: Outgoing chunk size: the size of every chunk the session writes, and
     #: the size relayed media for this peer must be serialised at.
     chunk_size: int
@@ -157,7 +176,9 @@ class ServerSession:
         self.connect_params = {}
         self.session_open = False
         self._completed: HandshakeCompleted | None = None
-        self._messages: deque[Message] = deque()
+        # Messages received and not handed out yet: ``_messages[_next:]``.
+        self._messages: list[Message] = []
+        self._next = 0
         self._outgoing: list[bytes] = []
         self._ack_window = 0
         self._last_ack = 0
@@ -214,7 +235,11 @@ class ServerSession:
                 data = handshake.leftover
                 if not data:
                     return
-            self._messages.extend(self._reader.feed(data))
+            messages = self._reader.feed(data)
+            if self._next < len(self._messages):
+                self._messages += messages
+            else:
+                self._messages, self._next = messages, 0
         except RemoteProtocolError:
             self._failed = True
             raise
@@ -233,10 +258,16 @@ class ServerSession:
             return event
         messages = self._messages
         try:
-            while messages:
-                event = self._message(messages.popleft())
+            # ``_messages`` is read again each turn: an aggregate's parts are inserted into it.
+            while self._next < len(messages):
+                message = messages[self._next]
+                self._next += 1
+                event = self._message(message)
                 if event is not None:
                     return event
+            # Hold no handed-out message (an idle player would keep its last ones alive).
+            messages.clear()
+            self._next = 0
             self._acknowledge()
             return None
         except RemoteProtocolError:
@@ -273,7 +304,7 @@ class ServerSession:
         for part in parts:
             if part.type_id == _AGGREGATE:
                 raise NestedAggregate(f"aggregate message on stream {aggregate.stream_id} holds an aggregate")
-        self._messages.extendleft(reversed(parts))
+        self._messages[self._next : self._next] = parts
 
     def _data(self, message: Message) -> Event:
         payload = message.payload
