@@ -140,9 +140,9 @@ class ServerSession:
         "_failed",
         "chunk_size",
         "bytes_received",
-        "app",
-        "connect_params",
-        "session_open",
+        "_app",
+        "_connect_params",
+        "_open",
     )
 
     #: Outgoing chunk size: the size of every chunk the session writes, and
@@ -150,12 +150,6 @@ class ServerSession:
     chunk_size: int
     #: Every byte received, the handshake included (what acknowledgements count).
     bytes_received: int
-    #: The application of the accepted ``connect`` ("live"); "" before.
-    app: str
-    #: The command object of the accepted ``connect``.
-    connect_params: dict[str, Any]
-    #: True once ``accept_connect`` was called: commands other than ``connect`` are allowed.
-    session_open: bool
 
     def __init__(
         self,
@@ -172,9 +166,9 @@ class ServerSession:
         self._writer = ChunkWriter()
         self.chunk_size = self._writer.chunk_size
         self.bytes_received = 0
-        self.app = ""
-        self.connect_params = {}
-        self.session_open = False
+        self._app = ""
+        self._connect_params: dict[str, Any] = {}
+        self._open = False
         self._completed: HandshakeCompleted | None = None
         # Messages received and not handed out yet: ``_messages[_next:]``.
         self._messages: list[Message] = []
@@ -200,14 +194,29 @@ class ServerSession:
         """The chunk size the peer sends with (128 until it says otherwise)."""
         return self._reader.chunk_size if self._reader is not None else _INITIAL_CHUNK_SIZE
 
+    @property
+    def app(self) -> str:
+        """The application of the accepted ``connect`` ("live"); "" before."""
+        return self._app
+
+    @property
+    def connect_params(self) -> dict[str, Any]:
+        """The command object of the accepted ``connect`` ({} before)."""
+        return self._connect_params
+
+    @property
+    def session_open(self) -> bool:
+        """True once ``accept_connect`` was called: commands other than ``connect`` are allowed."""
+        return self._open
+
     def accept_connect(self, app: str, params: dict[str, Any]) -> None:
         """``connect`` succeeded: open the session for every other command.
 
         Raises LocalProtocolError if it was already open.
         """
-        if self.session_open:
+        if self._open:
             raise LocalProtocolError("the session is already open")
-        self.app, self.connect_params, self.session_open = app, params, True
+        self._app, self._connect_params, self._open = app, params, True
 
     # -- input ------------------------------------------------------------------
 
@@ -284,7 +293,7 @@ class ServerSession:
             return MediaReceived(message)
         if t == _COMMAND_AMF0 or t == _COMMAND_AMF3:
             command = decode_command(message, max_depth=self._max_depth)
-            if not self.session_open and command.name != "connect":
+            if not self._open and command.name != "connect":
                 raise CommandBeforeConnect(f"{command.name!r} before connect")
             return CommandReceived(command)
         if t == _DATA_AMF0 or t == _DATA_AMF3:

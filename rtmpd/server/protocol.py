@@ -19,6 +19,7 @@ it drains. It is also the relay's ``rtmpd.relay.peer.Peer``.
 
 from __future__ import annotations
 
+import typing
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.interfaces import IPushProducer
@@ -40,7 +41,6 @@ from rtmpd.core.events import (
     MetadataReceived,
     PeerChunkSizeChanged,
 )
-from rtmpd.core.handshake import ServerHandshake
 from rtmpd.core.messages import Message
 from rtmpd.core.session import ServerSession
 from rtmpd.server._fastwrite import write_chunks
@@ -48,8 +48,25 @@ from rtmpd.server.dispatch import Dispatcher
 from rtmpd.server.responders import NetStream, ServerCommands
 
 if TYPE_CHECKING:
-    from rtmpd.relay.registry import Publication
-    from rtmpd.server.service import RTMPServerFactory
+    from twisted.internet.interfaces import IReactorTime
+
+    from rtmpd.config import ServerConfig
+    from rtmpd.relay.fanout import Outbox
+    from rtmpd.relay.registry import Publication, StreamRegistry
+
+
+class ConnectionFactory(typing.Protocol):
+    """What a connection uses of the factory that built it (``rtmpd.server.service.RTMPServerFactory``,
+    which imports this module: naming it here would close an import circle)."""
+
+    config: ServerConfig
+    clock: IReactorTime
+    outbox: Outbox
+    registry: StreamRegistry
+    connections: dict[str, RTMPProtocol]
+
+    def next_conn_id(self) -> str: ...
+    def uptime_ms(self) -> int: ...
 
 
 @implementer(IPushProducer)
@@ -67,7 +84,7 @@ class RTMPProtocol(Protocol):
 
     log = Logger()
 
-    def __init__(self, factory: RTMPServerFactory) -> None:
+    def __init__(self, factory: ConnectionFactory) -> None:
         self.factory = factory
         self.config = factory.config
         self.clock = factory.clock
@@ -107,10 +124,6 @@ class RTMPProtocol(Protocol):
     @property
     def bytes_in(self) -> int:
         return self.session.bytes_received
-
-    @property
-    def handshake(self) -> ServerHandshake:
-        return self.session.handshake
 
     def accept_connect(self, app: str, params: dict) -> None:
         """``connect`` succeeded: the session is open for the other commands."""
