@@ -16,7 +16,10 @@ from rtmpd.core.messages import (
     MessageType,
     PeerBandwidthLimit,
     SetPeerBandwidth,
+    UserControl,
+    UserControlEvent,
     WindowAckSize,
+    user_control,
     window_ack_size,
 )
 from rtmpd.testing import MemoryServer, RTMPTestClient, result_of
@@ -75,7 +78,7 @@ class ConnectSequenceTests(SynchronousTestCase):
         d = client.connect("live")
         server.flush()
         self.assertEqual(result_of(d).args[0]["code"], "NetConnection.Connect.Success")
-        self.assertEqual(client.server_protocol.reader.chunk_size, 50)
+        self.assertEqual(client.server_protocol.session.peer_chunk_size, 50)
 
 
 class FailureTests(SynchronousTestCase):
@@ -191,3 +194,78 @@ class FailureTests(SynchronousTestCase):
         self.assertEqual(
             [e["error"] for e in events if e["log_format"] == "Protocol error"], ["CommandBeforeConnect"]
         )
+
+
+class BoundaryTests(SynchronousTestCase):
+    """Every error while one input is handled ends in one place, typed or not."""
+
+    def test_unexpected_exception_while_relaying_closes_cleanly_and_logs_once(self) -> None:
+        server = MemoryServer()
+        pub, sid = server.publisher()
+        player, _ = server.player()
+        protocol = pub.server_protocol
+
+        def broken(message):
+            raise ZeroDivisionError("relay bug")
+
+        protocol.net_streams[sid].stream.relay = broken
+        with capturedLogs() as events:
+            pub.send_media(MessageType.VIDEO, sid, 0, avc_keyframe(1))
+            pub.send_media(MessageType.VIDEO, sid, 33, avc_keyframe(2))
+            server.flush()
+        logged = [e for e in events if e["log_format"] == "Unexpected error while handling client input"]
+        self.assertEqual(len(logged), 1)
+        self.assertEqual(logged[0]["conn_id"], protocol.conn_id)
+        self.assertTrue(logged[0]["log_failure"].check(ZeroDivisionError))
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+        closed = [e for e in events if e["log_format"] == "Connection closed"]
+        self.assertEqual([e["reason"] for e in closed], ["internal error"])
+        self.assertFalse(pub.connected_transport)
+        self.assertTrue(player.connected_transport)
+
+    def test_answers_made_before_a_protocol_error_are_written_first(self) -> None:
+        # A ping, then a bad message, in one read: the pong, then _error where RTMP has one, then close.
+        bad_messages = [
+            (encode_command("createStream", 2), ["_error"]),  # before connect
+            (window_ack_size(0), []),  # no status code: no _error
+        ]
+        for bad, answers in bad_messages:
+            server = MemoryServer()
+            protocol = server.factory.buildProtocol(None)
+            transport = StringTransport()
+            protocol.makeConnection(transport)
+            client = RTMPTestClient()
+            client.makeConnection(StringTransport())
+            protocol.dataReceived(client.transport.value())
+            client.transport.clear()
+            client.dataReceived(transport.value())
+            transport.clear()
+            data = client.transport.value()
+            data += client.writer.write(2, user_control(UserControlEvent.PING_REQUEST, 42))
+            data += client.writer.write(3 if answers else 2, bad)
+            protocol.dataReceived(data)
+            self.assertTrue(transport.disconnecting)
+            client.dataReceived(transport.value())
+            self.assertEqual(client.controls, [UserControl(UserControlEvent.PING_RESPONSE, 42)])
+            self.assertEqual([c.name for c in client.commands], answers)
+            kinds = [m.type_id for m in client.messages]
+            self.assertEqual(kinds, [MessageType.USER_CONTROL] + [MessageType.COMMAND_AMF0] * len(answers))
+
+    def test_handshake_and_connect_in_one_read_clear_the_timer(self) -> None:
+        server = MemoryServer(ServerConfig(limits=Limits(handshake_timeout=2), chunk_size=5000))
+        protocol = server.factory.buildProtocol(None)
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        hs = ClientHandshake()
+        protocol.dataReceived(hs.initial())
+        c2 = hs.receive(transport.value())
+        connect = encode_command("connect", 1, {"app": "live"})
+        from rtmpd.core.chunks import ChunkWriter
+
+        protocol.dataReceived(c2 + ChunkWriter().write(3, connect))
+        self.assertTrue(protocol.session_open)
+        self.assertEqual(protocol.app, "live")
+        self.assertEqual(protocol.chunk_size, 5000)
+        self.assertEqual(protocol.session.chunk_size, 5000)
+        server.clock.advance(60)
+        self.assertFalse(transport.disconnecting)

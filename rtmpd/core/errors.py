@@ -122,3 +122,15 @@ class BadStreamName(CommandError):
 
 class UnknownCommand(CommandError):
     """No responder has the command's name."""
+
+
+class NestedAggregate(RemoteProtocolError):
+    """An Aggregate message (type 22) carried another Aggregate message.
+
+    Aggregates are split one level deep, without recursion; nothing in RTMP
+    needs more, so a nested one is refused rather than unwrapped.
+    """
+
+
+class InvalidWindowAckSize(MalformedControlMessage):
+    """Window Acknowledgement Size 0: a window the peer cannot mean (it would ask an ack per byte)."""

@@ -1,16 +1,26 @@
-"""The Twisted adapter: one ``RTMPProtocol`` per TCP connection.
+"""The Twisted adapter: one ``RTMPProtocol`` per TCP connection, over ``rtmpd.core.session.ServerSession``.
 
-It holds the sans-IO core objects (handshake, chunk reader, chunk writer),
-feeds them what the transport delivers, dispatches the messages they return,
-and writes what they produce. A protocol error from the core ends the
-connection in one place (``fail``). The connection is the transport's push
-producer: when a player's socket backs up, the transport pauses it and the
-relay stops sending it video until it drains.
+The session holds the connection's state machine (handshake, chunks,
+acknowledgements, pings, the connect gate, aggregates, ``@setDataFrame``);
+this adapter feeds it what the transport delivers, acts on each event it
+returns with one small method, and writes what it has to send, in the
+manner of Twisted's ``twisted/web/_http2.py`` over h2.
+
+Errors end in one place. A ``RemoteProtocolError`` (the peer broke the
+protocol) goes to ``fail``: logged, answered where RTMP has a way, closed.
+Any other exception raised while one input is handled is our bug: it is
+logged with its traceback and the connection is closed cleanly, so one bad
+message never reaches the reactor as an "Unhandled Error".
+
+The connection is the transport's push producer: when a player's socket
+backs up, the transport pauses it and the relay stops sending it video until
+it drains. It is also the relay's ``rtmpd.relay.peer.Peer``.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import typing
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Protocol, connectionDone
@@ -18,70 +28,106 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from rtmpd.server.responders import NetStream, ServerCommands
-from rtmpd.core.chunks import ChunkReader, ChunkWriter
-from rtmpd.core.commands import COMMAND_CSID, decode_command, decode_data, encode_command, status_info
-from rtmpd.core.errors import CommandBeforeConnect, RemoteProtocolError
-from rtmpd.core.flv import unwrap_set_data_frame
-from rtmpd.core.handshake import ServerHandshake
-from rtmpd.core.messages import (
-    CONTROL_CSID,
-    Message,
-    MessageType,
-    SetChunkSize,
-    UserControl,
-    UserControlEvent,
-    WindowAckSize,
-    acknowledgement,
-    parse_control,
-    split_aggregate,
-    user_control,
+from rtmpd.core.commands import Command, encode_command, status_info
+from rtmpd.core.errors import RemoteProtocolError
+from rtmpd.core.events import (
+    BufferLengthSet,
+    CommandReceived,
+    DataReceived,
+    Event,
+    HandshakeCompleted,
+    MediaReceived,
+    MessageIgnored,
+    MetadataReceived,
+    PeerChunkSizeChanged,
 )
-from rtmpd.server.dispatch import Dispatcher
+from rtmpd.core.messages import Message
+from rtmpd.core.session import ServerSession
 from rtmpd.server._fastwrite import write_chunks
+from rtmpd.server.dispatch import Dispatcher
+from rtmpd.server.responders import NetStream, ServerCommands
 
 if TYPE_CHECKING:
-    from rtmpd.server.service import RTMPServerFactory
+    from twisted.internet.interfaces import IReactorTime
 
-_CONTROL_TYPES = frozenset({1, 2, 3, 4, 5, 6})
+    from rtmpd.config import ServerConfig
+    from rtmpd.relay.fanout import Outbox
+    from rtmpd.relay.registry import Publication, StreamRegistry
+
+
+class ConnectionFactory(typing.Protocol):
+    """What a connection uses of the factory that built it (``rtmpd.server.service.RTMPServerFactory``,
+    which imports this module: naming it here would close an import circle)."""
+
+    config: ServerConfig
+    clock: IReactorTime
+    outbox: Outbox
+    registry: StreamRegistry
+    connections: dict[str, RTMPProtocol]
+
+    def next_conn_id(self) -> str: ...
+    def uptime_ms(self) -> int: ...
 
 
 @implementer(IPushProducer)
 class RTMPProtocol(Protocol):
-    """One RTMP connection: the core's session on a Twisted transport, and a ``Peer`` for the relay."""
+    """One RTMP connection: a ``ServerSession`` on a Twisted transport, and a ``Peer`` for the relay.
+
+    ``session`` decides what the bytes mean; this class acts on its events
+    (commands to the ``dispatcher``, media and data to the publishing
+    NetStream's stream), writes, and applies flow control: the transport
+    pauses it when the socket is full (``congested``), the recorder holds
+    its input (``hold_input``). ``chunk_size`` is the session's outgoing
+    chunk size, kept as a plain attribute because the relay reads it per
+    message and player.
+    """
 
     log = Logger()
 
-    def __init__(self, factory: RTMPServerFactory) -> None:
+    def __init__(self, factory: ConnectionFactory) -> None:
         self.factory = factory
         self.config = factory.config
         self.clock = factory.clock
         self.conn_id = ""
         self.peer_addr = ""
-        self.handshake = ServerHandshake(epoch=factory.uptime_ms())
-        self.reader: ChunkReader | None = None
-        self.writer = ChunkWriter()
+        self.session = ServerSession(self.config.limits, factory.uptime_ms())
         self.commands = ServerCommands(self)
         self.dispatcher = Dispatcher(self.commands, self)
-        self.session_open = False
-        self.app = ""
-        self.connect_params: dict = {}
         self.net_streams: dict[int, NetStream] = {}
-        self.bytes_in = 0
         self.bytes_out = 0
         self.last_activity = 0.0
-        self._ack_window = 0
-        self._last_ack = 0
         self._pending: list[bytes] = []
         self._closing = False
         self._close_reason = ""
         self._handshake_timer = None
         # Flow control: set by the transport when its buffer is full.
         self.congested = False
-        self.chunk_size = self.writer.chunk_size
+        self.chunk_size = self.session.chunk_size
         self._input_holds = 0
         self.paused_since = 0.0
         self.bytes_since_pause = 0
+
+    # -- what the session knows -------------------------------------------------
+
+    @property
+    def app(self) -> str:
+        return self.session.app
+
+    @property
+    def connect_params(self) -> dict[str, Any]:
+        return self.session.connect_params
+
+    @property
+    def session_open(self) -> bool:
+        return self.session.session_open
+
+    @property
+    def bytes_in(self) -> int:
+        return self.session.bytes_received
+
+    def accept_connect(self, app: str, params: dict) -> None:
+        """``connect`` succeeded: the session is open for the other commands."""
+        self.session.accept_connect(app, params)
 
     # -- connection lifecycle -------------------------------------------------
 
@@ -98,8 +144,7 @@ class RTMPProtocol(Protocol):
         self.log.info("Connection accepted", conn_id=self.conn_id, peer_addr=self.peer_addr)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
-        if self._handshake_timer is not None and self._handshake_timer.active():
-            self._handshake_timer.cancel()
+        self._cancel_handshake_timer()
         for ns in list(self.net_streams.values()):
             self.commands.close_net_stream(ns)
         self.net_streams.clear()
@@ -112,6 +157,11 @@ class RTMPProtocol(Protocol):
             bytes_in=self.bytes_in,
             bytes_out=self.bytes_out,
         )
+
+    def _cancel_handshake_timer(self) -> None:
+        if self._handshake_timer is not None and self._handshake_timer.active():
+            self._handshake_timer.cancel()
+        self._handshake_timer = None
 
     def _handshake_timed_out(self) -> None:
         self._handshake_timer = None
@@ -147,7 +197,7 @@ class RTMPProtocol(Protocol):
             detail=str(error),
             code=error.status_code,
         )
-        if self.handshake.done and error.status_code:
+        if self.session.handshake_done and error.status_code:
             info = status_info("error", error.status_code, str(error))
             self.send_command(encode_command("_error", 0, None, info))
         self.close(f"protocol error: {type(error).__name__}")
@@ -157,69 +207,67 @@ class RTMPProtocol(Protocol):
     def dataReceived(self, data: bytes) -> None:
         if self._closing:
             return
-        self.bytes_in += len(data)
         self.last_activity = self.clock.seconds()
+        session = self.session
         outbox = self.factory.outbox
         outbox.hold()
         try:
-            if self.reader is None:
-                data = self._handshake(data)
-                if self.reader is None or not data:
-                    return
-            for message in self.reader.feed(data):
-                self._message(message)
-                if self._closing:
-                    return
-            self._acknowledge()
+            session.receive_data(data)
+            while not self._closing:
+                event = session.next_event()
+                self._write_session_output()
+                if event is None:
+                    break
+                self._event(event)
         except RemoteProtocolError as e:
+            # What the session answered before the bad message still goes out first.
+            self._write_session_output()
             self.fail(e)
+        except Exception:
+            self.log.failure("Unexpected error while handling client input", conn_id=self.conn_id)
+            self.close("internal error")
         finally:
             outbox.release()
 
-    def _handshake(self, data: bytes) -> bytes:
-        reply = self.handshake.receive(data)
-        if reply:
-            self.write(reply)
-        if not self.handshake.done:
-            return b""
-        if self._handshake_timer is not None and self._handshake_timer.active():
-            # OBS waits a few seconds before sending connect: only the handshake is timed.
-            self._handshake_timer.cancel()
-        self._handshake_timer = None
-        self.reader = ChunkReader(self.config.limits)
-        self.log.info(
-            "Handshake completed", conn_id=self.conn_id, digest=self.handshake.digest_scheme is not None
-        )
-        return self.handshake.leftover
-
-    def _acknowledge(self) -> None:
-        if self._ack_window and self.bytes_in - self._last_ack >= self._ack_window:
-            self._last_ack = self.bytes_in
-            self.send_control(acknowledgement(self.bytes_in))
-
-    def _message(self, message: Message) -> None:
-        t = message.type_id
-        if t == MessageType.AUDIO or t == MessageType.VIDEO:
-            self._media(message)
-        elif t == MessageType.COMMAND_AMF0 or t == MessageType.COMMAND_AMF3:
-            command = decode_command(message, max_depth=self.config.limits.max_amf_depth)
-            if not self.session_open and command.name != "connect":
-                raise CommandBeforeConnect(f"{command.name!r} before connect")
+    def _event(self, event: Event) -> None:
+        # Media first: it is nearly every event.
+        if isinstance(event, MediaReceived):
+            self._media(event.message)
+        elif isinstance(event, CommandReceived):
+            self._command(event.command)
+        elif isinstance(event, MetadataReceived):
+            self._metadata(event.message, event.values)
+        elif isinstance(event, DataReceived):
+            self._data(event.message)
+        elif isinstance(event, HandshakeCompleted):
+            self._handshake_completed(event.digest)
+        elif isinstance(event, BufferLengthSet):
             self.log.debug(
-                "Command received", conn_id=self.conn_id, command=command.name, stream_id=command.stream_id
+                "Client buffer length",
+                conn_id=self.conn_id,
+                stream_id=event.stream_id,
+                buffer_ms=event.buffer_ms,
             )
-            self.dispatcher.dispatch(command)
-        elif t == MessageType.DATA_AMF0 or t == MessageType.DATA_AMF3:
-            self._data(message)
-        elif t in _CONTROL_TYPES:
-            self._control(message)
-        elif t == MessageType.AGGREGATE:
-            for sub in split_aggregate(message):
-                self._message(sub)
-        else:
-            self.log.debug("Ignored message", conn_id=self.conn_id, type_id=t, size=len(message.payload))
+        elif isinstance(event, PeerChunkSizeChanged):
+            self.log.debug("Peer chunk size", conn_id=self.conn_id, size=event.size)
+        elif isinstance(event, MessageIgnored):
+            message = event.message
+            self.log.debug(
+                "Ignored message", conn_id=self.conn_id, type_id=message.type_id, size=len(message.payload)
+            )
 
-    def _publication(self, stream_id: int):
+    def _handshake_completed(self, digest: bool) -> None:
+        # OBS waits a few seconds before sending connect: only the handshake is timed.
+        self._cancel_handshake_timer()
+        self.log.info("Handshake completed", conn_id=self.conn_id, digest=digest)
+
+    def _command(self, command: Command) -> None:
+        self.log.debug(
+            "Command received", conn_id=self.conn_id, command=command.name, stream_id=command.stream_id
+        )
+        self.dispatcher.dispatch(command)
+
+    def _publication(self, stream_id: int) -> Publication | None:
         ns = self.net_streams.get(stream_id)
         return ns.publication if ns is not None else None
 
@@ -235,49 +283,21 @@ class RTMPProtocol(Protocol):
         publication.messages_in += 1
         self.net_streams[message.stream_id].stream.relay(message)
 
-    def _data(self, message: Message) -> None:
-        publication = self._publication(message.stream_id)
-        if publication is None:
+    def _metadata(self, message: Message, values: dict[str, Any]) -> None:
+        if self._publication(message.stream_id) is None:
             self.log.debug("Data message on a stream that is not publishing", conn_id=self.conn_id)
             return
         stream = self.net_streams[message.stream_id].stream
-        payload = message.payload
-        if message.type_id == MessageType.DATA_AMF3:
-            payload = payload[1:]
-        unwrapped = unwrap_set_data_frame(payload)
-        values = decode_data(
-            Message(MessageType.DATA_AMF0, 0, 0, unwrapped if unwrapped is not None else payload),
-            max_depth=self.config.limits.max_amf_depth,
+        stream.set_metadata(message, values)
+        self.log.info(
+            "Metadata received", conn_id=self.conn_id, stream_key=stream.key, fields=sorted(values)[:40]
         )
-        if values and values[0] == "onMetaData":
-            meta = values[1] if len(values) > 1 and isinstance(values[1], dict) else {}
-            body = unwrapped if unwrapped is not None else payload
-            stream.set_metadata(
-                Message(MessageType.DATA_AMF0, message.timestamp, message.stream_id, body), meta
-            )
-            self.log.info(
-                "Metadata received", conn_id=self.conn_id, stream_key=stream.key, fields=sorted(meta)[:40]
-            )
-        else:
-            body = unwrapped if unwrapped is not None else payload
-            stream.relay(Message(MessageType.DATA_AMF0, message.timestamp, message.stream_id, body))
 
-    def _control(self, message: Message) -> None:
-        event = parse_control(message)
-        if isinstance(event, WindowAckSize):
-            self._ack_window = event.size
-        elif isinstance(event, UserControl):
-            if event.event == UserControlEvent.PING_REQUEST:
-                self.send_control(user_control(UserControlEvent.PING_RESPONSE, event.value))
-            elif event.event == UserControlEvent.SET_BUFFER_LENGTH:
-                self.log.debug(
-                    "Client buffer length",
-                    conn_id=self.conn_id,
-                    stream_id=event.value,
-                    buffer_ms=event.buffer_length,
-                )
-        elif isinstance(event, SetChunkSize):
-            self.log.debug("Peer chunk size", conn_id=self.conn_id, size=event.size)
+    def _data(self, message: Message) -> None:
+        if self._publication(message.stream_id) is None:
+            self.log.debug("Data message on a stream that is not publishing", conn_id=self.conn_id)
+            return
+        self.net_streams[message.stream_id].stream.relay(message)
 
     # -- output ---------------------------------------------------------------
 
@@ -287,18 +307,25 @@ class RTMPProtocol(Protocol):
             self.bytes_since_pause += len(data)
         self.transport.write(data)
 
+    def _write_session_output(self) -> None:
+        """Write what the session answered by itself (handshake reply, pings, acknowledgements)."""
+        data = self.session.data_to_send()
+        if data:
+            self.flush_media()
+            self.write(data)
+
     def send_control(self, message: Message) -> None:
         self.flush_media()
-        self.write(self.writer.write(CONTROL_CSID, message))
+        self.write(self.session.send_control(message))
 
     def send_command(self, message: Message) -> None:
         self.flush_media()
-        self.write(self.writer.write(COMMAND_CSID, message))
+        self.write(self.session.send_command(message))
 
     def set_chunk_size(self, size: int) -> None:
         self.flush_media()
-        self.write(self.writer.set_chunk_size(size))
-        self.chunk_size = self.writer.chunk_size
+        self.write(self.session.set_chunk_size(size))
+        self.chunk_size = self.session.chunk_size
 
     def queue_media(self, data: bytes) -> None:
         """Queue serialised chunks; they are written together when the current input is done."""
@@ -324,10 +351,6 @@ class RTMPProtocol(Protocol):
         """Bytes written but not yet taken by the kernel (best effort: Twisted keeps this private)."""
         transport = self.transport
         return len(getattr(transport, "dataBuffer", b"")) + getattr(transport, "_tempDataLen", 0)
-
-    def accept_connect(self, app: str, params: dict) -> None:
-        """``connect`` succeeded: the session is open for the other commands."""
-        self.app, self.connect_params, self.session_open = app, params, True
 
     # -- Peer: input hold, roles ------------------------------------------------
 
