@@ -23,6 +23,7 @@ from twisted.cred.credentials import ISSHPrivateKey, IUsernamePassword, SSHPriva
 from twisted.cred.error import UnauthorizedLogin
 from twisted.cred.portal import Portal
 from twisted.internet import defer
+from twisted.internet.task import Clock
 from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
@@ -384,7 +385,7 @@ class _BarePeer:
 
 class _BareServer:
     def __init__(self, peer: _BarePeer) -> None:
-        self.clock = MemoryServer().clock
+        self.clock = Clock()
         self.config = ServerConfig()
         self.registry = StreamRegistry(self.config, self.clock.seconds)
         self.recorder = None
