@@ -1,14 +1,17 @@
-"""twistd plugin wiring: command-line options and the service collection.
+"""twistd plugin wiring: the command-line options, and the only place that builds and wires services.
 
-``twistd -n rtmpd --port 1935 --record-dir ./recordings`` builds a
-``MultiService`` holding one listening service per endpoint, the recorder
-and the manhole.
+``twistd -n rtmpd --port 1935 --record-dir ./recordings`` runs ``makeService``:
+an ``RTMPService`` whose children are the recorder (with ``--record-dir``),
+one listening service per endpoint (``--port`` and each ``--listen``) and,
+with ``--manhole``, the manhole collection (its bit-rate sampler and its SSH
+listener). Nothing else in rtmpd builds a service or gives one a parent.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+from typing import TYPE_CHECKING, Any
 
 from twisted.application import service
 from twisted.internet import endpoints, reactor
@@ -20,6 +23,9 @@ from rtmpd.config import ServerConfig
 from rtmpd.core.limits import Limits
 from rtmpd.core.messages import MAX_CHUNK_SIZE
 from rtmpd.server.listening import ListeningService
+
+if TYPE_CHECKING:
+    from rtmpd.server.service import RTMPService
 
 
 def endpoint_description(value: str) -> str:
@@ -260,15 +266,23 @@ class Options(usage.Options):
 
 
 def makeService(options: Options) -> service.MultiService:
-    """Build the rtmpd service collection from parsed options."""
+    """Build the rtmpd service collection from parsed options.
+
+    Exits with one line (``rtmpd: error: ...``) when the manhole cannot start.
+    """
     from rtmpd.server.service import RTMPService
 
     config = options.config()
     top = RTMPService(config)
+    if config.record_dir is not None:
+        from rtmpd.recording.recorder import Recorder
+
+        top.recorder = Recorder(config, top.registry, top.clock)
+        top.recorder.setServiceParent(top)
     for description in [options["port"], *options["listen"]]:
         ListeningService(description, top.factory).setServiceParent(top)
     if options["manhole"]:
-        from rtmpd.admin.manhole import ManholeError, manhole_service
+        from rtmpd.admin.auth import ManholeError
 
         try:
             manhole = manhole_service(
@@ -282,3 +296,39 @@ def makeService(options: Options) -> service.MultiService:
             sys.exit(f"rtmpd: error: {e}")
         manhole.setServiceParent(top)
     return top
+
+
+def manhole_service(
+    description: str,
+    top: RTMPService,
+    *,
+    keys_file: str | None = None,
+    passwd_file: str | None = None,
+    host_key_file: str = "rtmpd_host_key",
+    reactor: Any = None,
+) -> service.MultiService:
+    """The manhole collection, named "manhole": the bit-rate sampler its views read, and an SSH listener
+    on ``description`` (loopback unless it names an interface).
+
+    Raises ManholeError (one line) when there is no usable credential source or
+    host key (see ``rtmpd.admin.manhole.manhole_factory``).
+    """
+    # Imported here: conch and cryptography are heavy, and only the manhole needs them.
+    from rtmpd.admin.manhole import loopback_default, manhole_factory
+    from rtmpd.admin.namespace import make_namespace
+    from rtmpd.admin.rates import RateSampler
+
+    sampler = RateSampler(top.connections, top.clock)
+
+    def namespace(user: str) -> dict[str, Any]:
+        return make_namespace(top, user, sampler, reactor)
+
+    factory = manhole_factory(
+        namespace, keys_file=keys_file, passwd_file=passwd_file, host_key_file=host_key_file
+    )
+    manhole = service.MultiService()
+    manhole.setName("manhole")
+    sampler.setServiceParent(manhole)
+    listener = ListeningService(loopback_default(description), factory, what="Manhole", reactor=reactor)
+    listener.setServiceParent(manhole)
+    return manhole

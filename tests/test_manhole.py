@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -22,23 +23,11 @@ from twisted.cred.credentials import ISSHPrivateKey, IUsernamePassword, SSHPriva
 from twisted.cred.error import UnauthorizedLogin
 from twisted.cred.portal import Portal
 from twisted.internet import defer
+from twisted.internet.task import Clock
 from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from rtmpd.admin.views import AdminError, RateSampler, Report, Table
-from rtmpd.config import ServerConfig
-from rtmpd.core.commands import Command
-from rtmpd.core.messages import MessageType
-from rtmpd.server.listening import ListeningService
-from rtmpd.admin.manhole import (
-    ManholeFactory,
-    ManholeRealm,
-    ManholeSession,
-    ManholeUser,
-    loopback_default,
-    make_namespace,
-    manhole_service,
-)
+from rtmpd.admin.actions import Actions, AdminError, NotFound, Report
 from rtmpd.admin.auth import (
     AuditedPortal,
     AuthorizedKeys,
@@ -47,7 +36,23 @@ from rtmpd.admin.auth import (
     PasswordFile,
     fingerprint,
 )
-from rtmpd.tap import Options, makeService
+from rtmpd.admin.format import Table
+from rtmpd.admin.manhole import (
+    ManholeFactory,
+    ManholeRealm,
+    ManholeSession,
+    ManholeUser,
+    loopback_default,
+)
+from rtmpd.admin.namespace import make_namespace
+from rtmpd.admin.rates import RateSampler
+from rtmpd.admin.views import ServerViews
+from rtmpd.config import ServerConfig
+from rtmpd.core.commands import Command
+from rtmpd.core.messages import MessageType
+from rtmpd.relay.registry import StreamRegistry
+from rtmpd.server.listening import ListeningService
+from rtmpd.tap import Options, makeService, manhole_service
 from rtmpd.testing import MemoryServer, result_of
 from tests.media_samples import (
     AAC_SEQUENCE_HEADER,
@@ -212,7 +217,13 @@ class AdminViewTests(AdminTestCase):
             file = "/var/rec/live/test-1.flv"
             state = "recording"
 
-        recording = self.top.registry.get("live/test").recording = Recording()
+        recording = Recording()
+
+        class Recorder:
+            def recording_for(self, key):
+                return recording if key == "live/test" else None
+
+        self.top.recorder = Recorder()
         self.top.config = ServerConfig(record_dir="/var/rec")
         [row] = self.call("streams")
         self.assertEqual(row["recording"], "live/test-1.flv")
@@ -310,6 +321,9 @@ class AdminActionTests(AdminTestCase):
         stopped = []
 
         class Recorder:
+            def recording_for(self, key):
+                return None
+
             def stop_recording(self, key):
                 stopped.append(key)
                 return key == "live/test"
@@ -323,10 +337,85 @@ class AdminActionTests(AdminTestCase):
         with self.assertRaises(AdminError):
             self.call("stop_recording", "live/other")
 
-    def test_stop_recording_with_a_recorder_that_cannot(self) -> None:
-        self.top.recorder = object()
-        with self.assertRaises(AdminError):
-            self.call("stop_recording", "live/test")
+
+class ViewsAsDataTests(AdminTestCase):
+    """The views an HTTP API can serve as is: raw values, no text made for a person."""
+
+    def test_views_are_plain_values_that_survive_json(self) -> None:
+        self.sampler.sample()
+        self.send_gop(200)
+        self.server.clock.advance(2)
+        self.sampler.sample()
+        views = ServerViews(self.top, self.sampler)
+        for rows in (views.streams(), views.players("live/test"), views.connections()):
+            self.assertTrue(rows)
+            self.assertEqual(json.loads(json.dumps(rows)), rows)
+        [stream] = views.streams()
+        self.assertEqual(
+            (stream["video_codec"], stream["audio_codec"], stream["width"], stream["height"]),
+            ("H264", "AAC", 640, 360),
+        )
+        self.assertGreater(stream["bitrate_in"], 0)
+        for label in ("codecs", "resolution", "recording"):
+            self.assertNotIn(label, stream)
+        roles = {row["conn_id"]: row["roles"] for row in views.connections()}
+        self.assertEqual(roles[self.publisher.server_protocol.conn_id], ["publish live/test"])
+
+    def test_an_unknown_stream_is_not_found(self) -> None:
+        with self.assertRaises(NotFound) as raised:
+            ServerViews(self.top).players("live/nope")
+        self.assertIn("live/test", str(raised.exception))
+
+
+class _BarePeer:
+    """A connection with exactly what ``rtmpd.relay.peer.Peer`` offers the views and actions."""
+
+    conn_id, peer_addr, app = "c000007", "192.0.2.1:4000", "live"
+    bytes_in, bytes_out, buffered_bytes = 1000, 2000, 30
+
+    def __init__(self) -> None:
+        self.aborted: list[str] = []
+
+    def roles(self) -> list[str]:
+        return ["play live/x"]
+
+    def abort(self, reason: str) -> None:
+        self.aborted.append(reason)
+
+
+class _BareServer:
+    def __init__(self, peer: _BarePeer) -> None:
+        self.clock = Clock()
+        self.config = ServerConfig()
+        self.registry = StreamRegistry(self.config, self.clock.seconds)
+        self.recorder = None
+        self.connections = {peer.conn_id: peer}
+
+
+class PeerOnlyTests(SynchronousTestCase):
+    def test_connections_are_read_and_dropped_through_peer_alone(self) -> None:
+        peer = _BarePeer()
+        server = _BareServer(peer)
+        [row] = ServerViews(server).connections()
+        self.assertEqual(
+            row,
+            {
+                "conn_id": "c000007",
+                "peer": "192.0.2.1:4000",
+                "app": "live",
+                "roles": ["play live/x"],
+                "bytes_in": 1000,
+                "bytes_out": 2000,
+                "bitrate_in": None,
+                "bitrate_out": None,
+                "buffered_bytes": 30,
+            },
+        )
+        with capturedLogs() as logs:
+            report = Actions(server, "bob").drop(7)
+        self.assertEqual(report, "dropped c000007 (192.0.2.1:4000, play live/x)")
+        self.assertEqual(peer.aborted, ["dropped by bob"])
+        self.assertEqual(events(logs, "Manhole drop")[0]["role"], "play live/x")
 
 
 # -- endpoint, host key, credentials ----------------------------------------------

@@ -7,10 +7,15 @@ import socket
 import subprocess
 import sys
 
+from cryptography.hazmat.primitives.asymmetric import ed25519
 from twisted.application.service import IServiceCollection
+from twisted.conch.ssh.keys import Key
+from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 
 import rtmpd
+from rtmpd.admin.rates import RateSampler
+from rtmpd.recording.recorder import Recorder
 from rtmpd.server.listening import ListeningService
 from rtmpd.server.service import RTMPService
 from rtmpd.tap import Options, makeService
@@ -96,6 +101,49 @@ class OptionsTests(SynchronousTestCase):
         IServiceCollection(top)
         listeners = [s for s in top if isinstance(s, ListeningService)]
         self.assertEqual([s.description for s in listeners], ["tcp:0", "tcp6:0"])
+
+    def test_make_service_adds_the_recorder_only_when_recording(self) -> None:
+        top = makeService(parse("--port", "0", "--record-dir", self.mktemp()))
+        self.assertIsInstance(top.recorder, Recorder)
+        self.assertIn(top.recorder, list(top))
+        self.assertIs(top.recorder.registry, top.registry)
+        top = makeService(parse("--port", "0"))
+        self.assertIsNone(top.recorder)
+        self.assertEqual([s for s in top if isinstance(s, Recorder)], [])
+
+    def test_the_sampler_runs_only_with_the_manhole(self) -> None:
+        def samplers(collection) -> list:
+            found = []
+            for child in collection:
+                found += [child] if isinstance(child, RateSampler) else []
+                if IServiceCollection(child, None) is not None:
+                    found += samplers(child)
+            return found
+
+        self.assertEqual(samplers(makeService(parse("--port", "0"))), [])
+        base = self.mktemp()
+        os.makedirs(base)
+        keys = os.path.join(base, "authorized_keys")
+        with open(keys, "wb") as f:
+            f.write(Key(ed25519.Ed25519PrivateKey.generate()).public().toString("OPENSSH") + b"\n")
+        options = parse(
+            "--port",
+            "0",
+            "--manhole",
+            "0",
+            "--manhole-keys",
+            keys,
+            "--manhole-host-key",
+            os.path.join(base, "hk"),
+        )
+        with capturedLogs():
+            top = makeService(options)
+        manhole = top.getServiceNamed("manhole")
+        [sampler] = samplers(top)
+        self.assertIn(sampler, list(manhole))
+        self.assertIs(sampler.connections, top.connections)
+        [listener] = [s for s in manhole if isinstance(s, ListeningService)]
+        self.assertEqual(listener.description, "tcp:0:interface=127.0.0.1")
 
 
 class TwistdTests(SynchronousTestCase):

@@ -1,15 +1,15 @@
 """The manhole: a Python prompt inside the running server, over SSH (``twisted.conch``).
 
-``manhole_service`` builds the service that ``--manhole ENDPOINT`` adds to
-rtmpd's collection. An operator who logs in (a key from ``--manhole-keys`` or
-a password from ``--manhole-passwd``, see ``rtmpd.admin.auth``) gets a
-colourised interactive interpreter whose namespace holds the server's live
-objects (``registry``, ``service``, ``recorder``, ``reactor``) and the helpers
-of ``rtmpd.admin.views`` acting in that operator's name.
+This module owns the SSH side: ``manhole_factory`` builds the SSH factory
+that ``rtmpd.tap`` serves on ``--manhole ENDPOINT``. An operator who logs in
+(a key from ``--manhole-keys`` or a password from ``--manhole-passwd``, see
+``rtmpd.admin.auth``) gets a colourised interactive interpreter whose
+namespace (``rtmpd.admin.namespace``) holds the server's live objects and the
+views and actions acting in that operator's name.
 
-It is full code execution in the server: the endpoint is bound to loopback
-unless the description names an interface, and the manhole refuses to start
-without a credential source.
+It is full code execution in the server: ``loopback_default`` binds the
+endpoint to loopback unless the description names an interface, and the
+manhole refuses to start without a credential source.
 
 What the stock ``manhole_ssh`` pieces get wrong, and this module does instead:
 EOF from a piped client and window-size changes are handled (the stock session
@@ -27,9 +27,8 @@ from __future__ import annotations
 import re
 import struct
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from twisted.application import service
 from twisted.conch import avatar, manhole
 from twisted.conch.checkers import SSHPublicKeyChecker
 from twisted.conch.insults import insults
@@ -42,8 +41,6 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 import rtmpd
-from rtmpd.admin.views import Admin, AdminError, RateSampler
-from rtmpd.server.listening import ListeningService
 from rtmpd.admin.auth import (
     AuthorizedKeys,
     HostKeyFile,
@@ -51,11 +48,9 @@ from rtmpd.admin.auth import (
     ManholeUserAuth,
     PasswordFile,
 )
+from rtmpd.admin.errors import AdminError
 
-if TYPE_CHECKING:
-    from rtmpd.server.service import RTMPService
-
-__all__ = ["ManholeError", "loopback_default", "make_namespace", "manhole_service"]
+__all__ = ["ManholeError", "loopback_default", "manhole_factory"]
 
 #: Endpoint types that take ``interface=``, and the loopback address each binds to by default.
 _LOOPBACK = {"tcp": "127.0.0.1", "ssl": "127.0.0.1", "tcp6": "\\:\\:1"}
@@ -73,22 +68,6 @@ def loopback_default(description: str) -> str:
     if kind in _LOOPBACK and not any(arg.startswith("interface=") for arg in args):
         return f"{description}:interface={_LOOPBACK[kind]}"
     return description
-
-
-def make_namespace(
-    top: RTMPService, user: str, sampler: RateSampler | None = None, reactor: Any = None
-) -> dict[str, Any]:
-    """The names an operator's session starts with: the server's objects and the admin helpers."""
-    if reactor is None:
-        from twisted.internet import reactor
-    namespace: dict[str, Any] = {
-        "registry": top.registry,
-        "service": top,
-        "recorder": top.recorder,
-        "reactor": reactor,
-    }
-    namespace.update(Admin(top, user, sampler).helpers())
-    return namespace
 
 
 # -- the interpreter ------------------------------------------------------------
@@ -332,7 +311,7 @@ class ManholeRealm:
         return IConchUser, user, user.logout
 
 
-# -- the service ----------------------------------------------------------------
+# -- the SSH factory ------------------------------------------------------------
 
 
 class ManholeTransport(transport.SSHServerTransport):
@@ -361,17 +340,15 @@ class ManholeFactory(ConchFactory):
         self.services = {**self.services, b"ssh-userauth": ManholeUserAuth}
 
 
-def manhole_service(
-    description: str,
-    top: RTMPService,
+def manhole_factory(
+    namespace_factory: Callable[[str], dict[str, Any]],
     *,
     keys_file: str | None = None,
     passwd_file: str | None = None,
     host_key_file: str = "rtmpd_host_key",
-    reactor: Any = None,
-) -> service.MultiService:
-    """The manhole as a service: an SSH listener on ``description`` (loopback unless it names an
-    interface) and the bit-rate sampler its helpers read.
+) -> ManholeFactory:
+    """The manhole's SSH factory: operators who log in with a key of ``keys_file`` or a password of
+    ``passwd_file`` get a shell on ``namespace_factory(user name)``.
 
     Raises ManholeError (one line) when there is no usable credential source
     (neither file given, a file unreadable, malformed or empty) or the host key
@@ -389,16 +366,4 @@ def manhole_service(
         passwords.check()
         checkers.append(passwords)
     host_key = HostKeyFile(host_key_file).load()
-
-    sampler = RateSampler(top.factory.connections, top.factory.clock)
-
-    def namespace(user: str) -> dict[str, Any]:
-        return make_namespace(top, user, sampler, reactor)
-
-    factory = ManholeFactory(Portal(ManholeRealm(namespace), checkers), host_key)
-    manhole_top = service.MultiService()
-    manhole_top.setName("manhole")
-    sampler.setServiceParent(manhole_top)
-    listener = ListeningService(loopback_default(description), factory, what="Manhole", reactor=reactor)
-    listener.setServiceParent(manhole_top)
-    return manhole_top
+    return ManholeFactory(Portal(ManholeRealm(namespace_factory), checkers), host_key)

@@ -1,12 +1,14 @@
-"""The server as a Twisted service: factory, registry, housekeeping, recorder.
+"""The server as a Twisted service: factory, registry, housekeeping.
 
 ``RTMPService`` is the top of the service collection that ``tap.makeService``
-builds: listening services, the recorder and the manhole are its children.
+builds and wires: listening services, the recorder and the manhole are its
+children, added there.
 """
 
 from __future__ import annotations
 
 import itertools
+from typing import TYPE_CHECKING
 
 from twisted.application import service
 from twisted.internet import task
@@ -15,11 +17,14 @@ from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 
 from rtmpd.config import ServerConfig
-from rtmpd.server.listening import ListeningService
 from rtmpd.relay.fanout import Outbox
+from rtmpd.relay.registry import StreamRegistry
+from rtmpd.server.listening import ListeningService
 from rtmpd.server.protocol import RTMPProtocol
 from rtmpd.server.reconnect import Reconnector
-from rtmpd.relay.registry import StreamRegistry
+
+if TYPE_CHECKING:
+    from rtmpd.recording.recorder import Recorder
 
 #: How often idle publishers and stalled players are looked for (seconds).
 SWEEP_INTERVAL = 1.0
@@ -76,21 +81,22 @@ class RTMPServerFactory(Factory):
 
 
 class RTMPService(service.MultiService):
-    """The rtmpd service collection: owns the factory and the registry; runs the sweeper."""
+    """The rtmpd service collection: owns the factory and the registry; runs the sweeper.
+
+    ``connections`` (by conn_id) and ``clock`` are the factory's; ``recorder``
+    is the recording service when ``tap.makeService`` added one, else None.
+    """
 
     def __init__(self, config: ServerConfig, clock: IReactorTime | None = None) -> None:
         super().__init__()
         self.config = config
         self.factory = RTMPServerFactory(config, clock)
         self.registry = self.factory.registry
-        self.recorder = None
+        self.connections = self.factory.connections
+        self.clock = self.factory.clock
+        self.recorder: Recorder | None = None
         self._sweeper = task.LoopingCall(self.factory.sweep)
         self._sweeper.clock = self.factory.clock
-        if config.record_dir is not None:
-            from rtmpd.recording.recorder import Recorder
-
-            self.recorder = Recorder(config, self.registry, self.factory.clock)
-            self.recorder.setServiceParent(self)
 
     def startService(self) -> None:
         super().startService()

@@ -1,0 +1,107 @@
+"""What an operator may do to a running server: kick a publisher, drop a connection, stop a recording,
+ask publishers to reconnect. Each action is logged with the operator's name.
+
+Shared by every front end (the manhole today, the HTTP API later): an action
+returns a ``Report`` (or, for a recording being finalised, a Deferred) or
+raises ``AdminError`` (``NotFound`` for an unknown stream or connection), and
+then nothing changed.
+"""
+
+from __future__ import annotations
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+
+from rtmpd.admin.errors import AdminError, NotFound
+from rtmpd.admin.views import Server, ServerViews
+
+__all__ = ["Actions", "AdminError", "NotFound", "Report"]
+
+
+class Report(str):
+    """The outcome of an action: a one-line string that shows without quotes at the prompt."""
+
+    def __repr__(self) -> str:
+        return str(self)
+
+
+class Actions:
+    """Actions on ``server`` on behalf of the operator ``user``, whose name every log line carries.
+
+    Connections are reached only through ``rtmpd.relay.peer.Peer``.
+    """
+
+    log = Logger()
+
+    def __init__(self, server: Server, user: str, views: ServerViews | None = None) -> None:
+        self.server = server
+        self.user = user
+        self.views = views if views is not None else ServerViews(server)
+
+    def kick(self, key: str) -> Report:
+        """Disconnect the publisher of ``key``; its players get UnpublishNotify and stay subscribed.
+
+        Raises NotFound for an unknown stream, AdminError if it has no publisher.
+        """
+        stream = self.views.stream(key)
+        if stream.publisher is None:
+            raise AdminError(f"{key} has no publisher")
+        peer = stream.publisher.peer
+        self.log.info(
+            "Manhole kick", user=self.user, stream_key=key, conn_id=peer.conn_id, peer_addr=peer.peer_addr
+        )
+        # Abort rather than close: the publisher must be gone now, whatever it has not read.
+        peer.abort(f"kicked by {self.user}")
+        return Report(f"kicked {peer.conn_id} ({peer.peer_addr}), the publisher of {key}")
+
+    def drop(self, conn_id: str | int) -> Report:
+        """Disconnect one connection (``'c000042'`` or ``42``). Raises NotFound if there is none such."""
+        if isinstance(conn_id, int):
+            conn_id = f"c{conn_id:06d}"
+        peer = self.server.connections.get(conn_id)
+        if peer is None:
+            raise NotFound(f"no connection {conn_id!r}")
+        role = ", ".join(peer.roles())
+        self.log.info(
+            "Manhole drop", user=self.user, conn_id=peer.conn_id, peer_addr=peer.peer_addr, role=role or None
+        )
+        peer.abort(f"dropped by {self.user}")
+        return Report(f"dropped {peer.conn_id} ({peer.peer_addr}{', ' + role if role else ''})")
+
+    def stop_recording(self, key: str) -> Report | Deferred:
+        """Finalise the recording of ``key`` now (the stream goes on, unrecorded, until published again).
+
+        Returns the recorder's Deferred (it fires once the file is finalised)
+        or a Report. Raises AdminError when rtmpd does not record or ``key``
+        is not being recorded.
+        """
+        recorder = self.server.recorder
+        if recorder is None:
+            raise AdminError("rtmpd is not recording (started without --record-dir)")
+        recording = self.views.recording(key)
+        path = recording["file"] if recording is not None else None
+        result = recorder.stop_recording(key)
+        if result is False:
+            raise AdminError(f"{key} is not being recorded")
+        self.log.info("Manhole stop recording", user=self.user, stream_key=key, path=path)
+        if isinstance(result, Deferred):
+            return result
+        return Report(f"stopped recording {key}" + (f" ({path})" if path else ""))
+
+    def reconnect(self, key: str | None = None, tc_url: str | None = None, force: bool = False) -> Report:
+        """Ask publishers (of ``key``, or all) that advertised Enhanced RTMP Reconnect to reconnect,
+        to ``tc_url`` if given (moving them to another server), else here. ``force`` asks the others too.
+
+        Raises AdminError when no publisher was asked.
+        """
+        asked = self.server.request_reconnect(tc_url, f"Requested by {self.user}.", key=key, force=force)
+        if not asked:
+            raise AdminError(
+                "no publisher "
+                + (f"of {key} " if key else "")
+                + "advertised Reconnect"
+                + ("" if force else " (force=True asks them anyway)")
+            )
+        ids = [peer.conn_id for peer in asked]
+        self.log.info("Manhole reconnect request", user=self.user, stream_key=key, tcUrl=tc_url, conn_ids=ids)
+        return Report(f"asked {len(ids)} publisher(s) to reconnect: {', '.join(ids)}")
