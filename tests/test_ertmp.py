@@ -17,7 +17,6 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import LogLevel, capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 
-from rtmpd.server import service as server_module
 from rtmpd.config import ServerConfig
 from rtmpd.core.commands import Command, decode_command
 from rtmpd.core.ertmp import (
@@ -30,6 +29,7 @@ from rtmpd.core.ertmp import (
     reconnect_request,
 )
 from rtmpd.core.messages import MessageType
+from rtmpd.server import service as server_module
 from rtmpd.server.listening import ListeningService
 from rtmpd.testing import MemoryServer, RTMPTestClient, result_of, status_code
 from tests.media_samples import (

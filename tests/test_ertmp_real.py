@@ -25,10 +25,10 @@ from typing import Any
 
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
-from rtmpd.server import service as server_module
 from rtmpd.core.flv import TAG_VIDEO, parse_flv
 from rtmpd.core.media import parse_video
 from rtmpd.core.messages import MessageType, UserControl, UserControlEvent, user_control
+from rtmpd.server import service as server_module
 from tests.media_samples import AAC_SEQUENCE_HEADER, AVC_SEQUENCE_HEADER, aac_frame, avc_keyframe
 from tests.support import IN_CI, ServerProcess, ffmpeg_publish
 from tests.test_relay_real import FfmpegPlayer, SocketRTMPClient

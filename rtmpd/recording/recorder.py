@@ -165,11 +165,6 @@ class Recorder(service.Service, StreamListener):
         stream = self._streams.get(key)
         return self._latest.get(stream) if stream is not None else None
 
-    def recording_for(self, key: str) -> StreamRecording | None:
-        """The current or last recording of stream ``key``, while that stream object exists; else None."""
-        stream = self.registry.get(key)
-        return stream.recording if stream is not None else None
-
     def stop_recording(self, key: str) -> defer.Deferred | bool:
         """Finalize the recording of stream ``key`` now; the stream goes on for viewers unrecorded
         until it is published again. Returns False when ``key`` is not being recorded, else a

@@ -109,8 +109,6 @@ class Stream:
         self.last_timestamp = 0
         #: The video track whose keyframes start a GOP: the lowest track id with a sequence header, else 0.
         self.primary_video_track = 0
-        # Transitional: the recorder still fills this slot until the admin views ask the recorder.
-        self.recording: Any = None
 
     # -- publishing ---------------------------------------------------------
 

@@ -25,8 +25,8 @@ from rtmpd.core.ertmp import client_capabilities, reconnect_request
 from rtmpd.relay.registry import StreamListener
 
 if TYPE_CHECKING:
-    from rtmpd.server.protocol import RTMPProtocol
     from rtmpd.relay.registry import Stream, StreamRegistry
+    from rtmpd.server.protocol import RTMPProtocol
 
 __all__ = ["Reconnector", "can_reconnect", "published_keys"]
 
