@@ -56,7 +56,7 @@ if TYPE_CHECKING:
 
 
 class ConnectionFactory(typing.Protocol):
-    """What a connection uses of the factory that built it (``rtmpd.server.service.RTMPServerFactory``,
+    """What a connection uses of the factory that built it (``rtmpd.server.factory.RTMPServerFactory``,
     which imports this module: naming it here would close an import circle)."""
 
     config: ServerConfig
