@@ -82,7 +82,7 @@ class MediaInfo:
 DATA = MediaInfo(MessageType.DATA_AMF0)
 METADATA = MediaInfo(MessageType.DATA_AMF0, is_metadata=True)
 
-_memo: dict[tuple[int, int], tuple[VideoInfo | AudioInfo, MediaInfo]] = {}
+_memo: dict[int, tuple[VideoInfo | AudioInfo, int, MediaInfo]] = {}
 
 
 def classify(message: Message, primary_video_track: int = 0) -> MediaInfo:
@@ -102,14 +102,13 @@ def classify(message: Message, primary_video_track: int = 0) -> MediaInfo:
     if header.multitrack:
         return _classify_tracks(message, header, is_video, primary_video_track)
     # Holding ``header`` in the entry keeps its id from being reused while the entry lives.
-    key = (id(header), primary_video_track)
-    entry = _memo.get(key)
-    if entry is not None and entry[0] is header:
-        return entry[1]
+    entry = _memo.get(id(header))
+    if entry is not None and entry[0] is header and entry[1] == primary_video_track:
+        return entry[2]
     info = _make(type_id, (header,), is_video, primary_video_track)
     if len(_memo) >= _MEMO_LIMIT:
         _memo.clear()
-    _memo[key] = (header, info)
+    _memo[id(header)] = (header, primary_video_track, info)
     return info
 
 

@@ -134,7 +134,7 @@ class ServerSession:
         "_completed",
         "_messages",
         "_next",
-        "_outgoing",
+        "outgoing",
         "_ack_window",
         "_last_ack",
         "_failed",
@@ -173,7 +173,9 @@ class ServerSession:
         # Messages received and not handed out yet: ``_messages[_next:]``.
         self._messages: list[Message] = []
         self._next = 0
-        self._outgoing: list[bytes] = []
+        #: What the session queued by itself (handshake reply, pongs, acknowledgements); drained by
+        #: ``data_to_send``. Non-empty means there is something to write: a cheap test for adapters.
+        self.outgoing: list[bytes] = []
         self._ack_window = 0
         self._last_ack = 0
         self._failed = False
@@ -236,7 +238,7 @@ class ServerSession:
                 handshake = self._handshake
                 reply = handshake.receive(data)
                 if reply:
-                    self._outgoing.append(reply)
+                    self.outgoing.append(reply)
                 if not handshake.done:
                     return
                 self._reader = ChunkReader(self._limits)
@@ -261,7 +263,8 @@ class ServerSession:
         MalformedControlMessage, InvalidWindowAckSize, NestedAggregate or
         CommandBeforeConnect for a message that breaks the protocol.
         """
-        self._check_alive()
+        if self._failed:
+            self._check_alive()
         if self._completed is not None:
             event, self._completed = self._completed, None
             return event
@@ -335,7 +338,7 @@ class ServerSession:
         if isinstance(control, UserControl):
             if control.event == UserControlEvent.PING_REQUEST:
                 response = user_control(UserControlEvent.PING_RESPONSE, control.value)
-                self._outgoing.append(self._writer.write(CONTROL_CSID, response))
+                self.outgoing.append(self._writer.write(CONTROL_CSID, response))
             elif control.event == UserControlEvent.SET_BUFFER_LENGTH:
                 return BufferLengthSet(control.value, control.buffer_length or 0)
         elif isinstance(control, WindowAckSize):
@@ -350,13 +353,13 @@ class ServerSession:
     def _acknowledge(self) -> None:
         if self._ack_window and self.bytes_received - self._last_ack >= self._ack_window:
             self._last_ack = self.bytes_received
-            self._outgoing.append(self._writer.write(CONTROL_CSID, acknowledgement(self.bytes_received)))
+            self.outgoing.append(self._writer.write(CONTROL_CSID, acknowledgement(self.bytes_received)))
 
     # -- output -----------------------------------------------------------------
 
     def data_to_send(self) -> bytes:
         """The bytes the session queued by itself since the last call (b"" if none)."""
-        outgoing = self._outgoing
+        outgoing = self.outgoing
         if not outgoing:
             return b""
         data = outgoing[0] if len(outgoing) == 1 else b"".join(outgoing)
@@ -381,7 +384,7 @@ class ServerSession:
         return self._queued_then(data)
 
     def _queued_then(self, data: bytes) -> bytes:
-        if self._outgoing:
-            self._outgoing.append(data)
+        if self.outgoing:
+            self.outgoing.append(data)
             return self.data_to_send()
         return data

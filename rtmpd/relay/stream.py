@@ -210,8 +210,15 @@ class Stream:
         self.last_timestamp = message.timestamp
         if info.config_slot is None and not info.is_metadata:
             self.cache.add_frame(message, info)
-        if self._listeners:
-            self._tell("stream_message", self, message, info)
+        # Every message goes to every listener: spelt out rather than through ``_tell``.
+        failed = self._failed
+        for listener in self._listeners:
+            if failed and id(listener) in failed:
+                continue
+            try:
+                listener.stream_message(self, message, info)
+            except Exception:
+                self._listener_failed(listener, "stream_message")
         if self.players:
             self._fan_out(message, info)
 

@@ -213,12 +213,19 @@ class RTMPProtocol(Protocol):
         outbox.hold()
         try:
             session.receive_data(data)
+            outgoing = session.outgoing
+            next_event = session.next_event
             while not self._closing:
-                event = session.next_event()
-                self._write_session_output()
+                event = next_event()
+                if outgoing:
+                    self._write_session_output()
                 if event is None:
                     break
-                self._event(event)
+                # Media is nearly every event: it takes the shortest path.
+                if type(event) is MediaReceived:
+                    self._media(event.message)
+                else:
+                    self._event(event)
         except RemoteProtocolError as e:
             # What the session answered before the bad message still goes out first.
             self._write_session_output()
@@ -272,7 +279,8 @@ class RTMPProtocol(Protocol):
         return ns.publication if ns is not None else None
 
     def _media(self, message: Message) -> None:
-        publication = self._publication(message.stream_id)
+        ns = self.net_streams.get(message.stream_id)
+        publication = ns.publication if ns is not None else None
         if publication is None:
             self.log.debug(
                 "Media on a stream that is not publishing", conn_id=self.conn_id, stream_id=message.stream_id
@@ -281,7 +289,7 @@ class RTMPProtocol(Protocol):
         publication.last_activity = self.last_activity
         publication.bytes_in += len(message.payload)
         publication.messages_in += 1
-        self.net_streams[message.stream_id].stream.relay(message)
+        ns.stream.relay(message)
 
     def _metadata(self, message: Message, values: dict[str, Any]) -> None:
         if self._publication(message.stream_id) is None:
