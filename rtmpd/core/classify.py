@@ -16,9 +16,9 @@ Rules this module keeps:
 - ``is_keyframe`` holds only for a keyframe of the stream's primary video
   track (the track whose keyframes start a GOP): for a multitrack tag, any
   of its tracks.
-- The common case (one track, a codec the memo of ``rtmpd.core.media``
-  knows) allocates nothing: results are memoised per header object and
-  primary track, in a bounded table.
+- The common case (one track, a header whose first bytes decide it, see
+  ``rtmpd.core.media.video_header_key``) allocates nothing: results are
+  memoised by those bytes and the primary track, in a bounded table.
 """
 
 from __future__ import annotations
@@ -26,7 +26,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from rtmpd.core.errors import MalformedTag
-from rtmpd.core.media import AudioInfo, VideoInfo, audio_tracks, parse_audio, parse_video, video_tracks
+from rtmpd.core.media import (
+    AudioInfo,
+    VideoInfo,
+    audio_header_key,
+    audio_tracks,
+    parse_audio,
+    parse_video,
+    video_header_key,
+    video_tracks,
+)
 from rtmpd.core.messages import Message, MessageType
 
 __all__ = ["CONFIG", "HEADER", "MediaInfo", "classify", "DATA", "METADATA"]
@@ -82,33 +91,40 @@ class MediaInfo:
 DATA = MediaInfo(MessageType.DATA_AMF0)
 METADATA = MediaInfo(MessageType.DATA_AMF0, is_metadata=True)
 
-_memo: dict[int, tuple[VideoInfo | AudioInfo, int, MediaInfo]] = {}
+#: Classifications by header bytes (``rtmpd.core.media``'s memo keys): (primary track, info).
+_video_memo: dict[bytes, tuple[int, MediaInfo]] = {}
+_audio_memo: dict[bytes, tuple[int, MediaInfo]] = {}
 
 
 def classify(message: Message, primary_video_track: int = 0) -> MediaInfo:
     """Classify an audio or video message (any other type is ``DATA``); never raises."""
     type_id = message.type_id
+    payload = message.payload
     if type_id == MessageType.VIDEO:
-        is_video = True
+        key = video_header_key(payload)
+        memo = _video_memo
     elif type_id == MessageType.AUDIO:
-        is_video = False
+        key = audio_header_key(payload)
+        memo = _audio_memo
     else:
         return DATA
-    payload = message.payload
+    if key is not None:
+        # The common case: the header bytes alone decide, and this stream's primary track was seen.
+        entry = memo.get(key)
+        if entry is not None and entry[0] == primary_video_track:
+            return entry[1]
+    is_video = type_id == MessageType.VIDEO
     try:
         header = parse_video(payload) if is_video else parse_audio(payload)
     except MalformedTag as e:
         return MediaInfo(type_id, error=str(e))
     if header.multitrack:
         return _classify_tracks(message, header, is_video, primary_video_track)
-    # Holding ``header`` in the entry keeps its id from being reused while the entry lives.
-    entry = _memo.get(id(header))
-    if entry is not None and entry[0] is header and entry[1] == primary_video_track:
-        return entry[2]
     info = _make(type_id, (header,), is_video, primary_video_track)
-    if len(_memo) >= _MEMO_LIMIT:
-        _memo.clear()
-    _memo[id(header)] = (header, primary_video_track, info)
+    if key is not None:
+        if len(memo) >= _MEMO_LIMIT:
+            memo.clear()
+        memo[key] = (primary_video_track, info)
     return info
 
 

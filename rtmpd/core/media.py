@@ -28,11 +28,13 @@ from rtmpd.core.errors import MalformedTag
 __all__ = [
     "AudioInfo",
     "VideoInfo",
+    "audio_header_key",
     "audio_tracks",
     "parse_aac_config",
     "parse_audio",
     "parse_avc_sequence_header",
     "parse_video",
+    "video_header_key",
     "video_tracks",
 ]
 
@@ -270,6 +272,41 @@ def _multitrack(payload: bytes, pos: int, nested: int, first_only: bool) -> tupl
     return mt_type, packet_type, tracks
 
 
+# -- memo keys ----------------------------------------------------------------
+
+
+def video_header_key(payload: bytes) -> bytes | None:
+    """The few first bytes that alone decide what ``parse_video`` says of a tag, or None.
+
+    None for an empty tag and for tags whose header is longer or varies
+    (multitrack, ModEx, command frames, unknown FourCCs): those are parsed
+    each time. Keys are bounded: 1-2 bytes for legacy tags, 5 for known E-RTMP
+    FourCCs, so a table keyed by them stays small whatever a peer sends.
+    """
+    if not payload:
+        return None
+    b0 = payload[0]
+    if b0 & _EX_VIDEO_HEADER:
+        if (b0 & 0x0F) in (_VIDEO_MULTITRACK, _MODEX) or (b0 >> 4) & 0x07 == _FRAME_COMMAND:
+            return None
+        key = payload[:5]
+        return key if key[1:] in _VIDEO_FOURCCS else None
+    return payload[:2] if (b0 & 0x0F) in _AVC_LIKE_IDS else payload[:1]
+
+
+def audio_header_key(payload: bytes) -> bytes | None:
+    """Like ``video_header_key``, for ``parse_audio``."""
+    if not payload:
+        return None
+    b0 = payload[0]
+    if b0 >> 4 == _SOUND_FORMAT_EX_HEADER:
+        if (b0 & 0x0F) in (_AUDIO_MULTITRACK, _MODEX):
+            return None
+        key = payload[:5]
+        return key if key[1:] in _AUDIO_FOURCCS else None
+    return payload[:2] if b0 >> 4 == _SOUND_FORMAT_AAC else payload[:1]
+
+
 # -- video ------------------------------------------------------------------
 
 
@@ -394,18 +431,9 @@ def parse_video(payload: bytes) -> VideoInfo:
     """
     if not payload:
         raise MalformedTag("empty video tag")
-    b0 = payload[0]
-    if b0 & _EX_VIDEO_HEADER:
-        packet_type = b0 & 0x0F
-        if packet_type in (_VIDEO_MULTITRACK, _MODEX) or (b0 >> 4) & 0x07 == _FRAME_COMMAND:
-            return _parse_video(payload, True)[0][0]
-        key = payload[:5]
-        if key[1:] not in _VIDEO_FOURCCS:
-            return _parse_video(payload, True)[0][0]
-    elif (b0 & 0x0F) in _AVC_LIKE_IDS:
-        key = payload[:2]
-    else:
-        key = payload[:1]
+    key = video_header_key(payload)
+    if key is None:
+        return _parse_video(payload, True)[0][0]
     info = _VIDEO_CACHE.get(key)
     if info is None:
         info = _parse_video(payload, True)[0][0]
@@ -505,17 +533,9 @@ def parse_audio(payload: bytes) -> AudioInfo:
     """
     if not payload:
         raise MalformedTag("empty audio tag")
-    b0 = payload[0]
-    if b0 >> 4 == _SOUND_FORMAT_EX_HEADER:
-        if (b0 & 0x0F) in (_AUDIO_MULTITRACK, _MODEX):
-            return _parse_audio(payload, True)[0][0]
-        key = payload[:5]
-        if key[1:] not in _AUDIO_FOURCCS:
-            return _parse_audio(payload, True)[0][0]
-    elif b0 >> 4 == _SOUND_FORMAT_AAC:
-        key = payload[:2]
-    else:
-        key = payload[:1]
+    key = audio_header_key(payload)
+    if key is None:
+        return _parse_audio(payload, True)[0][0]
     info = _AUDIO_CACHE.get(key)
     if info is None:
         info = _parse_audio(payload, True)[0][0]

@@ -92,11 +92,12 @@ class PublisherThrottle:
         """Called after each tag queued on ``writer``: hold the publisher back if the backlog is high
         and it runs ahead of real time."""
         self._last_timestamp = timestamp
-        lead = self.lead(timestamp, self.clock.seconds())
-        if self._held is not None or lead <= AHEAD_SECONDS:
-            return
+        # Cheapest test first: nearly every tag finds the backlog low.
         pending = writer.pending_bytes
-        if pending < self.high:
+        if self._origin is not None and (self._held is not None or pending < self.high):
+            return
+        lead = self.lead(timestamp, self.clock.seconds())
+        if self._held is not None or lead <= AHEAD_SECONDS or pending < self.high:
             return
         publication = self._publication()
         if publication is None or not writer.report_drained(self.low):
