@@ -34,11 +34,11 @@ Rules it keeps:
   are raised to it).
 - A sample's duration is the distance to its track's next sample, so the
   last sample of each track stays buffered until the next one arrives
-  (``flush(final=True)`` gives it its predecessor's duration, or 1/30 s,
-  1024 or 960 samples when it has none). To cut just before a keyframe,
-  ``add`` it, then ``flush``: the keyframe opens the next fragment. Each
-  track's ``tfdt`` is then exactly the previous fragment's plus its
-  durations.
+  (``flush(final=True)`` gives it its predecessor's duration, or when that
+  is missing or 0, one frame: 1/30 s, 1024 or 960 samples). To cut just
+  before a keyframe, ``add`` it, then ``flush``: the keyframe opens the
+  next fragment. Each track's ``tfdt`` is then exactly the previous
+  fragment's plus its durations.
 - Sample data is the tag body without its FLV/E-RTMP header: length-prefixed
   NAL units pass through as sent (the avcC/hvcC declare the length size),
   a leading AV1 temporal delimiter OBU is dropped (AV1-ISOBMFF 2.4), and
@@ -383,11 +383,10 @@ class Fmp4Muxer:
     @staticmethod
     def _learn_size(track: _Track, frame: bytes) -> None:
         """VP9 (and AV1 without configOBUs) say their picture size in keyframes only."""
-        if track.codec == "VP9":
-            size = vp9_keyframe_size(frame)
-        elif track.codec == "AV1":
-            size = av1_keyframe_size(frame)
-        else:
+        read = {"VP9": vp9_keyframe_size, "AV1": av1_keyframe_size}.get(track.codec)
+        try:
+            size = read(frame) if read is not None else None
+        except Fmp4Error:  # the size is informational: the decoder reads the frame itself
             return
         if size is not None:
             track.config = dataclasses.replace(track.config, width=size[0], height=size[1])

@@ -16,14 +16,18 @@ MSE wants, and the picture size. Layouts:
   senders such as ffmpeg prefix it with the FullBox version and flags), size
   from a keyframe's uncompressed header (VP9 6.2).
 
-Every reader raises ``Fmp4Error`` when the bytes are truncated or are not
-what they claim to be; nothing else is raised for any input.
+The ``*_config`` readers raise ``Fmp4Error`` when a record is truncated or
+is not what it claims to be, and the ``*_keyframe_size`` readers when a
+frame header is; nothing else is raised for any input. A picture size the
+config readers cannot find or read (an SPS of an unusual shape) is 0 x 0:
+players take it from the bitstream.
 """
 
 from __future__ import annotations
 
 import re
 import struct
+from collections.abc import Callable
 
 from rtmpd.core.errors import Fmp4Error
 from rtmpd.core.fmp4_boxes import CodecConfig, box, full_box
@@ -82,6 +86,14 @@ _EMULATION_PREVENTION = re.compile(b"\x00\x00\x03")
 def _rbsp(nalu: bytes) -> bytes:
     """A NAL unit's payload without emulation-prevention bytes (00 00 03 -> 00 00)."""
     return _EMULATION_PREVENTION.sub(b"\x00\x00", nalu)
+
+
+def _size(read: Callable[[bytes], tuple[int, int] | None], data: bytes) -> tuple[int, int]:
+    """A picture size is informational (decoders take it from the bitstream): unreadable gives 0 x 0."""
+    try:
+        return read(data) or (0, 0)
+    except Fmp4Error:
+        return 0, 0
 
 
 # -- H.264 --------------------------------------------------------------------------
@@ -152,11 +164,13 @@ def avc_config(record: bytes) -> CodecConfig:
         raise Fmp4Error("not an AVCDecoderConfigurationRecord (version 1, at least 7 bytes)")
     width = height = 0
     if record[5] & 0x1F:
+        if len(record) < 8:
+            raise Fmp4Error("AVCDecoderConfigurationRecord: truncated SPS")
         (length,) = struct.unpack_from(">H", record, 6)
         sps = record[8 : 8 + length]
         if len(sps) != length or not sps:
             raise Fmp4Error("AVCDecoderConfigurationRecord: truncated SPS")
-        width, height = _avc_sps_size(sps)
+        width, height = _size(_avc_sps_size, sps)
     return CodecConfig(
         fourcc=b"avc1",
         config_box=box(b"avcC", record),
@@ -231,7 +245,7 @@ def hevc_config(record: bytes) -> CodecConfig:
                 raise Fmp4Error("HEVCDecoderConfigurationRecord: truncated NAL unit")
             pos += 2 + length
             if nal_type == _HEVC_SPS and not width and length > 2:
-                width, height = _hevc_sps_size(nalu)
+                width, height = _size(_hevc_sps_size, nalu)
     return CodecConfig(
         fourcc=b"hvc1",
         config_box=box(b"hvcC", record),
@@ -322,7 +336,7 @@ def av1_config(record: bytes) -> CodecConfig:
     profile, level = record[1] >> 5, record[1] & 0x1F
     tier = "H" if record[2] & 0x80 else "M"
     depth = (12 if record[2] & 0x20 else 10) if record[2] & 0x40 else 8
-    size = av1_keyframe_size(record[4:]) or (0, 0)
+    size = _size(av1_keyframe_size, record[4:])
     return CodecConfig(
         fourcc=b"av01",
         config_box=box(b"av1C", record),
