@@ -134,3 +134,21 @@ class NestedAggregate(RemoteProtocolError):
 
 class InvalidWindowAckSize(MalformedControlMessage):
     """Window Acknowledgement Size 0: a window the peer cannot mean (it would ask an ack per byte)."""
+
+
+class Fmp4Error(RTMPError):
+    """A media message the fragmented-MP4 muxer cannot put in a file.
+
+    Its codec configuration (sequence header) or frame header is truncated
+    or not what its codec requires. Like ``MalformedTag``, not a
+    ``RemoteProtocolError``: the message is still relayed untouched; only
+    its MP4 rendition is impossible.
+    """
+
+
+class Fmp4ConfigChanged(Fmp4Error):
+    """A track's codec configuration changed after the init segment (or a sample) was made from it.
+
+    The muxer keeps the old configuration; a new init segment needs a new
+    muxer (an HLS discontinuity, a new recording file).
+    """
