@@ -84,7 +84,7 @@ from rtmpd.core.fmp4_video import (
 )
 
 # media owns where a tag's codec data starts (after ModEx prefixes and the FourCC): reuse its reader.
-from rtmpd.core.media import AudioInfo, VideoInfo, _parse_audio, _parse_video, parse_aac_config
+from rtmpd.core.media import AudioInfo, VideoInfo, codec_data_span, parse_aac_config
 from rtmpd.core.messages import Message, MessageType
 
 __all__ = [
@@ -297,7 +297,7 @@ class Fmp4Muxer:
 
     @staticmethod
     def _body(is_video: bool, payload: bytes) -> bytes:
-        start, end = (_parse_video if is_video else _parse_audio)(payload, True)[1][0]
+        start, end = codec_data_span(payload, is_video)
         return payload[start:end]
 
     def _configure(self, is_video: bool, header: VideoInfo | AudioInfo, payload: bytes) -> None:

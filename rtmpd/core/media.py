@@ -30,6 +30,7 @@ __all__ = [
     "VideoInfo",
     "audio_header_key",
     "audio_tracks",
+    "codec_data_span",
     "parse_aac_config",
     "parse_audio",
     "parse_avc_sequence_header",
@@ -550,6 +551,18 @@ def audio_tracks(payload: bytes) -> list[AudioInfo]:
     truncated.
     """
     return _parse_audio(payload, False)[0]
+
+
+def codec_data_span(payload: bytes, is_video: bool) -> tuple[int, int]:
+    """(start, end) of the first track's codec data in an audio or video tag: what follows the FLV or
+    E-RTMP header (packet type, FourCC, multitrack framing, ModEx prefixes).
+
+    For legacy AVC-like video and AAC tags the span starts after the packet type and, for video,
+    the composition time; for E-RTMP it starts right after the FourCC (and track framing), so a
+    CodedFrames composition time is still at its start.
+    Raises MalformedTag where ``parse_video``/``parse_audio`` do.
+    """
+    return (_parse_video if is_video else _parse_audio)(payload, True)[1][0]
 
 
 # -- configuration records, for logs ------------------------------------------
