@@ -51,7 +51,7 @@ from typing import Any
 
 from hyperlink import URL
 from treq.client import HTTPClient
-from twisted.internet.defer import CancelledError, Deferred, succeed
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
@@ -135,6 +135,64 @@ class _Discard(Protocol):
         self.transport.stopProducing()
 
 
+def _failure_text(failure: Failure) -> str:
+    """A short text for a failed exchange (Twisted's client failures wrap a list of reasons)."""
+    reasons = getattr(failure.value, "reasons", None)
+    if reasons:
+        return "; ".join(_failure_text(r) if isinstance(r, Failure) else repr(r) for r in reasons)
+    return f"{failure.type.__name__}: {failure.value}" if str(failure.value) else failure.type.__name__
+
+
+class _Exchange:
+    """One POST and its answer. ``decided`` fires once: with the answer, or with the failure policy's
+    verdict at the timeout (the POST is then cancelled and its outcome ignored); a caller that cancels
+    ``decided`` cancels the POST, and nothing is decided or counted."""
+
+    def __init__(self, callback: HTTPCallback, request: Request, key: tuple[str, str, str, str]) -> None:
+        self._callback = callback
+        self._request = request
+        self._key = key
+        self._clock = callback._clock
+        self._start = self._clock.seconds()
+        self._over = False
+        self.decided: Deferred[Decision] = Deferred(self._cancelled)
+        url, auth = callback._target
+        self._post = callback._client.post(
+            url,
+            json=request.as_json(),
+            headers={"Accept": ["application/json"]},
+            auth=auth,
+            allow_redirects=False,
+            unbuffered=True,
+        )
+        self._post.addCallback(callback._response, request)
+        self._timer = self._clock.callLater(callback.timeout, self._timed_out)
+        self._post.addBoth(self._answered)
+
+    def _latency(self) -> float:
+        return self._clock.seconds() - self._start
+
+    def _answered(self, result: _Answer | Failure) -> None:
+        if self._over:
+            return None  # timed out or cancelled: already decided, or nobody is waiting
+        self._over = True
+        self._timer.cancel()
+        self.decided.callback(self._callback._settle(result, self._latency(), self._request, self._key))
+        return None
+
+    def _timed_out(self) -> None:
+        self._over = True
+        detail = f"no answer within {self._callback.timeout:g} s"
+        self.decided.callback(self._callback._failed("timeout", detail, self._latency(), self._request))
+        self._post.cancel()
+
+    def _cancelled(self, decided: Deferred[Decision]) -> None:
+        self._over = True
+        if self._timer.active():
+            self._timer.cancel()
+        self._post.cancel()
+
+
 def _redacted(url: URL) -> str:
     """The URL without credentials, query or fragment: safe for logs and the manhole."""
     return url.replace(userinfo="", query=(), fragment="").to_text()
@@ -187,6 +245,12 @@ class HTTPCallback(Authoriser):
         self.actions = frozenset(actions)
         self.counters = counters if counters is not None else AccessCounters()
         self._clock: IReactorTime = clock if clock is not None else reactor
+        user, _, password = parsed.userinfo.partition(":")
+        # Credentials in the URL become HTTP basic auth: the Agent does not take them in the URL.
+        self._target = (
+            parsed.replace(userinfo="").to_text(),
+            (user, password) if parsed.userinfo else None,
+        )
         self._client = HTTPClient(Agent(reactor, pool=HTTPConnectionPool(reactor, persistent=False)))
         self._cache: OrderedDict[tuple[str, str, str, str], tuple[float, Decision]] = OrderedDict()
 
@@ -222,24 +286,7 @@ class HTTPCallback(Authoriser):
         if cached is not None:
             self.counters.callback("cached")
             return succeed(cached)
-        start = self._clock.seconds()
-        timed_out: list[bool] = []
-        d = self._client.post(
-            self.url,
-            json=request.as_json(),
-            headers={"Accept": ["application/json"]},
-            allow_redirects=False,
-            unbuffered=True,
-        )
-        d.addCallback(self._response, request)
-
-        def expire() -> None:
-            timed_out.append(True)
-            d.cancel()
-
-        timer = self._clock.callLater(self.timeout, expire)
-        d.addBoth(self._finished, timer, timed_out, start, request, key)
-        return d
+        return _Exchange(self, request, key).decided
 
     def _response(self, response: IResponse, request: Request) -> Deferred[_Answer] | _Answer:
         code = response.code
@@ -248,9 +295,10 @@ class HTTPCallback(Authoriser):
                 response.deliverBody(_Discard())
                 raise _Garbage(f"HTTP {code} with a {response.length}-byte body (limit {self.max_body})")
             body = _BoundedBody(self.max_body)
+            finished = body.finished  # an empty body fires it inside deliverBody
+            assert finished is not None
             response.deliverBody(body)
-            assert body.finished is not None
-            return body.finished.addCallback(self._interpret, code, request)
+            return finished.addCallback(self._interpret, code, request)
         response.deliverBody(_Discard())
         if code >= 500:
             raise _ServiceFailed(f"HTTP {code}")
@@ -283,30 +331,17 @@ class HTTPCallback(Authoriser):
             name = None
         return _Answer(Allow(name=name, record=record, authoriser=self.name, detail=f"HTTP {code}"), "allow")
 
-    def _finished(
-        self,
-        result: _Answer | Failure,
-        timer: Any,
-        timed_out: list[bool],
-        start: float,
-        request: Request,
-        key: tuple[str, str, str, str],
-    ) -> Decision | Failure:
-        if timer.active():
-            timer.cancel()
-        latency = self._clock.seconds() - start
+    def _settle(self, result: _Answer | Failure, latency: float, request: Request, key: Any) -> Decision:
+        """The decision for one finished exchange: the answer, or the failure policy's verdict."""
         if isinstance(result, _Answer):
             self.counters.callback(result.result, latency)
             self._remember(key, result.decision)
             return result.decision
-        if result.check(CancelledError) and not timed_out:
-            return result  # our caller cancelled (the client left): nothing to decide
-        if timed_out:
-            kind, detail = "timeout", f"no answer within {self.timeout:g} s"
-        elif result.check(_Garbage):
-            kind, detail = "garbage", str(result.value)
-        else:
-            kind, detail = "error", str(result.value) or result.type.__name__
+        if result.check(_Garbage):
+            return self._failed("garbage", str(result.value), latency, request)
+        return self._failed("error", _failure_text(result), latency, request)
+
+    def _failed(self, kind: str, detail: str, latency: float, request: Request) -> Decision:
         self.counters.callback(kind, latency)
         self.log.warn(
             "Authorisation callback failed",

@@ -103,29 +103,31 @@ def parse_signature(text: str) -> bytes | None:
 
 @dataclass(frozen=True)
 class _Query:
-    exp: int | None
-    sig: str | None
+    exp: int | None = None
+    sig: str | None = None
+    #: Why the query cannot be checked ("" when it can); ``missing`` when it just carries no signature.
     problem: str = ""
+    missing: bool = False
 
 
 def _parse_query(query: str) -> _Query:
     if len(query) > MAX_QUERY_LENGTH:
-        return _Query(None, None, f"query longer than {MAX_QUERY_LENGTH} characters")
+        return _Query(problem=f"query longer than {MAX_QUERY_LENGTH} characters")
     params = query.split("&") if query else []
     if len(params) > MAX_QUERY_PARAMS:
-        return _Query(None, None, f"more than {MAX_QUERY_PARAMS} query parameters")
+        return _Query(problem=f"more than {MAX_QUERY_PARAMS} query parameters")
     found: dict[str, str] = {}
     for param in params:
         name, _, value = param.partition("=")
         if name in ("exp", "sig"):
             if name in found:
-                return _Query(None, None, f"{name} given twice")
+                return _Query(problem=f"{name} given twice")
             found[name] = value
     exp_text, sig = found.get("exp"), found.get("sig")
     if exp_text is None or sig is None:
-        return _Query(None, None, "exp or sig missing")
+        return _Query(problem="exp or sig missing", missing=True)
     if not (0 < len(exp_text) <= MAX_EXP_DIGITS and exp_text.isascii() and exp_text.isdigit()):
-        return _Query(None, sig, "exp is not a Unix time")
+        return _Query(problem="exp is not a Unix time")
     return _Query(int(exp_text), sig)
 
 
@@ -216,7 +218,7 @@ class SignedURLs(Authoriser):
         if request.action not in self.actions or request.action is Action.CONNECT:
             return ALLOW
         query = _parse_query(request.query)
-        if query.sig is None and query.exp is None:
+        if query.missing:
             return Deny("missing signature", self.name, query.problem)
         raw = parse_signature(query.sig) if query.sig is not None else None
         if query.exp is None or raw is None:
