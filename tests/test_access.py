@@ -1085,6 +1085,10 @@ class CallbackTests(TestCase):
         self.assertEqual(text, f"Publish refused: {UNAVAILABLE}")
         for leak in ("127.0.0.1", "500", "hunter2", "t0psecret", "pw", "auth"):
             self.assertNotIn(leak, text.replace("authorisation", ""))
+        self.assertEqual(
+            self.resource.headers[-1].getRawHeaders(b"authorization"),
+            [b"Basic " + base64.b64encode(b"user:pw")],
+        )
         self.assertNotIn("t0psecret", cb.describe())
         self.assertNotIn("user:pw", cb.describe())
 

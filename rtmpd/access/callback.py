@@ -236,7 +236,6 @@ class HTTPCallback(Authoriser):
             self.failure_policy = FailurePolicy(failure_policy)
         except ValueError:
             raise CallbackConfigError("failure policy must be 'closed' or 'open'") from None
-        self.url = url
         self.shown_url = _redacted(parsed)
         self.timeout = timeout
         self.cache_ttl = cache_ttl
