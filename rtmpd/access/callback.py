@@ -101,11 +101,16 @@ class _BoundedBody(Protocol):
         self.size = 0
         self.chunks: list[bytes] = []
         self.finished: Deferred[bytes] | None = Deferred(self._cancel)
+        self._producer: Any = None
+
+    def makeConnection(self, producer: Any) -> None:
+        # The body's "transport" is a producer proxy: stopProducing() drops the HTTP connection.
+        self._producer = producer
 
     def _cancel(self, d: Deferred[bytes]) -> None:
         self.finished = None
-        if self.transport is not None:
-            self.transport.stopProducing()
+        if self._producer is not None:
+            self._producer.stopProducing()
 
     def dataReceived(self, data: bytes) -> None:
         if self.finished is None:
@@ -113,7 +118,7 @@ class _BoundedBody(Protocol):
         self.size += len(data)
         if self.size > self.limit:
             d, self.finished = self.finished, None
-            self.transport.stopProducing()
+            self._producer.stopProducing()
             d.errback(_Garbage(f"body larger than {self.limit} bytes"))
             return
         self.chunks.append(data)
@@ -131,8 +136,8 @@ class _BoundedBody(Protocol):
 class _Discard(Protocol):
     """Reads no body: closes the connection at once (an answer whose body we do not need)."""
 
-    def connectionMade(self) -> None:
-        self.transport.stopProducing()
+    def makeConnection(self, producer: Any) -> None:
+        producer.stopProducing()
 
 
 def _failure_text(failure: Failure) -> str:

@@ -21,8 +21,6 @@ from __future__ import annotations
 from collections import Counter, deque
 from dataclasses import dataclass
 
-from rtmpd.access.decision import Allow, Decision
-
 __all__ = ["LATENCY_BUCKETS", "RECENT_REFUSALS", "AccessCounters", "LatencySamples", "Refusal"]
 
 #: Upper bounds (seconds) of the callback latency buckets.
@@ -76,9 +74,8 @@ class AccessCounters:
         self.callback_latency = LatencySamples()
         self.refusals: deque[Refusal] = deque(maxlen=RECENT_REFUSALS)
 
-    def authoriser_decision(self, action: str, decision: Decision) -> None:
-        result = "allow" if isinstance(decision, Allow) else "deny"
-        self.decisions[(str(action), result, decision.authoriser or "?")] += 1
+    def authoriser_decision(self, action: str, allowed: bool, authoriser: str) -> None:
+        self.decisions[(str(action), "allow" if allowed else "deny", authoriser or "?")] += 1
 
     def outcome(self, action: str, allowed: bool) -> None:
         self.outcomes[(str(action), "allow" if allowed else "deny")] += 1

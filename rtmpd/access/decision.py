@@ -242,7 +242,9 @@ class Chain(Authoriser):
         if not decision.authoriser:
             decision = _with_authoriser(decision, authoriser.name)
         if self._counters is not None:
-            self._counters.authoriser_decision(run.request.action, decision)
+            self._counters.authoriser_decision(
+                run.request.action, isinstance(decision, Allow), decision.authoriser
+            )
         if isinstance(decision, Deny):
             return decision
         run.allows.append(decision)

@@ -115,7 +115,7 @@ class AccessPolicy:
             left = self.throttle.locked_for(request.addr)
             if left > 0:
                 deny = Deny(LOCKED_OUT, "throttle", f"locked out for {left:.0f} more s")
-                self.counters.authoriser_decision(request.action, deny)
+                self.counters.authoriser_decision(request.action, False, deny.authoriser)
                 # No delay: the address is already refused wholesale; holding its sockets helps nobody.
                 return fail(self._refused(request, deny, start))
         d = self.chain.authorise(request)
