@@ -711,6 +711,24 @@ class PolicyTests(SynchronousTestCase):
         self.assertTrue(self.outcome(d).check(CancelledError))
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
+    def test_cancel_while_an_authoriser_is_asked(self) -> None:
+        asked: list[Deferred[Any]] = []
+
+        class Slow(Authoriser):
+            name = "slow"
+
+            def play(self, request: Request) -> Deferred[Any]:
+                asked.append(Deferred())
+                return asked[-1]
+
+        policy = self.policy([Slow(), Fixed("after", ALLOW)])
+        with capturedLogs() as events:
+            d = policy.play(request(Action.PLAY))
+            d.cancel()
+        self.assertTrue(self.outcome(d).check(CancelledError))
+        self.assertTrue(asked[0].called, "the authoriser's Deferred was cancelled")
+        self.assertEqual((events, policy.counters.outcomes, self.clock.getDelayedCalls()), ([], {}, []))
+
     def test_expiry(self) -> None:
         allow = Allow(expires=NOW + 60.0)
         self.assertEqual(self.policy().expiry_delay(allow), 60.0)

@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from twisted.internet.defer import Deferred, maybeDeferred, succeed
+from twisted.internet.defer import CancelledError, Deferred, maybeDeferred, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -194,7 +194,8 @@ class Chain(Authoriser):
     """All must allow: asks each authoriser in order, stops at the first ``Deny``.
 
     An authoriser whose Deferred fails (a bug) counts as a ``Deny`` with the
-    public reason "authorisation failed"; the failure is logged. With no
+    public reason "authorisation failed"; the failure is logged. Cancelling
+    the returned Deferred cancels the authoriser being asked. With no
     authorisers, everything is allowed. ``counters`` (optional) counts each
     authoriser's decisions by action and result.
     """
@@ -224,7 +225,9 @@ class Chain(Authoriser):
         d.addCallback(self._decided, authoriser, run, index)
         return d
 
-    def _failed(self, failure: Failure, authoriser: Authoriser, request: Request) -> Deny:
+    def _failed(self, failure: Failure, authoriser: Authoriser, request: Request) -> Deny | Failure:
+        if failure.check(CancelledError):
+            return failure  # the caller gave up (the client left): nothing to decide, nothing wrong
         self.log.failure(
             "Authoriser failed; refusing",
             failure,
