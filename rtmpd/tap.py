@@ -15,10 +15,14 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.application import service
 from twisted.internet import endpoints, reactor
+from twisted.logger import Logger
 from twisted.python import usage
 
 import rtmpd
 from rtmpd import logs
+from rtmpd.access.errors import CallbackConfigError, ConfigFileError, RuleError
+from rtmpd.access.options import AUTH_PARAMETERS, AccessOptions, on_loopback
+from rtmpd.access.settings import AccessSettings, build_policy
 from rtmpd.config import ServerConfig
 from rtmpd.core.limits import Limits
 from rtmpd.core.messages import MAX_CHUNK_SIZE
@@ -73,11 +77,12 @@ def _choice(*choices: str):
     return coerce
 
 
+_log = Logger(namespace="rtmpd.tap")
 _defaults = ServerConfig()
 _limits = Limits()
 
 
-class Options(usage.Options):
+class Options(AccessOptions, usage.Options):
     synopsis = "[options]"
     longdesc = "Live-streaming RTMP server: publish to rtmp://HOST:PORT/APP/KEY, play the same URL."
 
@@ -86,6 +91,7 @@ class Options(usage.Options):
         ["publish-takeover", None, "A new publisher on a live key replaces the current one."],
         ["no-gop-cache", None, "Do not cache the last group of pictures for late joiners."],
         ["version", None, "Print the rtmpd version and exit."],
+        ["auth-revoke-live", None, "A key removed from --auth-keys on reload ends its live publisher."],
     ]
     optParameters = [
         ["port", "p", "tcp:1935", "Port number or endpoint description to listen on", endpoint_description],
@@ -193,10 +199,13 @@ class Options(usage.Options):
         ],
     ]
 
+    optParameters += AUTH_PARAMETERS
+
     def __init__(self) -> None:
         super().__init__()
         self["listen"] = []
         self["record-match"] = []
+        self.init_access()
 
     def opt_listen(self, description: str) -> None:
         """Listen on one more endpoint (repeatable), e.g. tcp6:1935:interface=\\:\\:1."""
@@ -235,6 +244,7 @@ class Options(usage.Options):
             raise usage.UsageError(
                 "--manhole needs --manhole-keys or --manhole-passwd (it is a Python shell)"
             )
+        self.access_settings = self.access_settings_from_options()
         if self.parent is not None and self.parent.get("logger") is None:
             path = self.parent.get("logfile") or (None if self.parent.get("nodaemon") else "twistd.log")
             logs.configure(self["log-format"], self["log-level"], path)
@@ -279,8 +289,18 @@ def makeService(options: Options) -> service.MultiService:
 
         top.recorder = Recorder(config, top.registry, top.clock)
         top.recorder.setServiceParent(top)
-    for description in [options["port"], *options["listen"]]:
+    listeners = [options["port"], *options["listen"]]
+    for description in listeners:
         ListeningService(description, top.factory).setServiceParent(top)
+    settings = getattr(options, "access_settings", None) or AccessSettings()
+    if settings.enabled:
+        install_access(top, settings, reactor)
+    elif not all(on_loopback(d) for d in listeners):
+        _log.warn(
+            "Access control is off: anyone who can reach {listeners} may publish and play "
+            "(see --auth-* options, docs/access.md)",
+            listeners=", ".join(d for d in listeners if not on_loopback(d)),
+        )
     if options["manhole"]:
         from rtmpd.admin.auth import ManholeError
 
@@ -296,6 +316,28 @@ def makeService(options: Options) -> service.MultiService:
             sys.exit(f"rtmpd: error: {e}")
         manhole.setServiceParent(top)
     return top
+
+
+def install_access(top: RTMPService, settings: AccessSettings, reactor: Any) -> None:
+    """Build the access policy, give it to the connection factory, and add the SIGHUP reloader.
+    Exits with one line when a file or setting is bad."""
+    from rtmpd.access.reloading import ReloadOnHangup
+
+    try:
+        policy = build_policy(settings, reactor)
+    except (ConfigFileError, RuleError, CallbackConfigError, ValueError) as e:
+        sys.exit(f"rtmpd: error: access control: {e}")
+    top.factory.access = policy
+    for line in policy.describe():
+        _log.info("Access control: {line}", line=line)
+
+    def revoke(key: str) -> None:
+        stream = top.registry.streams.get(key)
+        if stream is not None and stream.publisher is not None:
+            _log.warn("Publish key removed; ending its live publisher", stream_key=key)
+            stream.publisher.peer.close("publish key revoked")
+
+    ReloadOnHangup(policy, reactor, revoke if settings.revoke_live else None).setServiceParent(top)
 
 
 def manhole_service(

@@ -47,6 +47,8 @@ class AccessSettings:
     deny: tuple[str, ...] = ()
     #: ``--auth-expiry-grace S``; None: a live stream is never ended for its URL's expiry.
     expiry_grace: float | None = DEFAULT_EXPIRY_GRACE
+    #: ``--auth-revoke-live``: a publish key removed on reload ends its live publisher.
+    revoke_live: bool = False
 
     @property
     def enabled(self) -> bool:
