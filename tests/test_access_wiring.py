@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+
 from twisted.internet.defer import Deferred, succeed
+from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 
 from rtmpd.access.decision import ALLOW, Action, Allow, Authoriser, Deny, Request
@@ -139,3 +142,89 @@ class WiringTests(SynchronousTestCase):
         self.assertEqual(result_of(succeed(1)), 1)
         server.settle(client.publish(sid, "cam"))
         self.assertIn("live/cam", server.registry.streams)
+
+
+class OptionsTests(SynchronousTestCase):
+    def parse(self, *args: str):
+        from rtmpd.tap import Options
+
+        options = Options()
+        options.parseOptions(list(args))
+        return options
+
+    def files(self) -> tuple[str, str]:
+        base = self.mktemp()
+        os.makedirs(base)
+        secrets, keys = os.path.join(base, "secrets"), os.path.join(base, "keys")
+        with open(secrets, "w") as f:
+            f.write("live " + "s" * 32 + "\n")
+        with open(keys, "w") as f:
+            f.write("live key1 name=alice\n")
+        return secrets, keys
+
+    def test_auth_options_become_settings(self) -> None:
+        secrets, keys = self.files()
+        options = self.parse(
+            "--auth-secrets", secrets, "--auth-keys", keys, "--auth-callback", "http://127.0.0.1:9/x",
+            "--auth-callback-timeout", "2", "--auth-failure-policy", "open", "--auth-callback-cache", "5",
+            "--auth-allow", "publish:127.0.0.0/8", "--auth-deny", "all:10.0.0.0/8",
+            "--auth-allow", "play:::1/128", "--auth-expiry-grace", "never", "--auth-revoke-live",
+        )  # fmt: skip
+        settings = options.access_settings
+        self.assertEqual((settings.secrets, settings.keys), (secrets, keys))
+        self.assertEqual(settings.callback_timeout, 2.0)
+        self.assertEqual(settings.failure_policy, "open")
+        self.assertEqual(settings.callback_cache, 5.0)
+        self.assertEqual(settings.allow, ("publish:127.0.0.0/8", "play:::1/128"))
+        self.assertEqual(settings.deny, ("all:10.0.0.0/8",))
+        self.assertIsNone(settings.expiry_grace)
+        self.assertTrue(settings.revoke_live)
+        self.assertEqual(self.parse("--auth-expiry-grace", "2.5").access_settings.expiry_grace, 2.5)
+        self.assertFalse(self.parse().access_settings.enabled)
+
+    def test_bad_values_exit_with_one_line(self) -> None:
+        missing = os.path.join(self.mktemp(), "nope")
+        bad_keys = self.mktemp()
+        with open(bad_keys, "w") as f:
+            f.write("live\n")
+        for args in (
+            ["--auth-secrets", missing],
+            ["--auth-keys", bad_keys],
+            ["--auth-callback", "ftp://x/"],
+            ["--auth-callback-timeout", "0"],
+            ["--auth-failure-policy", "maybe"],
+            ["--auth-allow", "publish"],
+            ["--auth-deny", "fly:10.0.0.0/8"],
+            ["--auth-allow", "play:10.0.0.1/8"],
+            ["--auth-expiry-grace", "-1"],
+            ["--auth-callback-cache", "x"],
+        ):
+            with self.assertRaises(SystemExit, msg=args) as raised:
+                self.parse(*args)
+            message = str(raised.exception.code)
+            self.assertTrue(message.startswith("rtmpd: error: "), message)
+            self.assertNotIn("\n", message)
+
+    def test_open_server_warns_once_beyond_loopback(self) -> None:
+        from rtmpd.tap import makeService
+
+        def warnings(*args: str) -> list[dict]:
+            with capturedLogs() as events:
+                makeService(self.parse("--port", "0", *args))
+            return [e for e in events if "Access control is off" in e.get("log_format", "")]
+
+        self.assertEqual(len(warnings("--listen", "tcp6:0")), 1)
+        self.assertEqual(warnings("--port", "tcp:0:interface=127.0.0.1"), [])
+        secrets, _ = self.files()
+        self.assertEqual(warnings("--auth-secrets", secrets), [])
+
+    def test_make_service_gives_the_factory_a_policy_and_a_reloader(self) -> None:
+        from rtmpd.access.reloading import ReloadOnHangup
+        from rtmpd.tap import makeService
+
+        self.assertIsNone(makeService(self.parse("--port", "0")).factory.access)
+        secrets, keys = self.files()
+        with capturedLogs():
+            top = makeService(self.parse("--port", "0", "--auth-keys", keys))
+        self.assertTrue(top.factory.access.enabled)
+        self.assertEqual(len([s for s in top if isinstance(s, ReloadOnHangup)]), 1)
