@@ -34,6 +34,7 @@ from tests.test_relay_real import (
     SocketRTMPClient,
     _SocketTransport,
     decode_file,
+    gst_publish,
     rss_kib,
 )
 
@@ -201,6 +202,21 @@ class KeyFileTests(AccessRealTestCase):
         self.assertEqual(decode_file(path), [])
         # The key never reaches the recordings: the stream is recorded under its name.
         self.assertEqual([name.startswith("live_show_") for name in self.recordings()], [True])
+
+    def test_gstreamer_rtmp2sink_publishes_with_the_key(self) -> None:
+        server = self.start_server("--auth-keys", self.keys)
+        wrong = gst_publish(server.url("wrong-key"), 3)
+        self.addCleanup(_kill, wrong)
+        _, stderr = wrong.communicate(timeout=30)
+        self.assertNotEqual(wrong.returncode, 0)
+        self.assertIn('"description": "Publish refused: unknown stream key"', stderr)
+        right = gst_publish(server.url("pub-key-1"), 3)
+        self.addCleanup(_kill, right)
+        _, stderr = right.communicate(timeout=30)
+        self.assertEqual(right.returncode, 0, stderr)
+        finalized = server.wait_for_msg("recording finalized", timeout=20)
+        self.assertIn("live_show_", finalized["file"])
+        self.assertEqual(decode_file(finalized["file"]), [])
 
     def test_sighup_reload_while_live(self) -> None:
         server = self.start_server("--auth-keys", self.keys)
