@@ -29,6 +29,7 @@ from rtmpd.core.messages import MAX_CHUNK_SIZE
 from rtmpd.server.listening import ListeningService
 
 if TYPE_CHECKING:
+    from rtmpd.access.reloading import ReloadOnHangup
     from rtmpd.server.service import RTMPService
 
 
@@ -293,8 +294,9 @@ def makeService(options: Options) -> service.MultiService:
     for description in listeners:
         ListeningService(description, top.factory).setServiceParent(top)
     settings = getattr(options, "access_settings", None) or AccessSettings()
+    reloader = None
     if settings.enabled:
-        install_access(top, settings, reactor)
+        reloader = install_access(top, settings, reactor)
     elif not all(on_loopback(d) for d in listeners):
         _log.warn(
             "Access control is off: anyone who can reach {listeners} may publish and play "
@@ -311,6 +313,7 @@ def makeService(options: Options) -> service.MultiService:
                 keys_file=options["manhole-keys"],
                 passwd_file=options["manhole-passwd"],
                 host_key_file=options["manhole-host-key"],
+                reload_access=reloader.reload if reloader is not None else None,
             )
         except ManholeError as e:
             sys.exit(f"rtmpd: error: {e}")
@@ -318,7 +321,7 @@ def makeService(options: Options) -> service.MultiService:
     return top
 
 
-def install_access(top: RTMPService, settings: AccessSettings, reactor: Any) -> None:
+def install_access(top: RTMPService, settings: AccessSettings, reactor: Any) -> ReloadOnHangup:
     """Build the access policy, give it to the connection factory, and add the SIGHUP reloader.
     Exits with one line when a file or setting is bad."""
     from rtmpd.access.reloading import ReloadOnHangup
@@ -337,7 +340,9 @@ def install_access(top: RTMPService, settings: AccessSettings, reactor: Any) -> 
             _log.warn("Publish key removed; ending its live publisher", stream_key=key)
             stream.publisher.peer.close("publish key revoked")
 
-    ReloadOnHangup(policy, reactor, revoke if settings.revoke_live else None).setServiceParent(top)
+    reloader = ReloadOnHangup(policy, reactor, revoke if settings.revoke_live else None)
+    reloader.setServiceParent(top)
+    return reloader
 
 
 def manhole_service(
@@ -348,6 +353,7 @@ def manhole_service(
     passwd_file: str | None = None,
     host_key_file: str = "rtmpd_host_key",
     reactor: Any = None,
+    reload_access: Any = None,
 ) -> service.MultiService:
     """The manhole collection, named "manhole": the bit-rate sampler its views read, and an SSH listener
     on ``description`` (loopback unless it names an interface).
@@ -363,7 +369,7 @@ def manhole_service(
     sampler = RateSampler(top.connections, top.clock)
 
     def namespace(user: str) -> dict[str, Any]:
-        return make_namespace(top, user, sampler, reactor)
+        return make_namespace(top, user, sampler, reactor, top.factory.access, reload_access)
 
     factory = manhole_factory(
         namespace, keys_file=keys_file, passwd_file=passwd_file, host_key_file=host_key_file

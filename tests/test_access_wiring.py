@@ -228,3 +228,47 @@ class OptionsTests(SynchronousTestCase):
             top = makeService(self.parse("--port", "0", "--auth-keys", keys))
         self.assertTrue(top.factory.access.enabled)
         self.assertEqual(len([s for s in top if isinstance(s, ReloadOnHangup)]), 1)
+
+
+class ManholeTests(SynchronousTestCase):
+    def test_auth_shows_configuration_and_refusals_and_reload_auth_reloads(self) -> None:
+        from rtmpd.access.keyfile import KeyFile, StreamKeys
+        from rtmpd.access.reloading import reload_policy
+        from rtmpd.admin.namespace import make_namespace
+
+        keys = self.mktemp()
+        with open(keys, "w") as f:
+            f.write("live key1\n")
+        server = MemoryServer()
+        policy = AccessPolicy([StreamKeys(KeyFile(keys))], clock=server.clock, now=server.clock.seconds)
+        server.factory.access = policy
+        names = make_namespace(
+            server.service, "ops", None, server.clock, policy, lambda: reload_policy(policy)
+        )
+        client, sid = server.session()
+        d = client.publish(sid, "guess")
+        server.flush()
+        self.assertEqual(
+            self.failureResultOf(d, CommandFailed).value.info["code"], "NetStream.Publish.BadName"
+        )
+        shown = str(names["auth"]())
+        self.assertIn("authorisers: key-file", shown)
+        self.assertIn("live/guess", shown)
+        self.assertIn("unknown stream key", shown)
+        self.assertNotIn("key1", shown)
+        with open(keys, "w") as f:
+            f.write("live key1\nlive key2\n")
+        with capturedLogs():
+            report = str(names["reload_auth"]())
+        self.assertIn("reloaded", report)
+        server.publisher("key2")
+        self.assertIn("live/key2", server.registry.streams)
+
+    def test_open_server(self) -> None:
+        from rtmpd.admin.errors import AdminError
+        from rtmpd.admin.namespace import make_namespace
+
+        server = MemoryServer()
+        names = make_namespace(server.service, "ops", None, server.clock)
+        self.assertIn("open", str(names["auth"]()))
+        self.assertRaises(AdminError, names["reload_auth"])
