@@ -272,3 +272,30 @@ class ManholeTests(SynchronousTestCase):
         names = make_namespace(server.service, "ops", None, server.clock)
         self.assertIn("open", str(names["auth"]()))
         self.assertRaises(AdminError, names["reload_auth"])
+
+
+class ThrottleWiringTests(SynchronousTestCase):
+    def test_guesser_reconnecting_for_each_try_is_locked_out_at_connect(self) -> None:
+        from rtmpd.access.throttle import FailureThrottle
+
+        server = MemoryServer()
+        auth = Scripted()
+        auth.answers[("publish", "cam")] = Deny("invalid signature")
+        throttle = FailureThrottle(server.clock, max_failures=3, delay=(0.0, 0.0))
+        server.factory.access = AccessPolicy(
+            [auth], clock=server.clock, now=server.clock.seconds, throttle=throttle
+        )
+        for _ in range(3):
+            client, sid = server.session()
+            d = client.publish(sid, "cam")
+            server.flush()
+            self.assertEqual(
+                self.failureResultOf(d, CommandFailed).value.info["code"], "NetStream.Publish.BadName"
+            )
+        client, _ = server.connect_client()
+        server.flush()
+        d = client.connect("live")
+        server.flush()
+        refused = self.failureResultOf(d, CommandFailed).value.info
+        self.assertEqual(refused["code"], "NetConnection.Connect.Rejected")
+        self.assertIn("too many failed attempts", refused["description"])

@@ -126,7 +126,9 @@ class AccessPolicy:
         if isinstance(decision, Allow):
             self._log(request, decision, start)
             self.counters.outcome(request.action, True)
-            if self.throttle is not None:
+            # Not for connect: signed URLs and keys let every client connect, and a guesser that
+            # reconnects for each try would wipe its own failures.
+            if self.throttle is not None and request.action is not Action.CONNECT:
                 self.throttle.record_success(request.addr)
             return decision
         error = self._refused(request, decision, start)
