@@ -15,16 +15,21 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.application import service
 from twisted.internet import endpoints, reactor
+from twisted.logger import Logger
 from twisted.python import usage
 
 import rtmpd
 from rtmpd import logs
+from rtmpd.access.errors import CallbackConfigError, ConfigFileError, RuleError
+from rtmpd.access.options import AUTH_PARAMETERS, AccessOptions, on_loopback
+from rtmpd.access.settings import AccessSettings, build_policy
 from rtmpd.config import ServerConfig
 from rtmpd.core.limits import Limits
 from rtmpd.core.messages import MAX_CHUNK_SIZE
 from rtmpd.server.listening import ListeningService
 
 if TYPE_CHECKING:
+    from rtmpd.access.reloading import ReloadOnHangup
     from rtmpd.server.service import RTMPService
 
 
@@ -73,11 +78,12 @@ def _choice(*choices: str):
     return coerce
 
 
+_log = Logger(namespace="rtmpd.tap")
 _defaults = ServerConfig()
 _limits = Limits()
 
 
-class Options(usage.Options):
+class Options(AccessOptions, usage.Options):
     synopsis = "[options]"
     longdesc = "Live-streaming RTMP server: publish to rtmp://HOST:PORT/APP/KEY, play the same URL."
 
@@ -86,6 +92,7 @@ class Options(usage.Options):
         ["publish-takeover", None, "A new publisher on a live key replaces the current one."],
         ["no-gop-cache", None, "Do not cache the last group of pictures for late joiners."],
         ["version", None, "Print the rtmpd version and exit."],
+        ["auth-revoke-live", None, "A key removed from --auth-keys on reload ends its live publisher."],
     ]
     optParameters = [
         ["port", "p", "tcp:1935", "Port number or endpoint description to listen on", endpoint_description],
@@ -193,10 +200,13 @@ class Options(usage.Options):
         ],
     ]
 
+    optParameters += AUTH_PARAMETERS
+
     def __init__(self) -> None:
         super().__init__()
         self["listen"] = []
         self["record-match"] = []
+        self.init_access()
 
     def opt_listen(self, description: str) -> None:
         """Listen on one more endpoint (repeatable), e.g. tcp6:1935:interface=\\:\\:1."""
@@ -235,6 +245,7 @@ class Options(usage.Options):
             raise usage.UsageError(
                 "--manhole needs --manhole-keys or --manhole-passwd (it is a Python shell)"
             )
+        self.access_settings = self.access_settings_from_options()
         if self.parent is not None and self.parent.get("logger") is None:
             path = self.parent.get("logfile") or (None if self.parent.get("nodaemon") else "twistd.log")
             logs.configure(self["log-format"], self["log-level"], path)
@@ -279,8 +290,19 @@ def makeService(options: Options) -> service.MultiService:
 
         top.recorder = Recorder(config, top.registry, top.clock)
         top.recorder.setServiceParent(top)
-    for description in [options["port"], *options["listen"]]:
+    listeners = [options["port"], *options["listen"]]
+    for description in listeners:
         ListeningService(description, top.factory).setServiceParent(top)
+    settings = getattr(options, "access_settings", None) or AccessSettings()
+    reloader = None
+    if settings.enabled:
+        reloader = install_access(top, settings, reactor)
+    elif not all(on_loopback(d) for d in listeners):
+        _log.warn(
+            "Access control is off: anyone who can reach {listeners} may publish and play "
+            "(see --auth-* options, docs/access.md)",
+            listeners=", ".join(d for d in listeners if not on_loopback(d)),
+        )
     if options["manhole"]:
         from rtmpd.admin.auth import ManholeError
 
@@ -291,11 +313,36 @@ def makeService(options: Options) -> service.MultiService:
                 keys_file=options["manhole-keys"],
                 passwd_file=options["manhole-passwd"],
                 host_key_file=options["manhole-host-key"],
+                reload_access=reloader.reload if reloader is not None else None,
             )
         except ManholeError as e:
             sys.exit(f"rtmpd: error: {e}")
         manhole.setServiceParent(top)
     return top
+
+
+def install_access(top: RTMPService, settings: AccessSettings, reactor: Any) -> ReloadOnHangup:
+    """Build the access policy, give it to the connection factory, and add the SIGHUP reloader.
+    Exits with one line when a file or setting is bad."""
+    from rtmpd.access.reloading import ReloadOnHangup
+
+    try:
+        policy = build_policy(settings, reactor)
+    except (ConfigFileError, RuleError, CallbackConfigError, ValueError) as e:
+        sys.exit(f"rtmpd: error: access control: {e}")
+    top.factory.access = policy
+    for line in policy.describe():
+        _log.info("Access control: {line}", line=line)
+
+    def revoke(key: str) -> None:
+        stream = top.registry.streams.get(key)
+        if stream is not None and stream.publisher is not None:
+            _log.warn("Publish key removed; ending its live publisher", stream_key=key)
+            stream.publisher.peer.close("publish key revoked")
+
+    reloader = ReloadOnHangup(policy, reactor, revoke if settings.revoke_live else None)
+    reloader.setServiceParent(top)
+    return reloader
 
 
 def manhole_service(
@@ -306,6 +353,7 @@ def manhole_service(
     passwd_file: str | None = None,
     host_key_file: str = "rtmpd_host_key",
     reactor: Any = None,
+    reload_access: Any = None,
 ) -> service.MultiService:
     """The manhole collection, named "manhole": the bit-rate sampler its views read, and an SSH listener
     on ``description`` (loopback unless it names an interface).
@@ -321,7 +369,7 @@ def manhole_service(
     sampler = RateSampler(top.connections, top.clock)
 
     def namespace(user: str) -> dict[str, Any]:
-        return make_namespace(top, user, sampler, reactor)
+        return make_namespace(top, user, sampler, reactor, top.factory.access, reload_access)
 
     factory = manhole_factory(
         namespace, keys_file=keys_file, passwd_file=passwd_file, host_key_file=host_key_file

@@ -80,6 +80,7 @@ CONNECTION_INTERNALS = frozenset(
         "paused_since",
         "bytes_since_pause",
         "accept_connect",
+        "peer_host",  # the client address access control is asked about
     }
 )
 

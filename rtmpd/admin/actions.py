@@ -1,5 +1,5 @@
 """What an operator may do to a running server: kick a publisher, drop a connection, stop a recording,
-ask publishers to reconnect. Each action is logged with the operator's name.
+ask publishers to reconnect, reload the access-control files. Each action is logged with the operator's name.
 
 Shared by every front end (the manhole today, the HTTP API later): an action
 returns a ``Report`` (or, for a recording being finalised, a Deferred) or
@@ -9,9 +9,12 @@ then nothing changed.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
+from rtmpd.access.policy import ReloadResult
 from rtmpd.admin.errors import AdminError, NotFound
 from rtmpd.admin.views import Server, ServerViews
 
@@ -33,10 +36,30 @@ class Actions:
 
     log = Logger()
 
-    def __init__(self, server: Server, user: str, views: ServerViews | None = None) -> None:
+    def __init__(
+        self,
+        server: Server,
+        user: str,
+        views: ServerViews | None = None,
+        reload_access: Callable[[], Sequence[ReloadResult]] | None = None,
+    ) -> None:
         self.server = server
         self.user = user
         self.views = views if views is not None else ServerViews(server)
+        self._reload_access = reload_access
+
+    def reload_auth(self) -> Report:
+        """Reload the access-control files (key file, secrets), as SIGHUP does: live streams are untouched
+        (with --auth-revoke-live, publishers of removed keys are ended). Raises AdminError when access
+        control has no file to reload."""
+        if self._reload_access is None:
+            raise AdminError("access control has no file to reload (no --auth-keys or --auth-secrets)")
+        self.log.info("Manhole access reload", user=self.user)
+        results = self._reload_access()
+        lines = [
+            f"{r.authoriser}: {'reloaded' if r.ok else 'kept the old table'}: {r.summary}" for r in results
+        ]
+        return Report("\n".join(lines) or "nothing to reload")
 
     def kick(self, key: str) -> Report:
         """Disconnect the publisher of ``key``; its players get UnpublishNotify and stay subscribed.

@@ -12,9 +12,11 @@ are the view's dicts plus the short labels its columns show (``codecs``,
 from __future__ import annotations
 
 import pydoc
+import time
 from collections.abc import Callable
 from typing import Any
 
+from rtmpd.access.policy import AccessPolicy
 from rtmpd.admin.actions import Actions, Report
 from rtmpd.admin.format import Column, Table, duration, kbps, size, text
 from rtmpd.admin.rates import SAMPLE_INTERVAL, RateSampler
@@ -43,6 +45,8 @@ Actions (logged with your user name)
   stop_recording(key)   stop recording a stream
   reconnect(key=None, tc_url=None, force=False)
                         ask Enhanced RTMP publishers to reconnect (here, or to tc_url)
+  auth()                access control: its configuration (no secrets) and the recent refusals
+  reload_auth()         reload the key file and secrets (as SIGHUP does)
   help(obj)             the documentation of obj
 
 Bit rates are in kbit/s on the wire, averaged over the last {interval:g} s.
@@ -110,13 +114,42 @@ def _stream_labels(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+_REFUSAL_COLUMNS = [
+    Column("time", "when"),
+    Column("action", "action"),
+    Column("key", "key"),
+    Column("addr", "addr"),
+    Column("authoriser", "authoriser"),
+    Column("reason", "reason"),
+]
+
+
 class Helpers:
     """The manhole's helpers for one operator: the views as tables, the actions, and ``help``."""
 
-    def __init__(self, server: Server, user: str, sampler: RateSampler | None = None) -> None:
+    def __init__(
+        self,
+        server: Server,
+        user: str,
+        sampler: RateSampler | None = None,
+        access: AccessPolicy | None = None,
+        reload_access: Callable[[], Any] | None = None,
+    ) -> None:
         self.views = ServerViews(server, sampler)
-        self.actions = Actions(server, user, self.views)
+        self.actions = Actions(server, user, self.views, reload_access)
         self.sampler = sampler
+        self.access = access
+
+    def auth(self) -> Report:
+        """Access control: the configuration (no secrets), then the recent refusals, newest last."""
+        if self.access is None:
+            return Report("open: no authoriser, anyone may connect, publish and play")
+        rows = [
+            {**vars(r), "when": time.strftime("%H:%M:%S", time.gmtime(r.time))}
+            for r in self.access.counters.refusals
+        ]
+        table = Table(_REFUSAL_COLUMNS, rows, "(no refusals)")
+        return Report("\n".join([*self.access.describe(), "recent refusals:", repr(table)]))
 
     def namespace(self) -> dict[str, Callable[..., Any]]:
         """The helpers by the names the session knows them by."""
@@ -129,6 +162,8 @@ class Helpers:
             "drop": actions.drop,
             "stop_recording": actions.stop_recording,
             "reconnect": actions.reconnect,
+            "auth": self.auth,
+            "reload_auth": actions.reload_auth,
             "help": self.help,
         }
 
@@ -157,7 +192,12 @@ class Helpers:
 
 
 def make_namespace(
-    top: Server, user: str, sampler: RateSampler | None = None, reactor: Any = None
+    top: Server,
+    user: str,
+    sampler: RateSampler | None = None,
+    reactor: Any = None,
+    access: AccessPolicy | None = None,
+    reload_access: Callable[[], Any] | None = None,
 ) -> dict[str, Any]:
     """The names operator ``user``'s session starts with: the server's objects and the helpers."""
     if reactor is None:
@@ -168,5 +208,5 @@ def make_namespace(
         "recorder": top.recorder,
         "reactor": reactor,
     }
-    namespace.update(Helpers(top, user, sampler).namespace())
+    namespace.update(Helpers(top, user, sampler, access, reload_access).namespace())
     return namespace

@@ -179,7 +179,11 @@ class Recorder(service.Service, StreamListener):
     # -- registry listener ---------------------------------------------------------------
 
     def stream_published(self, stream: Stream) -> None:
-        if not self.matches(stream.key):
+        wish = getattr(stream.publisher, "record", None)
+        if wish is False:
+            self.log.info("Stream not recorded (its authorisation says record: false)", stream_key=stream.key)
+            return
+        if wish is None and not self.matches(stream.key):
             self.log.debug("Stream not recorded (no --record-match pattern matches)", stream_key=stream.key)
             return
         previous = self.recordings.get(stream)

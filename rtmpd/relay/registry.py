@@ -64,7 +64,7 @@ class StreamRegistry:
                 old_conn_id=current.peer.conn_id,
                 idle_seconds=round(idle, 3),
             )
-            self.unpublish(stream, current)
+            stream.stop()  # not unpublish(): that would forget the stream the new publisher takes over
             current.peer.close("publisher replaced")
         stream.start(publication)
         return stream

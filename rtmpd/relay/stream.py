@@ -51,6 +51,9 @@ class Publication:
     messages_in: int = 0
     #: True while the recorder holds the publisher back (it is not idle then).
     throttled: bool = False
+    #: Recording wish of whoever authorised the publish: False keeps it out of the recordings, True
+    #: records it even if no --record-match pattern matches, None leaves the recorder's settings.
+    record: bool | None = None
 
 
 @dataclass

@@ -13,6 +13,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 
+from rtmpd.access.policy import AccessPolicy
 from rtmpd.config import ServerConfig
 from rtmpd.relay.fanout import Outbox
 from rtmpd.relay.registry import StreamRegistry
@@ -34,6 +35,8 @@ class RTMPServerFactory(Factory):
         self.registry = StreamRegistry(config, clock.seconds)
         self.outbox = Outbox(clock)
         self.connections: dict[str, RTMPProtocol] = {}
+        #: The access policy (``rtmpd.access``) the responders ask; None: open, as without --auth-*.
+        self.access: AccessPolicy | None = None
         self._started_at = clock.seconds()
         self._ids = itertools.count(1)
 

@@ -89,7 +89,7 @@ class RTMPProtocol(Protocol):
         self.config = factory.config
         self.clock = factory.clock
         self.conn_id = ""
-        self.peer_addr = ""
+        self.peer_addr = self.peer_host = ""  # peer_host: the address without its port, for access control
         self.session = ServerSession(self.config.limits, factory.uptime_ms())
         self.commands = ServerCommands(self)
         self.dispatcher = Dispatcher(self.commands, self)
@@ -135,6 +135,7 @@ class RTMPProtocol(Protocol):
         self.conn_id = self.factory.next_conn_id()
         peer = self.transport.getPeer()
         self.peer_addr = f"{getattr(peer, 'host', peer)}:{getattr(peer, 'port', '')}".rstrip(":")
+        self.peer_host = str(getattr(peer, "host", "") or "")
         self.last_activity = self.clock.seconds()
         self.factory.connections[self.conn_id] = self
         self.transport.registerProducer(self, True)
@@ -145,6 +146,7 @@ class RTMPProtocol(Protocol):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._cancel_handshake_timer()
+        self.commands.gate.cancel_pending()  # a decision that comes after the client left starts nothing
         for ns in list(self.net_streams.values()):
             self.commands.close_net_stream(ns)
         self.net_streams.clear()

@@ -14,8 +14,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
+from rtmpd.access.decision import Action, Allow
+from rtmpd.access.errors import ConnectDenied, PlayDenied, PublishDenied
 from rtmpd.core.amf0 import ECMAArray
 from rtmpd.core.commands import Command, encode_command, on_status, status_info
 from rtmpd.core.errors import (
@@ -39,9 +42,10 @@ from rtmpd.relay.peer import Peer
 from rtmpd.relay.player import Player
 from rtmpd.relay.registry import Publication, Stream
 from rtmpd.server.dispatch import Boolean, Integer, Object, Reply, String, responder
+from rtmpd.server.gate import AccessGate
 
 if TYPE_CHECKING:
-    from twisted.internet.interfaces import IReactorTime
+    from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
     from rtmpd.config import ServerConfig
     from rtmpd.relay.registry import StreamRegistry
@@ -59,6 +63,10 @@ class NetStream:
     stream: Stream | None = None
     publication: Publication | None = None
     player: Player | None = None
+    #: The end of the publish or play permission (a signed URL's expiry), cancelled when the stream stops.
+    expiry: IDelayedCall | None = None
+    #: True while a publish or play on this NetStream waits for its authorisation.
+    pending: bool = False
 
 
 class _Factory(Protocol):
@@ -78,6 +86,8 @@ class CommandConnection(Peer, Protocol):
     session_open: bool
     connect_params: dict
     net_streams: dict[int, NetStream]
+    #: The client's IP address without its port ("" for a UNIX socket).
+    peer_host: str
 
     def set_chunk_size(self, size: int) -> None: ...
     def accept_connect(self, app: str, params: dict) -> None: ...
@@ -97,6 +107,8 @@ class ServerCommands:
     def __init__(self, conn: CommandConnection) -> None:
         self.conn = conn
         self._next_stream_id = 1
+        self._connecting = False
+        self.gate = AccessGate(conn)
 
     @property
     def registry(self) -> StreamRegistry:
@@ -110,14 +122,25 @@ class ServerCommands:
             InvalidApp: "NetConnection.Connect.InvalidApp",
             IllegalName: "NetConnection.Connect.InvalidApp",
             ConnectRejected: "NetConnection.Connect.Rejected",
+            ConnectDenied: "NetConnection.Connect.Rejected",
             BadArgument: "NetConnection.Connect.Rejected",
         },
     )
-    def rtmp_connect(self, command: Command, params: dict) -> Reply:
+    def rtmp_connect(self, command: Command, params: dict) -> Reply | Deferred:
         conn = self.conn
-        if conn.session_open:
+        if conn.session_open or self._connecting:
             raise CommandError("already connected")
-        app = validate_app(params.get("app"))
+        raw_app = params.get("app")
+        app = validate_app(raw_app)
+        tc_url = str(params.get("tcUrl", "") or "")
+        query = (raw_app.partition("?")[2] if isinstance(raw_app, str) else "") or tc_url.partition("?")[2]
+        self._connecting = True
+        request = self.gate.request(Action.CONNECT, app, "", query, params)
+        return self.gate.authorise(request, self._connected, app, params)
+
+    def _connected(self, _allow: Allow, app: str, params: dict) -> Reply:
+        conn = self.conn
+        self._connecting = False
         conn.accept_connect(app, params)
         object_encoding = params.get("objectEncoding", 0.0)
         if object_encoding not in (0, 3):
@@ -226,19 +249,37 @@ class ServerCommands:
     @responder(
         arguments=[("name", String()), ("kind", String(default="live"))],
         errors={BadStreamName: "NetStream.Publish.BadName"},
-        fatal_errors={IllegalName: "NetStream.Publish.BadName", BadArgument: "NetStream.Publish.BadName"},
+        fatal_errors={
+            IllegalName: "NetStream.Publish.BadName",
+            BadArgument: "NetStream.Publish.BadName",
+            PublishDenied: "NetStream.Publish.BadName",
+        },
     )
-    def rtmp_publish(self, command: Command, name: str, kind: str) -> None:
+    def rtmp_publish(self, command: Command, name: str, kind: str) -> Deferred:
         conn = self.conn
         ns = self._net_stream(command)
         key, name, query = self._key(name)
         self.log.info("publish command", conn_id=conn.conn_id, stream_key=key, type=kind)
-        if ns.publication is not None or ns.player is not None:
+        if ns.publication is not None or ns.player is not None or ns.pending:
             raise BadStreamName(f"stream {ns.stream_id} is already in use")
+        ns.pending = True
+        request = self.gate.request(Action.PUBLISH, conn.app, name, query)
+        return self.gate.authorise(request, self._publish_allowed, ns, name, query)
+
+    def _publish_allowed(self, allow: Allow, ns: NetStream, name: str, query: str) -> None:
+        conn = self.conn
+        ns.pending = False
+        if conn.net_streams.get(ns.stream_id) is not ns:
+            return  # deleted while the decision was pending
+        if allow.name is not None:
+            name = split_stream_name(allow.name)[0]
+        key = f"{conn.app}/{name}"
         now = conn.clock.seconds()
-        publication = Publication(conn, ns.stream_id, name, query, now, now)
+        publication = Publication(conn, ns.stream_id, name, query, now, now, record=allow.record)
+        # Authorised before the registry decides: a takeover (--publish-takeover) needs the permission.
         ns.stream = self.registry.publish(key, publication)
         ns.publication = publication
+        ns.expiry = self.gate.schedule_expiry(allow, "publish")
         conn.send_control(user_control(UserControlEvent.STREAM_BEGIN, ns.stream_id))
         conn.send_command(
             on_status(
@@ -250,26 +291,43 @@ class ServerCommands:
     _PLAY_ERRORS = {
         IllegalName: "NetStream.Play.StreamNotFound",
         BadArgument: "NetStream.Play.StreamNotFound",
+        PlayDenied: "NetStream.Play.Failed",
     }
 
     @responder(arguments=[("name", String())], fatal_errors=_PLAY_ERRORS)
-    def rtmp_play(self, command: Command, name: str) -> None:
-        self._play(command, name, reset=True)
+    def rtmp_play(self, command: Command, name: str) -> Deferred:
+        return self._play(command, name, reset=True)
 
     @responder(arguments=[("params", Object())], fatal_errors=_PLAY_ERRORS)
-    def rtmp_play2(self, command: Command, params: dict) -> None:
-        self._play(command, params.get("streamName"), reset=False)
+    def rtmp_play2(self, command: Command, params: dict) -> Deferred:
+        return self._play(command, params.get("streamName"), reset=False)
 
-    def _play(self, command: Command, raw_name: Any, *, reset: bool) -> None:
+    def _play(self, command: Command, raw_name: Any, *, reset: bool) -> Deferred:
         conn = self.conn
         ns = self._net_stream(command)
-        key, name, _query = self._key(raw_name)
+        key, name, query = self._key(raw_name)
         self.log.info("play command", conn_id=conn.conn_id, stream_key=key)
-        if ns.publication is not None:
+        if ns.publication is not None or ns.pending:
             raise CommandError("cannot play on a publishing stream")
+        ns.pending = True
+        request = self.gate.request(Action.PLAY, conn.app, name, query)
+        return self.gate.authorise(request, self._play_allowed, ns, name, reset)
+
+    def _play_allowed(self, allow: Allow, ns: NetStream, name: str, reset: bool) -> None:
+        conn = self.conn
+        ns.pending = False
+        if conn.net_streams.get(ns.stream_id) is not ns:
+            return
+        if allow.name is not None:
+            name = split_stream_name(allow.name)[0]
+        key = f"{conn.app}/{name}"
         if ns.player is not None:
             ns.player.stop()
+        if ns.expiry is not None:
+            ns.expiry.cancel()
+            ns.expiry = None
         ns.stream = self.registry.subscribe(key)
+        ns.expiry = self.gate.schedule_expiry(allow, "play")
         ns.player = Player(conn, ns.stream_id, ns.stream, name)
         ns.player.start(reset)
 
@@ -307,6 +365,10 @@ class ServerCommands:
 
     def close_net_stream(self, ns: NetStream) -> None:
         """Stop whatever the NetStream does (publishing or playing); it may be reused."""
+        if ns.expiry is not None:
+            if ns.expiry.active():
+                ns.expiry.cancel()
+            ns.expiry = None
         self._stop_publishing(ns)
         if ns.player is not None:
             ns.player.stop()
