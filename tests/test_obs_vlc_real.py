@@ -328,3 +328,50 @@ class VlcTests(RealClientTestCase):
         # one picture written again and again.
         digests = {hashlib.sha256(open(path, "rb").read()).hexdigest() for path in frames}
         self.assertGreaterEqual(len(digests), len(frames) - 1)
+
+
+class ObsKeyFileTests(RealClientTestCase):
+    """OBS with the stream key from ``--auth-keys`` is let in; with any other key it is refused."""
+
+    def setUp(self) -> None:
+        keys_dir = tempfile.mkdtemp(prefix="rtmpd-keys-")
+        self.addCleanup(shutil.rmtree, keys_dir, True)
+        keys = os.path.join(keys_dir, "keys.txt")
+        with open(keys, "w") as f:
+            f.write("live obs-key-7c1e\n")
+        self.server_args = ("--auth-keys", keys)
+        super().setUp()
+
+    def obs(self, key: str) -> ObsPublisher:
+        display = Xvfb(os.path.join(self.tmp, f"xvfb-{key}.log"))
+        self.addCleanup(display.stop)
+        workdir = os.path.join(self.tmp, key)
+        os.mkdir(workdir)
+        obs = ObsPublisher(f"rtmp://127.0.0.1:{self.server.port}/live", key, workdir, display.display)
+        self.addCleanup(obs.kill)
+        return obs
+
+    def test_key_from_the_key_file_accepted_wrong_key_refused(self) -> None:
+        wrong = self.obs("not-a-key")
+        try:
+            decision = self.server.wait_for_msg("Access decision", timeout=60, action="publish")
+        except AssertionError as e:
+            raise AssertionError(f"{e}\nOBS output tail:\n{wrong.output()[-3000:]}") from None
+        self.assertNotEqual(decision["outcome"], "allow")
+        refused = self.server.wait_for_msg("Command refused", timeout=20, command="publish")
+        self.assertEqual(refused["code"], "NetStream.Publish.BadName")
+        self.assertEqual(self.server.messages("Codecs detected"), [])
+        wrong.kill()
+
+        start = len(self.server.events)
+        good = self.obs("obs-key-7c1e")
+        try:
+            self.server.wait_for_msg(
+                "Access decision", timeout=60, start=start, action="publish", outcome="allow"
+            )
+            self.wait_live("obs-key-7c1e", timeout=30, start=start)
+        except AssertionError as e:
+            raise AssertionError(f"{e}\nOBS output tail:\n{good.output()[-3000:]}") from None
+        player = self.ffmpeg_player("obs-key-7c1e")
+        player.wait_frames(OBS_FPS, timeout=30)
+        self.assertEqual(good.interrupt(), 0, good.output()[-3000:])
