@@ -342,6 +342,13 @@ def install_access(top: RTMPService, settings: AccessSettings, reactor: Any) -> 
 
     reloader = ReloadOnHangup(policy, reactor, revoke if settings.revoke_live else None)
     reloader.setServiceParent(top)
+    if settings.recheck_interval > 0:
+        from rtmpd.access.recheck import PublisherRecheck
+
+        def publications() -> list:
+            return [s.publisher for s in top.registry if s.publisher is not None]
+
+        PublisherRecheck(policy, publications, settings.recheck_interval, reactor).setServiceParent(top)
     return reloader
 
 

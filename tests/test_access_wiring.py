@@ -299,3 +299,58 @@ class ThrottleWiringTests(SynchronousTestCase):
         refused = self.failureResultOf(d, CommandFailed).value.info
         self.assertEqual(refused["code"], "NetConnection.Connect.Rejected")
         self.assertIn("too many failed attempts", refused["description"])
+
+
+class RecheckTests(SynchronousTestCase):
+    """``--auth-recheck``: live publishers are asked about again; a refusal ends the stream."""
+
+    def test_publisher_refused_at_a_recheck_is_ended_players_told(self) -> None:
+        from rtmpd.access.recheck import PublisherRecheck
+
+        server = MemoryServer()
+        auth = Scripted()
+        policy = AccessPolicy([auth], clock=server.clock, now=server.clock.seconds)
+        server.factory.access = policy
+        pub, _ = server.publisher("cam")
+        player, _ = server.player("cam")
+
+        def publications() -> list:
+            return [s.publisher for s in server.registry if s.publisher is not None]
+
+        # Within the publisher timeout (10 s): the silent test publisher is not dropped for idling.
+        recheck = PublisherRecheck(policy, publications, 4.0, server.clock)
+        recheck.startService()
+        self.addCleanup(recheck.stopService)
+        publishes = len([r for r in auth.requests if r.action is Action.PUBLISH])
+        server.advance(4)
+        asked = [r for r in auth.requests if r.action is Action.PUBLISH]
+        self.assertEqual(len(asked), publishes + 1)
+        self.assertEqual(asked[-1].name, "cam")
+        self.assertTrue(pub.connected_transport)
+        self.assertIsNotNone(server.registry.get("live/cam").publisher)
+
+        auth.answers[("publish", "cam")] = Deny("key withdrawn")
+        with capturedLogs() as logs:
+            server.advance(4)
+        self.assertFalse(pub.connected_transport)
+        self.assertIsNone(server.registry.get("live/cam").publisher)
+        codes = [c.args[0]["code"] for c in player.commands if c.name == "onStatus"]
+        self.assertIn("NetStream.Play.UnpublishNotify", codes)
+        ended = [
+            e for e in logs if e.get("log_format") == "Publisher no longer authorised; ending its stream"
+        ]
+        self.assertEqual(len(ended), 1)
+        self.assertEqual(ended[0]["stream_key"], "live/cam")
+
+    def test_the_option_adds_the_service(self) -> None:
+        from rtmpd.access.recheck import PublisherRecheck
+        from rtmpd.tap import Options, makeService
+
+        def services(*args: str) -> list:
+            options = Options()
+            options.parseOptions(["--port", "0", "--auth-allow", "publish:127.0.0.0/8", *args])
+            return [s for s in makeService(options) if isinstance(s, PublisherRecheck)]
+
+        self.assertEqual(services(), [])
+        (recheck,) = services("--auth-recheck", "45")
+        self.assertEqual(recheck.interval, 45.0)

@@ -98,6 +98,13 @@ AUTH_PARAMETERS: list[list[Any]] = [
         _non_negative,
     ],
     [
+        "auth-recheck",
+        None,
+        0.0,
+        "Every S seconds, ask again whether each live publisher may publish; end it if not (0: off)",
+        _non_negative,
+    ],
+    [
         "auth-expiry-grace",
         None,
         DEFAULT_EXPIRY_GRACE,
@@ -137,6 +144,7 @@ class AccessOptions:
             deny=tuple(self["auth-deny"]),
             expiry_grace=self["auth-expiry-grace"],
             revoke_live=self["auth-revoke-live"],
+            recheck_interval=self["auth-recheck"],
         )
         try:
             # Built once here so that a bad file or URL stops start-up with one line; makeService

@@ -49,6 +49,8 @@ class AccessSettings:
     expiry_grace: float | None = DEFAULT_EXPIRY_GRACE
     #: ``--auth-revoke-live``: a publish key removed on reload ends its live publisher.
     revoke_live: bool = False
+    #: ``--auth-recheck S``: ask again for every live publisher every S seconds (0: never).
+    recheck_interval: float = 0.0
 
     @property
     def enabled(self) -> bool:

@@ -54,6 +54,9 @@ class Publication:
     #: Recording wish of whoever authorised the publish: False keeps it out of the recordings, True
     #: records it even if no --record-match pattern matches, None leaves the recorder's settings.
     record: bool | None = None
+    #: What access control allowed this publish on (an ``rtmpd.access`` request), for periodic
+    #: re-checks; opaque to the relay. None without access control.
+    authorisation: Any = None
 
 
 @dataclass

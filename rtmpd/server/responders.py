@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
-from rtmpd.access.decision import Action, Allow
+from rtmpd.access.decision import Action, Allow, Request
 from rtmpd.access.errors import ConnectDenied, PlayDenied, PublishDenied
 from rtmpd.core.amf0 import ECMAArray
 from rtmpd.core.commands import Command, encode_command, on_status, status_info
@@ -264,9 +264,9 @@ class ServerCommands:
             raise BadStreamName(f"stream {ns.stream_id} is already in use")
         ns.pending = True
         request = self.gate.request(Action.PUBLISH, conn.app, name, query)
-        return self.gate.authorise(request, self._publish_allowed, ns, name, query)
+        return self.gate.authorise(request, self._publish_allowed, ns, name, query, request)
 
-    def _publish_allowed(self, allow: Allow, ns: NetStream, name: str, query: str) -> None:
+    def _publish_allowed(self, allow: Allow, ns: NetStream, name: str, query: str, request: Request) -> None:
         conn = self.conn
         ns.pending = False
         if conn.net_streams.get(ns.stream_id) is not ns:
@@ -276,6 +276,7 @@ class ServerCommands:
         key = f"{conn.app}/{name}"
         now = conn.clock.seconds()
         publication = Publication(conn, ns.stream_id, name, query, now, now, record=allow.record)
+        publication.authorisation = request
         # Authorised before the registry decides: a takeover (--publish-takeover) needs the permission.
         ns.stream = self.registry.publish(key, publication)
         ns.publication = publication
