@@ -21,7 +21,7 @@ from twisted.python import usage
 import rtmpd
 from rtmpd import logs
 from rtmpd.access.errors import CallbackConfigError, ConfigFileError, RuleError
-from rtmpd.access.options import AUTH_PARAMETERS, AccessOptions, on_loopback
+from rtmpd.access.options import AUTH_PARAMETERS, AccessOptions, choice, on_loopback
 from rtmpd.access.settings import AccessSettings, build_policy
 from rtmpd.config import ServerConfig
 from rtmpd.core.limits import Limits
@@ -66,16 +66,6 @@ def _chunk_size(value: str) -> int:
     if not 1 <= size <= MAX_CHUNK_SIZE:
         raise ValueError(f"chunk size must be 1..{MAX_CHUNK_SIZE}")
     return size
-
-
-def _choice(*choices: str):
-    def coerce(value: str) -> str:
-        if value not in choices:
-            raise ValueError(f"{value!r} is not one of {', '.join(choices)}")
-        return value
-
-    coerce.coerceDoc = f"One of: {', '.join(choices)}."
-    return coerce
 
 
 _log = Logger(namespace="rtmpd.tap")
@@ -174,14 +164,14 @@ class Options(AccessOptions, usage.Options):
             None,
             "info",
             "Log level: debug, info, warn or error",
-            _choice("debug", "info", "warn", "error"),
+            choice("debug", "info", "warn", "error"),
         ],
         [
             "log-format",
             None,
             None,
             "Log format: text or json (default: text on a terminal, json otherwise)",
-            _choice("text", "json"),
+            choice("text", "json"),
         ],
         [
             "manhole",

@@ -19,7 +19,7 @@ from rtmpd.access.addresses import parse_rule
 from rtmpd.access.errors import CallbackConfigError, ConfigFileError, RuleError
 from rtmpd.access.settings import DEFAULT_EXPIRY_GRACE, AccessSettings, build_policy
 
-__all__ = ["AUTH_PARAMETERS", "AccessOptions", "on_loopback"]
+__all__ = ["AUTH_PARAMETERS", "AccessOptions", "choice", "on_loopback"]
 
 
 def _seconds_or_never(value: str) -> float | None:
@@ -54,7 +54,9 @@ def _positive_float(value: str) -> float:
 _positive_float.coerceDoc = "A positive number."
 
 
-def _choice(*choices: str):
+def choice(*choices: str):
+    """An option coercer accepting only ``choices`` (shared with the tap's other options)."""
+
     def coerce(value: str) -> str:
         if value not in choices:
             raise ValueError(f"{value!r} is not one of {', '.join(choices)}")
@@ -88,7 +90,7 @@ AUTH_PARAMETERS: list[list[Any]] = [
         None,
         "closed",
         "When the callback is down: closed (deny) or open (allow)",
-        _choice("closed", "open"),
+        choice("closed", "open"),
     ],
     [
         "auth-callback-cache",
