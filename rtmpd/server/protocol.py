@@ -1,20 +1,17 @@
 """The Twisted adapter: one ``RTMPProtocol`` per TCP connection, over ``rtmpd.core.session.ServerSession``.
 
-The session holds the connection's state machine (handshake, chunks,
-acknowledgements, pings, the connect gate, aggregates, ``@setDataFrame``);
-this adapter feeds it what the transport delivers, acts on each event it
-returns with one small method, and writes what it has to send, in the
-manner of Twisted's ``twisted/web/_http2.py`` over h2.
+The session holds the connection's state machine (handshake, chunks, acknowledgements, pings, the connect
+gate, aggregates, ``@setDataFrame``); this adapter feeds it what the transport delivers, acts on each event it
+returns with one small method, and writes what it has to send, in the manner of Twisted's
+``twisted/web/_http2.py`` over h2.
 
-Errors end in one place. A ``RemoteProtocolError`` (the peer broke the
-protocol) goes to ``fail``: logged, answered where RTMP has a way, closed.
-Any other exception raised while one input is handled is our bug: it is
-logged with its traceback and the connection is closed cleanly, so one bad
-message never reaches the reactor as an "Unhandled Error".
+Errors end in one place. A ``RemoteProtocolError`` (the peer broke the protocol) goes to ``fail``: logged,
+answered where RTMP has a way, closed. Any other exception raised while one input is handled is our bug: it is
+logged with its traceback and the connection is closed cleanly, so one bad message never reaches the reactor
+as an "Unhandled Error".
 
-The connection is the transport's push producer: when a player's socket
-backs up, the transport pauses it and the relay stops sending it video until
-it drains. It is also the relay's ``rtmpd.relay.peer.Peer``.
+The connection is the transport's push producer: when a player's socket backs up, the transport pauses it and
+the relay stops sending it video until it drains. It is also the relay's ``rtmpd.relay.peer.Peer``.
 """
 
 from __future__ import annotations
@@ -43,6 +40,7 @@ from rtmpd.core.events import (
 )
 from rtmpd.core.messages import Message
 from rtmpd.core.session import ServerSession
+from rtmpd.server import lifecycle
 from rtmpd.server._fastwrite import write_chunks
 from rtmpd.server.dispatch import Dispatcher
 from rtmpd.server.responders import NetStream, ServerCommands
@@ -56,8 +54,7 @@ if TYPE_CHECKING:
 
 
 class ConnectionFactory(typing.Protocol):
-    """What a connection uses of the factory that built it (``rtmpd.server.factory.RTMPServerFactory``,
-    which imports this module: naming it here would close an import circle)."""
+    """What a connection uses of its factory (``RTMPServerFactory``, not named: it imports this module)."""
 
     config: ServerConfig
     clock: IReactorTime
@@ -128,6 +125,7 @@ class RTMPProtocol(Protocol):
     def accept_connect(self, app: str, params: dict) -> None:
         """``connect`` succeeded: the session is open for the other commands."""
         self.session.accept_connect(app, params)
+        lifecycle.connected(self, app, params)
 
     # -- connection lifecycle -------------------------------------------------
 
@@ -152,13 +150,15 @@ class RTMPProtocol(Protocol):
         self.net_streams.clear()
         self.factory.connections.pop(self.conn_id, None)
         self._pending = []
+        why = self._close_reason or reason.getErrorMessage()
         self.log.info(
             "Connection closed",
             conn_id=self.conn_id,
-            reason=self._close_reason or reason.getErrorMessage(),
+            reason=why,
             bytes_in=self.bytes_in,
             bytes_out=self.bytes_out,
         )
+        lifecycle.disconnected(self, why)
 
     def _cancel_handshake_timer(self) -> None:
         if self._handshake_timer is not None and self._handshake_timer.active():
