@@ -40,7 +40,7 @@ LAYER_RULES: tuple[tuple[str, tuple[str, ...], str], ...] = (
     (
         "rtmpd.http",
         ("rtmpd.server", "rtmpd.tap"),
-        "HTTP resources see the server through the relay and the admin views and actions, as the manhole does",
+        "HTTP resources see the server through the relay and the admin views and actions, as the manhole",
     ),
 )
 

@@ -1,4 +1,4 @@
-"""The HTTP listener (``--http``) of a real ``twistd -n rtmpd``: health, readiness, errors, hostile requests."""
+"""The HTTP listener (``--http``) of a real ``twistd -n rtmpd``: health, readiness, errors, bad requests."""
 
 from __future__ import annotations
 
