@@ -168,6 +168,10 @@ def render(results: list[dict[str, Any]], preamble: list[str] | None = None) -> 
         notes = [f"- {_what(r)}: {error}" for r in chosen for error in r.get("server_errors", [])]
         if notes:
             lines += ["", "Errors the servers logged:", *notes]
+        scraped = [f"- {_what(r)}: {r['scrapes']} scrapes of /metrics ({r['scrape_bytes']} bytes the last), "
+                   f"{r['scrape_failures']} failed" for r in chosen if "scrapes" in r]
+        if scraped:
+            lines += ["", "Metrics scraped during the runs:", *scraped]
     return "\n".join(lines) + "\n"
 
 

@@ -37,6 +37,11 @@ LATENCY_PLAYERS = 100
 SLOW_NORMAL_PLAYERS = 10
 
 
+def _ref(name: str) -> str:
+    """The git ref of an "rtmpd@REF" server name (with or without "+metrics")."""
+    return name.removesuffix("+metrics").split("@", 1)[1]
+
+
 def _csv(kind):
     def parse(value: str) -> list:
         try:
@@ -82,7 +87,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if unknown:
         parser.error(f"unknown scenarios: {', '.join(sorted(unknown))}")
     for name in args.servers:
-        if name not in ("nginx", "rtmpd") and not name.startswith("rtmpd@"):
+        base = name.removesuffix("+metrics")
+        if base not in ("nginx", "rtmpd") and not base.startswith("rtmpd@"):
             parser.error(f"unknown server {name!r}")
     if "nginx" in args.servers and not nginx_available():
         parser.error("nginx with libnginx-mod-rtmp is not installed: install it or pass --servers rtmpd")
@@ -173,9 +179,11 @@ def _preamble(args: argparse.Namespace, argv: list[str], media_path: str, payloa
         f"- Servers: rtmpd {rtmpd.__version__}, working tree at {commit or 'unknown commit'}{dirty}; "
         f"{_nginx_version()} with libnginx-mod-rtmp; both one process, chunk size 4096, "
         "logging at warning level",
-        *[f"- {name}: rtmpd/ as of commit {_git('rev-parse', '--short', name.split('@', 1)[1]) or '?'} "
-          f"({_git('log', '-1', '--format=%s', name.split('@', 1)[1])})"
+        *[f"- {name}: rtmpd/ as of commit {_git('rev-parse', '--short', _ref(name)) or '?'} "
+          f"({_git('log', '-1', '--format=%s', _ref(name))})"
           for name in args.servers if name.startswith("rtmpd@")],
+        *[f"- {name}: with --http, its /metrics fetched every second during each run"
+          for name in args.servers if name.endswith("+metrics")],
         f"- Stream: {os.path.basename(media_path)}: 1280x720 30 fps H.264 (2 s GOP, CBR 3 Mb/s) + AAC 48 kHz "
         f"stereo; audio+video payload {payload_rate * 8 / 1e6:.2f} Mb/s",
         f"- Windows: B/C {args.duration:g} s, A {args.ingest_duration:g} s, D {args.slow_duration:g} s, "

@@ -135,6 +135,7 @@ class _Run:
             child.stop()
         self.server.stop()
         result["server_errors"] = self.server.errors()
+        result.update(self.server.extra_results())
 
 
 def _error(e: Exception) -> dict[str, str]:
