@@ -157,6 +157,10 @@ def render(results: list[dict[str, Any]], preamble: list[str] | None = None) -> 
         ("C", "C. Server-added latency", _latency,
          "Time from the publisher's completed write of a message to the sampled player's read of its last "
          "byte (same CLOCK_MONOTONIC), over every audio and video message in the window."),
+        ("H", "H. Fan-out to low-latency HLS viewers", _fanout,
+         "N viewers (benchmarks.hlsclient: blocking playlist reloads, every part fetched once), against "
+         "N RTMP players in table B. CPU-s per GB = server CPU-seconds per GB of init segments and parts "
+         "delivered (playlists not counted); latency is not sampled."),
         ("D", "D. One stalled player among 10 normal ones", _slow,
          "The stalled player connects, plays and then never reads again. RSS sampled every second."),
     ]

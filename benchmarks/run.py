@@ -28,7 +28,7 @@ from benchmarks.profile import py_spy, summarize
 from benchmarks.scenarios import Settings, fanout, ingest
 from benchmarks.servers import nginx_available
 
-SCENARIOS = ("A", "B", "C", "D")
+SCENARIOS = ("A", "B", "C", "D", "H")
 DEFAULTS: dict[str, Any] = {"players": [1, 10, 100, 250, 1000], "duration": 20.0, "ingest_duration": 10.0,
                             "slow_duration": 30.0, "warmup": 3.0}
 QUICK_DEFAULTS: dict[str, Any] = {"players": [1, 10, 100], "duration": 5.0, "ingest_duration": 5.0,
@@ -57,9 +57,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--servers", type=_csv(str), default=["nginx", "rtmpd"],
                         help="comma-separated: nginx, rtmpd (working tree), rtmpd@GITREF "
                         "(default nginx,rtmpd)")
-    parser.add_argument("--scenarios", type=_csv(str.upper), default=list(SCENARIOS),
-                        help="subset of A,B,C,D")
+    parser.add_argument("--scenarios", type=_csv(str.upper), default=["A", "B", "C", "D"],
+                        help="subset of A,B,C,D,H (default A,B,C,D)")
     parser.add_argument("--players", type=_csv(int), help="N for scenario B (default 1,10,100,250,1000)")
+    parser.add_argument("--hls-viewers", type=int, default=50, help="N of scenario H: LL-HLS viewers, "
+                        "measured against N RTMP players (rtmpd only; not in the default scenarios)")
+    parser.add_argument("--hls-arg", action="append", default=None, help="rtmpd option turning HLS on for "
+                        "scenario H (repeatable; default --hls)")
     parser.add_argument("--duration", type=float, help="measurement window of B and C, seconds (20)")
     parser.add_argument("--ingest-duration", type=float, help="window of A, seconds (10)")
     parser.add_argument("--ingest-rate", type=float, default=50.0, help="MB/s of the paced ingest run with "
@@ -114,6 +118,10 @@ def _plan(args: argparse.Namespace) -> list[tuple[str, dict[str, Any]]]:
         plan.append(("C", {"players": LATENCY_PLAYERS}))
     if "D" in args.scenarios:
         plan.append(("D", {"players": SLOW_NORMAL_PLAYERS}))
+    if "H" in args.scenarios:
+        plan.append(("H", {"players": args.hls_viewers}))
+        if not ("B" in args.scenarios and args.hls_viewers in args.players):
+            plan.append(("B", {"players": args.hls_viewers}))
     return plan
 
 
@@ -124,6 +132,8 @@ def _measure(kind: str, params: dict[str, Any], server: str, settings: Settings,
     if kind == "D":
         return fanout(server, settings, params["players"], stalled=1, scenario="D",
                       duration=args.slow_duration)
+    if kind == "H":
+        return fanout(server, settings, params["players"], scenario="H", viewers="hls")
     return fanout(server, settings, params["players"], scenario=kind)
 
 
@@ -210,7 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings(media=os.path.abspath(media_path), workdir=workdir, duration=args.duration,
                         warmup=args.warmup, sample=args.sample, workers=args.workers,
                         rtmpd_args=tuple(args.rtmpd_arg),
-                        profile_dir=os.path.abspath(args.profile) if args.profile else None)
+                        profile_dir=os.path.abspath(args.profile) if args.profile else None,
+                        hls_args=tuple(args.hls_arg or ["--hls"]))
     settings_ingest = Settings(**{**settings.__dict__, "duration": args.ingest_duration})
     results: list[dict[str, Any]] = []
     plan = _plan(args)
@@ -221,6 +232,8 @@ def main(argv: list[str] | None = None) -> int:
             servers = args.servers if index % 2 == 0 else list(reversed(args.servers))
             measured = []
             for server in servers:
+                if kind == "H" and not server.startswith("rtmpd"):
+                    continue  # nginx-rtmp makes no low-latency HLS
                 label = ", ".join(f"{k}={v}" for k, v in params.items())
                 print(f"[{kind} {label}] {server} ...", file=sys.stderr, flush=True)
                 result = _measure(kind, params, server, settings_ingest if kind == "A" else settings, args)

@@ -45,6 +45,8 @@ class Settings:
     rtmpd_args: tuple[str, ...] = ()
     #: When set, rtmpd servers are profiled with py-spy over each fan-out window, into this directory.
     profile_dir: str | None = None
+    #: rtmpd options that turn HLS on (scenario H), besides the HTTP listener the benchmark gives it.
+    hls_args: tuple[str, ...] = ("--hls",)
 
 
 def split_players(players: int, workers: int) -> list[int]:
@@ -78,12 +80,14 @@ def _percentile(values: list[float], share: float) -> float:
 class _Run:
     """The processes of one measurement; ``close`` stops whatever was started."""
 
-    def __init__(self, server_name: str, settings: Settings, label: str) -> None:
+    def __init__(self, server_name: str, settings: Settings, label: str, viewers: str = "rtmp") -> None:
         self.settings = settings
         self.dir = os.path.join(settings.workdir, label)
         os.makedirs(self.dir, exist_ok=True)
-        self.server = make_server(server_name, os.path.join(self.dir, "server"), list(settings.rtmpd_args),
-                                  trees_dir=settings.workdir)
+        self.viewers = viewers
+        args = [*settings.rtmpd_args, *(settings.hls_args if viewers == "hls" else ())]
+        self.server = make_server(server_name, os.path.join(self.dir, "server"), args,
+                                  trees_dir=settings.workdir, http=viewers == "hls")
         self.port = free_port()
         self.publisher: Child | None = None
         self.clients: list[Child] = []
@@ -100,6 +104,8 @@ class _Run:
         return self.publisher.wait_event("ready", 30)
 
     def start_clients(self, players: int, stalled: int = 0) -> list[dict[str, Any]]:
+        if self.viewers == "hls":
+            return self._start_hls_clients(players)
         shares = split_players(players, _workers(self.settings, players))
         sample_left, stalled_left = self.settings.sample, stalled
         for i, share in enumerate(shares):
@@ -113,6 +119,17 @@ class _Run:
                                  "--out", os.path.join(self.dir, f"client{i}.json"))
             self.clients.append(Child(cmd, name=f"load client {i}",
                                       stderr_path=os.path.join(self.dir, f"client{i}.err"), cwd=_repo_root()))
+        return [c.wait_event("ready", self.settings.ready_timeout + 30) for c in self.clients]
+
+    def _start_hls_clients(self, viewers: int) -> list[dict[str, Any]]:
+        port = getattr(self.server, "http_port", 0)
+        if not port:
+            raise RuntimeError(f"{self.server.name} has no HTTP listener: HLS viewers need rtmpd")
+        cmd = _python_module("benchmarks.hlsclient", "--port", str(port), "--viewers", str(viewers),
+                             "--ready-timeout", str(self.settings.ready_timeout), "--max-seconds", "900",
+                             "--out", os.path.join(self.dir, "client0.json"))
+        err = os.path.join(self.dir, "client0.err")
+        self.clients.append(Child(cmd, name="HLS load client", stderr_path=err, cwd=_repo_root()))
         return [c.wait_event("ready", self.settings.ready_timeout + 30) for c in self.clients]
 
     def client_results(self) -> list[dict[str, Any]]:
@@ -205,10 +222,11 @@ def ingest(server_name: str, settings: Settings, *, record: bool, rate_mb: float
 
 
 def fanout(server_name: str, settings: Settings, players: int, *, stalled: int = 0,
-           scenario: str = "B", duration: float | None = None) -> dict[str, Any]:
-    """Scenarios B/C (``stalled=0``) and D: one real-time publisher, ``players`` players (+ ``stalled``)."""
+           scenario: str = "B", duration: float | None = None, viewers: str = "rtmp") -> dict[str, Any]:
+    """Scenarios B/C (``stalled=0``) and D: one real-time publisher, ``players`` players (+ ``stalled``);
+    H: the players are low-latency HLS viewers (``viewers="hls"``, ``benchmarks.hlsclient``)."""
     duration = settings.duration if duration is None else duration
-    run = _Run(server_name, settings, f"{scenario}-{players}-{server_name}")
+    run = _Run(server_name, settings, f"{scenario}-{players}-{server_name}", viewers)
     result: dict[str, Any] = {"scenario": scenario, "server": server_name, "players": players,
                               "stalled": stalled}
     try:

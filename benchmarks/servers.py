@@ -131,22 +131,24 @@ class RtmpdServer(Server):
     name = "rtmpd"
 
     def __init__(self, workdir: str, extra_args: list[str] | None = None, *, name: str = "",
-                 source_tree: str | None = None, scrape_metrics: bool = False) -> None:
+                 source_tree: str | None = None, scrape_metrics: bool = False, http: bool = False) -> None:
         super().__init__(workdir, name)
         self.extra_args = list(extra_args or [])
         if source_tree is not None:
             self.env["PYTHONPATH"] = os.pathsep.join(
                 p for p in (source_tree, os.environ.get("PYTHONPATH", "")) if p)
-        #: With metrics: an HTTP listener whose /metrics a thread of ours fetches every second.
-        self.scraper = MetricsScraper() if scrape_metrics else None
+        #: The HTTP listener's port (``--http``), or 0 when it has none.
+        self.http_port = free_port() if (http or scrape_metrics) else 0
+        #: With metrics: a thread of ours fetches /metrics every second.
+        self.scraper = MetricsScraper(self.http_port) if scrape_metrics else None
 
     def command(self, port: int, record_dir: str | None) -> list[str]:
         cmd = [_twistd(), "-n", "--pidfile=", "rtmpd", "--port", f"tcp:{port}:interface=127.0.0.1",
                "--log-level", "warn", "--log-format", "json", "--chunk-size", "4096"]
         if record_dir is not None:
             cmd += ["--record-dir", record_dir]
-        if self.scraper is not None:
-            cmd += ["--http", f"tcp:{self.scraper.port}:interface=127.0.0.1"]
+        if self.http_port:
+            cmd += ["--http", f"tcp:{self.http_port}:interface=127.0.0.1"]
         return cmd + self.extra_args
 
     def start(self, port: int, record_dir: str | None = None) -> None:
@@ -189,8 +191,8 @@ class MetricsScraper:
     """Fetches ``/metrics`` from 127.0.0.1:``port`` once a second in a thread, as Prometheus would with
     ``scrape_interval: 1s``, counting scrapes and failures. Its CPU is the benchmark's, not the server's."""
 
-    def __init__(self, interval: float = 1.0) -> None:
-        self.port = free_port()
+    def __init__(self, port: int, interval: float = 1.0) -> None:
+        self.port = port
         self.interval = interval
         self.scrapes = self.failures = self.last_size = 0
         self._stop = threading.Event()
@@ -282,7 +284,7 @@ def export_tree(ref: str, directory: str) -> str:
 
 
 def make_server(name: str, workdir: str, rtmpd_args: list[str] | None = None,
-                trees_dir: str | None = None) -> Server:
+                trees_dir: str | None = None, http: bool = False) -> Server:
     """A server object for ``name``: "nginx", "rtmpd" (the working tree) or "rtmpd@REF" (a git commit);
     an rtmpd name ending in "+metrics" also serves /metrics, scraped every second during the run.
 
@@ -290,11 +292,12 @@ def make_server(name: str, workdir: str, rtmpd_args: list[str] | None = None,
     """
     base, scraped = (name[: -len(METRICS_SUFFIX)], True) if name.endswith(METRICS_SUFFIX) else (name, False)
     if base == "rtmpd":
-        return RtmpdServer(workdir, rtmpd_args, name=name, scrape_metrics=scraped)
+        return RtmpdServer(workdir, rtmpd_args, name=name, scrape_metrics=scraped, http=http)
     if base.startswith("rtmpd@"):
         ref = base.split("@", 1)[1]
         tree = export_tree(ref, os.path.join(trees_dir or workdir, "tree-" + ref.replace("/", "_")))
-        return RtmpdServer(workdir, rtmpd_args, name=name, source_tree=tree, scrape_metrics=scraped)
+        return RtmpdServer(workdir, rtmpd_args, name=name, source_tree=tree, scrape_metrics=scraped,
+                           http=http)
     if name == "nginx":
         return NginxServer(workdir)
     raise ValueError(f"unknown server {name!r}: nginx, rtmpd or rtmpd@GITREF (+metrics)")
