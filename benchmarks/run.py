@@ -25,10 +25,10 @@ from typing import Any
 from benchmarks import report
 from benchmarks.media import DEFAULT_SECONDS, ensure_media, load_media
 from benchmarks.profile import py_spy, summarize
-from benchmarks.scenarios import Settings, fanout, ingest
+from benchmarks.scenarios import Settings, fanout, ingest, push
 from benchmarks.servers import nginx_available
 
-SCENARIOS = ("A", "B", "C", "D", "H")
+SCENARIOS = ("A", "B", "C", "D", "H", "P")
 DEFAULTS: dict[str, Any] = {"players": [1, 10, 100, 250, 1000], "duration": 20.0, "ingest_duration": 10.0,
                             "slow_duration": 30.0, "warmup": 3.0}
 QUICK_DEFAULTS: dict[str, Any] = {"players": [1, 10, 100], "duration": 5.0, "ingest_duration": 5.0,
@@ -58,10 +58,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="comma-separated: nginx, rtmpd (working tree), rtmpd@GITREF "
                         "(default nginx,rtmpd)")
     parser.add_argument("--scenarios", type=_csv(str.upper), default=["A", "B", "C", "D"],
-                        help="subset of A,B,C,D,H (default A,B,C,D)")
+                        help="subset of A,B,C,D,H,P (default A,B,C,D)")
     parser.add_argument("--players", type=_csv(int), help="N for scenario B (default 1,10,100,250,1000)")
     parser.add_argument("--hls-viewers", type=int, default=50, help="N of scenario H: LL-HLS viewers, "
                         "measured against N RTMP players (rtmpd only; not in the default scenarios)")
+    parser.add_argument("--push-destinations", type=int, default=3, help="destinations of scenario P "
+                        "(rtmpd only; measured against as many RTMP players)")
     parser.add_argument("--hls-arg", action="append", default=None, help="rtmpd option turning HLS on for "
                         "scenario H (repeatable; default --hls)")
     parser.add_argument("--duration", type=float, help="measurement window of B and C, seconds (20)")
@@ -122,6 +124,11 @@ def _plan(args: argparse.Namespace) -> list[tuple[str, dict[str, Any]]]:
         plan.append(("H", {"players": args.hls_viewers}))
         if not ("B" in args.scenarios and args.hls_viewers in args.players):
             plan.append(("B", {"players": args.hls_viewers}))
+    if "P" in args.scenarios:
+        plan.append(("P", {"players": args.push_destinations}))
+        planned = {p["players"] for k, p in plan if k == "B"}
+        if args.push_destinations not in planned:
+            plan.append(("B", {"players": args.push_destinations}))
     return plan
 
 
@@ -134,6 +141,8 @@ def _measure(kind: str, params: dict[str, Any], server: str, settings: Settings,
                       duration=args.slow_duration)
     if kind == "H":
         return fanout(server, settings, params["players"], scenario="H", viewers="hls")
+    if kind == "P":
+        return push(server, settings, params["players"])
     return fanout(server, settings, params["players"], scenario=kind)
 
 
@@ -232,8 +241,8 @@ def main(argv: list[str] | None = None) -> int:
             servers = args.servers if index % 2 == 0 else list(reversed(args.servers))
             measured = []
             for server in servers:
-                if kind == "H" and not server.startswith("rtmpd"):
-                    continue  # nginx-rtmp makes no low-latency HLS
+                if kind in ("H", "P") and not server.startswith("rtmpd"):
+                    continue  # nginx-rtmp makes no low-latency HLS; its push is not what P measures
                 label = ", ".join(f"{k}={v}" for k, v in params.items())
                 print(f"[{kind} {label}] {server} ...", file=sys.stderr, flush=True)
                 result = _measure(kind, params, server, settings_ingest if kind == "A" else settings, args)

@@ -11,6 +11,7 @@ counted as the server's.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import statistics
@@ -22,7 +23,7 @@ from typing import Any
 
 from benchmarks.procs import Child, RSSSampler, cpu_times, free_port, rss_bytes
 from benchmarks.profile import record_command
-from benchmarks.servers import make_server
+from benchmarks.servers import NginxServer, make_server
 
 __all__ = ["Settings", "fanout", "ingest", "split_players"]
 
@@ -347,3 +348,58 @@ def _fanout_figures(clients: list[dict[str, Any]], sends: list[list[Any]],
         # Whether the server still held the stalled players' connections at the end of the window.
         "stalled_states": [p.get("tcp_state", "unknown") for p in stalled],
     }
+
+
+def push(server_name: str, settings: Settings, destinations: int) -> dict[str, Any]:
+    """Scenario P: one real-time publisher, no players, pushed on to ``destinations`` stream names on an
+    nginx-rtmp sink (its CPU is not counted); one player on the sink checks that the push flows."""
+    label = f"P-{destinations}-{server_name}"
+    sink = NginxServer(os.path.join(settings.workdir, label, "sink"))
+    sink_port = free_port()
+    sink_url = f"rtmp://127.0.0.1:{sink_port}/live"
+    pushes = tuple(f"--push=live/*={sink_url}/{{name}}-{i}" for i in range(destinations))
+    run = _Run(server_name, dataclasses.replace(settings, rtmpd_args=settings.rtmpd_args + pushes), label)
+    result: dict[str, Any] = {"scenario": "P", "server": server_name, "players": destinations}
+    checker = None
+    try:
+        sink.start(sink_port)
+        run.start_server()
+        ready = run.start_publisher("realtime")
+        payload_rate = ready["payload_rate"]
+        cmd = _python_module("benchmarks.loadclient", "--port", str(sink_port), "--key", "bench-0",
+                             "--players", "1", "--sample", "0", "--ready-timeout", "30",
+                             "--max-seconds", "900",
+                             "--out", os.path.join(run.dir, "sink-player.json"))
+        checker = Child(cmd, name="sink player", stderr_path=os.path.join(run.dir, "sink-player.err"),
+                        cwd=_repo_root())
+        checker.wait_event("ready", 60)
+        time.sleep(settings.warmup)
+        checker.send("start")
+        user0, sys0 = cpu_times(run.server.pid)
+        t0 = time.monotonic()
+        time.sleep(settings.duration)
+        checker.send("stop")
+        t1 = time.monotonic()
+        user1, sys1 = cpu_times(run.server.pid)
+        checker.wait_event("done", 60)
+        with open(os.path.join(run.dir, "sink-player.json")) as f:
+            sink_bytes = sum(p["bytes"] for p in json.load(f)["per_player"])
+        seconds = t1 - t0
+        cpu = (user1 - user0) + (sys1 - sys0)
+        # Every destination carries the stream the sink's player received from one of them.
+        delivered = sink_bytes * destinations
+        result.update(
+            seconds=seconds, server_cpu_s=cpu, server_cpu_share=cpu / seconds,
+            server_sys_share=(sys1 - sys0) / seconds, delivered_bytes=delivered,
+            sink_rate_share=sink_bytes / (payload_rate * seconds) if payload_rate else float("nan"),
+            cpu_s_per_gb=cpu / (delivered / _GB) if delivered else float("nan"),
+            rss_mb=rss_bytes(run.server.pid) / _MB,
+        )
+    except Exception as e:  # one failed measurement must not lose the others
+        result.update(_error(e))
+    finally:
+        if checker is not None:
+            checker.stop()
+        run.close(result)
+        sink.stop()
+    return result
