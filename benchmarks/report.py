@@ -76,15 +76,19 @@ def _ingest(results: list[dict[str, Any]]) -> list[str]:
 
 
 def _fanout(results: list[dict[str, Any]]) -> list[str]:
-    header = ["N", "server", "CPU-s per GB", "vs nginx", "server CPU (sys)", "RSS MB", "rate min / median",
-              "real time", "latency p50 / p99 ms", "clients' CPU"]
+    modes = {r.get("client", "epoll") for r in results}
+    header = ["N", *(["client"] if len(modes) > 1 else []), "server", "CPU-s per GB", "vs nginx",
+              "server CPU (sys)", "RSS MB", "rate min / median", "real time", "latency p50 / p99 ms",
+              "clients' CPU"]
     rows = []
-    for r in results:
-        lead = [str(r["players"]), r["server"]]
+    ordered = sorted(results, key=lambda r: (r["players"], r.get("client", "epoll")))
+    for r in ordered if len(modes) > 1 else results:
+        mode = r.get("client", "epoll")
+        lead = [str(r["players"]), *([mode] if len(modes) > 1 else []), r["server"]]
         if "error" in r:
             rows.append(_error_row(r, lead, len(header)))
             continue
-        ref = _reference(results, players=r["players"])
+        ref = _reference(results, players=r["players"], client=mode)
         is_ref = r["server"] == REFERENCE
         realtime = f"{r['realtime_players']}/{r['normal_players']}"
         if r["failed_players"]:

@@ -25,7 +25,7 @@ from typing import Any
 from benchmarks import report
 from benchmarks.media import DEFAULT_SECONDS, ensure_media, load_media
 from benchmarks.profile import py_spy, summarize
-from benchmarks.scenarios import Settings, fanout, ingest, push
+from benchmarks.scenarios import CLIENTS, Settings, fanout, ingest, push
 from benchmarks.servers import nginx_available
 
 SCENARIOS = ("A", "B", "C", "D", "H", "P")
@@ -60,6 +60,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--scenarios", type=_csv(str.upper), default=["A", "B", "C", "D"],
                         help="subset of A,B,C,D,H,P (default A,B,C,D)")
     parser.add_argument("--players", type=_csv(int), help="N for scenario B (default 1,10,100,250,1000)")
+    parser.add_argument("--clients", type=_csv(str), default=["epoll"],
+                        help="load clients of scenario B, comma-separated: epoll (benchmarks.loadclient), "
+                        "asyncio (benchmarks.asyncclient: small reads, acks at half the window), ffmpeg, "
+                        "rtmpdump (real player processes, only at N <= --proc-max-players) (default epoll)")
+    parser.add_argument("--proc-max-players", type=int, default=10,
+                        help="largest N run with real player processes (10)")
     parser.add_argument("--hls-viewers", type=int, default=50, help="N of scenario H: LL-HLS viewers, "
                         "measured against N RTMP players (rtmpd only; not in the default scenarios)")
     parser.add_argument("--push-destinations", type=int, default=3, help="destinations of scenario P "
@@ -89,6 +95,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--workdir",
                         help="keep logs and results here (default: a temporary directory, removed)")
     args = parser.parse_args(argv)
+    bad_clients = set(args.clients) - set(CLIENTS)
+    if bad_clients:
+        parser.error(f"unknown load clients: {', '.join(sorted(bad_clients))} (known: {', '.join(CLIENTS)})")
     unknown = set(args.scenarios) - set(SCENARIOS)
     if unknown:
         parser.error(f"unknown scenarios: {', '.join(sorted(unknown))}")
@@ -115,7 +124,10 @@ def _plan(args: argparse.Namespace) -> list[tuple[str, dict[str, Any]]]:
         if args.ingest_rate:
             plan.append(("A", {"record": True, "rate_mb": args.ingest_rate}))
     if "B" in args.scenarios:
-        plan += [("B", {"players": n}) for n in args.players]
+        for client in args.clients:
+            real = client in ("ffmpeg", "rtmpdump")
+            plan += [("B", {"players": n, "client": client}) for n in args.players
+                     if not real or n <= args.proc_max_players]
     if "C" in args.scenarios and not ("B" in args.scenarios and LATENCY_PLAYERS in args.players):
         plan.append(("C", {"players": LATENCY_PLAYERS}))
     if "D" in args.scenarios:
@@ -143,7 +155,7 @@ def _measure(kind: str, params: dict[str, Any], server: str, settings: Settings,
         return fanout(server, settings, params["players"], scenario="H", viewers="hls")
     if kind == "P":
         return push(server, settings, params["players"])
-    return fanout(server, settings, params["players"], scenario=kind)
+    return fanout(server, settings, params["players"], scenario=kind, client=params.get("client", "epoll"))
 
 
 def _git(*cmd: str) -> str:
@@ -252,7 +264,8 @@ def main(argv: list[str] | None = None) -> int:
                 measured.append(result)
             measured.sort(key=lambda r: args.servers.index(r["server"]))
             results += measured
-            if kind == "B" and "C" in args.scenarios and params["players"] == LATENCY_PLAYERS:
+            if (kind == "B" and "C" in args.scenarios and params["players"] == LATENCY_PLAYERS
+                    and params.get("client") == "epoll"):
                 results += [{**r, "scenario": "C"} for r in measured]
     except KeyboardInterrupt:
         interrupted = True

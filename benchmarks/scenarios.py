@@ -50,6 +50,15 @@ class Settings:
     hls_args: tuple[str, ...] = ("--hls",)
 
 
+#: The load clients, by name: the module (and its leading arguments) that plays N players.
+CLIENTS: dict[str, tuple[str, ...]] = {
+    "epoll": ("benchmarks.loadclient",),
+    "asyncio": ("benchmarks.asyncclient",),
+    "ffmpeg": ("benchmarks.procclient", "--kind", "ffmpeg"),
+    "rtmpdump": ("benchmarks.procclient", "--kind", "rtmpdump"),
+}
+
+
 def split_players(players: int, workers: int) -> list[int]:
     """How many players each of ``workers`` load-client processes gets (as even as possible)."""
     base, extra = divmod(players, workers)
@@ -81,8 +90,11 @@ def _percentile(values: list[float], share: float) -> float:
 class _Run:
     """The processes of one measurement; ``close`` stops whatever was started."""
 
-    def __init__(self, server_name: str, settings: Settings, label: str, viewers: str = "rtmp") -> None:
+    def __init__(self, server_name: str, settings: Settings, label: str, viewers: str = "rtmp",
+                 client: str = "epoll") -> None:
         self.settings = settings
+        #: Which load client plays: see ``CLIENTS``.
+        self.client = client
         self.dir = os.path.join(settings.workdir, label)
         os.makedirs(self.dir, exist_ok=True)
         self.viewers = viewers
@@ -114,7 +126,7 @@ class _Run:
             stall = min(stalled_left, share)
             sample_left -= sample
             stalled_left -= stall
-            cmd = _python_module("benchmarks.loadclient", "--port", str(self.port), "--players", str(share),
+            cmd = _python_module(*CLIENTS[self.client], "--port", str(self.port), "--players", str(share),
                                  "--sample", str(sample), "--stalled", str(stall),
                                  "--ready-timeout", str(self.settings.ready_timeout), "--max-seconds", "900",
                                  "--out", os.path.join(self.dir, f"client{i}.json"))
@@ -223,13 +235,15 @@ def ingest(server_name: str, settings: Settings, *, record: bool, rate_mb: float
 
 
 def fanout(server_name: str, settings: Settings, players: int, *, stalled: int = 0,
-           scenario: str = "B", duration: float | None = None, viewers: str = "rtmp") -> dict[str, Any]:
+           scenario: str = "B", duration: float | None = None, viewers: str = "rtmp",
+           client: str = "epoll") -> dict[str, Any]:
     """Scenarios B/C (``stalled=0``) and D: one real-time publisher, ``players`` players (+ ``stalled``);
-    H: the players are low-latency HLS viewers (``viewers="hls"``, ``benchmarks.hlsclient``)."""
+    H: the players are low-latency HLS viewers (``viewers="hls"``, ``benchmarks.hlsclient``).
+    ``client`` names the RTMP load client (``CLIENTS``)."""
     duration = settings.duration if duration is None else duration
-    run = _Run(server_name, settings, f"{scenario}-{players}-{server_name}", viewers)
+    run = _Run(server_name, settings, f"{scenario}-{players}-{client}-{server_name}", viewers, client)
     result: dict[str, Any] = {"scenario": scenario, "server": server_name, "players": players,
-                              "stalled": stalled}
+                              "stalled": stalled, "client": client if viewers == "rtmp" else "hls"}
     try:
         run.start_server()
         ready = run.start_publisher("realtime")
