@@ -10,6 +10,11 @@ completed it. The point is a different reader: asyncio's transport calls, a
 small receive buffer, twice as many acknowledgements, so a server tuned to
 one client's habits shows it.
 
+With ``--protocol httpflv`` the players are HTTP-FLV players instead
+(``GET /APP/KEY.flv`` on ``--port``, the server's HTTP port; HTTP/1.0, so the
+body is the raw FLV), parsed with rtmpd's FLV reader until their first video
+tag, then counted like RTMP players.
+
 The protocol with ``benchmarks.run`` is ``benchmarks.loadclient``'s: ``ready``,
 then ``start``/``stop`` on stdin, the results in ``--out``, ``done``.
 """
@@ -24,7 +29,8 @@ import sys
 import time
 
 from benchmarks.session import ClientSession
-from rtmpd.core.messages import CONTROL_CSID, acknowledgement
+from rtmpd.core.flv import FLVReader
+from rtmpd.core.messages import CONTROL_CSID, MessageType, acknowledgement
 
 #: Bytes a player reads at most per read.
 READ_SIZE = 4096
@@ -52,10 +58,51 @@ class HalfWindowSession(ClientSession):
         return b""
 
 
+class FLVSession:
+    """An HTTP-FLV player's stand-in for ``ClientSession``: the request, then the FLV body parsed into
+    media (tags with the RTMP message types: 8 audio, 9 video)."""
+
+    _MEDIA = (int(MessageType.AUDIO), int(MessageType.VIDEO))
+
+    def __init__(self, app: str, key: str) -> None:
+        self.request = f"GET /{app}/{key}.flv HTTP/1.0\r\nHost: bench\r\n\r\n".encode()
+        self.head = b""
+        self.reader: FLVReader | None = None
+        self.bytes_received = 0
+
+    def initial(self) -> bytes:
+        return self.request
+
+    def receive(self, data: bytes) -> tuple[bytes, list]:
+        if self.reader is None:
+            self.head += data
+            if b"\r\n\r\n" not in self.head:
+                return b"", []
+            head, _, data = self.head.partition(b"\r\n\r\n")
+            status = head.split(b" ", 2)[1] if b" " in head else b"?"
+            if status != b"200":
+                raise ConnectionError(f"HTTP {status.decode(errors='replace')}")
+            self.reader = FLVReader()
+        media = [_Tag(t.tag_type, t.timestamp) for t in self.reader.feed(data) if t.tag_type in self._MEDIA]
+        return b"", media
+
+    def acknowledge(self) -> bytes:
+        return b""
+
+
+class _Tag:
+    __slots__ = ("type_id", "timestamp")
+
+    def __init__(self, type_id: int, timestamp: int) -> None:
+        self.type_id, self.timestamp = type_id, timestamp
+
+
 class Player(asyncio.BufferedProtocol):
     """One player: parses until it plays, then counts (or keeps parsing when sampled)."""
 
-    def __init__(self, index: int, session: HalfWindowSession, sampled: bool, window: dict) -> None:
+    def __init__(
+        self, index: int, session: HalfWindowSession | FLVSession, sampled: bool, window: dict
+    ) -> None:
         self.index = index
         self.session = session
         self.sampled = sampled
@@ -127,7 +174,10 @@ async def _run(args: argparse.Namespace) -> None:
     tc_url = f"rtmp://{args.host}:{args.port}/{args.app}"
 
     async def start(index: int) -> None:
-        session = HalfWindowSession(args.app, args.key, "play", tc_url=tc_url)
+        if args.protocol == "httpflv":
+            session = FLVSession(args.app, args.key)
+        else:
+            session = HalfWindowSession(args.app, args.key, "play", tc_url=tc_url)
         player = Player(index, session, index < args.sample, window)
         players.append(player)
         async with gate:
@@ -180,7 +230,8 @@ async def _run(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="N RTMP players on an asyncio loop, small reads.")
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--port", type=int, required=True, help="RTMP port (with httpflv: HTTP port)")
+    parser.add_argument("--protocol", choices=("rtmp", "httpflv"), default="rtmp")
     parser.add_argument("--app", default="live")
     parser.add_argument("--key", default="bench")
     parser.add_argument("--players", type=int, required=True)

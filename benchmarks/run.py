@@ -25,7 +25,7 @@ from typing import Any
 from benchmarks import report
 from benchmarks.media import DEFAULT_SECONDS, ensure_media, load_media
 from benchmarks.profile import py_spy, summarize
-from benchmarks.scenarios import CLIENTS, Settings, fanout, ingest, push
+from benchmarks.scenarios import CLIENTS, HTTP_CLIENTS, Settings, fanout, ingest, push
 from benchmarks.servers import nginx_available
 
 SCENARIOS = ("A", "B", "C", "D", "H", "P")
@@ -63,7 +63,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--clients", type=_csv(str), default=["epoll"],
                         help="load clients of scenario B, comma-separated: epoll (benchmarks.loadclient), "
                         "asyncio (benchmarks.asyncclient: small reads, acks at half the window), ffmpeg, "
-                        "rtmpdump (real player processes, only at N <= --proc-max-players) (default epoll)")
+                        "rtmpdump (real player processes, only at N <= --proc-max-players), httpflv "
+                        "(HTTP-FLV players on the asyncio client; rtmpd only) (default epoll)")
     parser.add_argument("--proc-max-players", type=int, default=10,
                         help="largest N run with real player processes (10)")
     parser.add_argument("--hls-viewers", type=int, default=50, help="N of scenario H: LL-HLS viewers, "
@@ -253,8 +254,9 @@ def main(argv: list[str] | None = None) -> int:
             servers = args.servers if index % 2 == 0 else list(reversed(args.servers))
             measured = []
             for server in servers:
-                if kind in ("H", "P") and not server.startswith("rtmpd"):
-                    continue  # nginx-rtmp makes no low-latency HLS; its push is not what P measures
+                http_only = kind in ("H", "P") or params.get("client") in HTTP_CLIENTS
+                if http_only and not server.startswith("rtmpd"):
+                    continue  # nginx-rtmp makes no HTTP-FLV nor LL-HLS; its push is not what P measures
                 label = ", ".join(f"{k}={v}" for k, v in params.items())
                 print(f"[{kind} {label}] {server} ...", file=sys.stderr, flush=True)
                 result = _measure(kind, params, server, settings_ingest if kind == "A" else settings, args)

@@ -56,7 +56,10 @@ CLIENTS: dict[str, tuple[str, ...]] = {
     "asyncio": ("benchmarks.asyncclient",),
     "ffmpeg": ("benchmarks.procclient", "--kind", "ffmpeg"),
     "rtmpdump": ("benchmarks.procclient", "--kind", "rtmpdump"),
+    "httpflv": ("benchmarks.asyncclient", "--protocol", "httpflv"),
 }
+#: Clients that play over the server's HTTP listener (rtmpd only).
+HTTP_CLIENTS = frozenset({"httpflv"})
 
 
 def split_players(players: int, workers: int) -> list[int]:
@@ -100,7 +103,7 @@ class _Run:
         self.viewers = viewers
         args = [*settings.rtmpd_args, *(settings.hls_args if viewers == "hls" else ())]
         self.server = make_server(server_name, os.path.join(self.dir, "server"), args,
-                                  trees_dir=settings.workdir, http=viewers == "hls")
+                                  trees_dir=settings.workdir, http=viewers == "hls" or client in HTTP_CLIENTS)
         self.port = free_port()
         self.publisher: Child | None = None
         self.clients: list[Child] = []
@@ -126,7 +129,10 @@ class _Run:
             stall = min(stalled_left, share)
             sample_left -= sample
             stalled_left -= stall
-            cmd = _python_module(*CLIENTS[self.client], "--port", str(self.port), "--players", str(share),
+            port = getattr(self.server, "http_port", 0) if self.client in HTTP_CLIENTS else self.port
+            if not port:
+                raise RuntimeError(f"{self.server.name} has no HTTP listener for {self.client} players")
+            cmd = _python_module(*CLIENTS[self.client], "--port", str(port), "--players", str(share),
                                  "--sample", str(sample), "--stalled", str(stall),
                                  "--ready-timeout", str(self.settings.ready_timeout), "--max-seconds", "900",
                                  "--out", os.path.join(self.dir, f"client{i}.json"))
