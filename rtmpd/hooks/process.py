@@ -33,7 +33,13 @@ MAX_LINE = 1000
 MAX_LINES = 50
 
 # Makes the child a session (and process group) leader, then becomes the shell: the pid stays the same.
-_SETSID_EXEC = "import os,sys;os.setsid();os.execv(sys.argv[1],sys.argv[1:])"
+# Python ignores SIGPIPE and SIGXFSZ and the child would inherit that: shell pipelines (`yes | head`)
+# expect the defaults back, as subprocess's restore_signals gives them.
+_SETSID_EXEC = (
+    "import os,signal as s,sys;"
+    "[s.signal(n,s.SIG_DFL) for n in (s.SIGPIPE,s.SIGXFSZ)];"
+    "os.setsid();os.execv(sys.argv[1],sys.argv[1:])"
+)
 
 
 def shell_argv(command: str) -> tuple[str, list[str]]:
@@ -181,6 +187,8 @@ class CommandRun(ProcessProtocol):
             self._kill_now()
 
     def _kill_now(self) -> None:
+        if self._kill_timer is not None and self._kill_timer.active():
+            self._kill_timer.cancel()
         self._kill_timer = None
         self._signal_group(signal.SIGKILL)
         if self._process is not None:

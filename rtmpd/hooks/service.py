@@ -81,8 +81,12 @@ class HookService(service.Service):
         super().stopService()
         done: defer.Deferred = defer.Deferred()
 
+        stopping: list[bool] = []
+
         def give_up() -> None:
-            if not done.called:
+            # Stopping the sinks fires their idle waiters, which come back here: once is enough.
+            if not stopping:
+                stopping.append(True)
                 self._stop_sinks()
                 done.callback(None)
 

@@ -25,7 +25,7 @@ from rtmpd.hooks.signature import SIGNATURE_HEADER, sign
 from rtmpd.hooks.sink import HookEvent, Sink
 from rtmpd.hooks.spec import HookSpec
 
-__all__ = ["MAX_RESPONSE_BYTES", "Post", "TreqPoster", "WebhookSink"]
+__all__ = ["MAX_RESPONSE_BYTES", "Post", "TreqPoster", "WebhookSink", "WebhookTimeout", "describe_failure"]
 
 #: Bytes of a receiver's answer read (and thrown away) before the connection is closed.
 MAX_RESPONSE_BYTES = 64 * 1024
@@ -33,6 +33,20 @@ MAX_RESPONSE_BYTES = 64 * 1024
 #: ``post(url, body, headers, timeout)``: a Deferred firing with the HTTP status, failing on a
 #: connection error or the timeout.
 Post = Callable[[str, bytes, Mapping[str, str], float], defer.Deferred]
+
+
+class WebhookTimeout(Exception):
+    """The receiver did not answer within the request timeout."""
+
+
+def describe_failure(failure: Failure) -> str:
+    """One line saying why an attempt failed (Twisted's HTTP client wraps the cause in a list)."""
+    if failure.check(WebhookTimeout, defer.CancelledError):
+        return str(failure.value) or "cancelled"
+    reasons = getattr(failure.value, "reasons", None)
+    if reasons:
+        return "; ".join(describe_failure(r) if isinstance(r, Failure) else str(r) for r in reasons)
+    return f"{type(failure.value).__name__}: {failure.getErrorMessage()}".rstrip(": ")
 
 
 def _retryable(status: int) -> bool:
@@ -109,13 +123,9 @@ class WebhookSink(Sink):
         self._in_flight = None
         if self.stopped:
             return
-        if failure.check(defer.CancelledError):
-            reason = f"no answer within {self.timeout:g} s"
-        else:
-            reason = failure.getErrorMessage() or failure.type.__name__
-            if not failure.check(OSError, ConnectionError) and "twisted" not in failure.type.__module__:
-                self.log.failure("Webhook post raised", failure, hook=self.name)
-        self._again(event, reason)
+        if not failure.check(WebhookTimeout, OSError) and "twisted" not in failure.type.__module__:
+            self.log.failure("Webhook post raised", failure, hook=self.name)
+        self._again(event, describe_failure(failure))
 
     def _again(self, event: HookEvent, reason: str) -> None:
         if self._attempts >= self.retries:
@@ -210,11 +220,19 @@ class TreqPoster:
             unbuffered=True,
         )
         d.addCallback(self._read_answer)
-        timer = self._clock.callLater(timeout, d.cancel)
+        expired: list[bool] = []
+
+        def expire() -> None:
+            expired.append(True)
+            d.cancel()
+
+        timer = self._clock.callLater(timeout, expire)
 
         def settled(result: Any) -> Any:
             if timer.active():
                 timer.cancel()
+            if expired and isinstance(result, Failure):
+                raise WebhookTimeout(f"no answer within {timeout:g} s")
             return result
 
         return d.addBoth(settled)
