@@ -112,5 +112,8 @@ class HookService(service.Service):
             self._unsubscribe = None
         for sink in self.sinks:
             sink.stop()
+            self.log.info(
+                "Event hook stopped: {hook}", hook=sink.name, kind=sink.kind, **sink.counts.as_dict()
+            )
         if self._on_stopped is not None:
             self._on_stopped()

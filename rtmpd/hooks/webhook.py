@@ -247,12 +247,13 @@ class TreqPoster:
 
 
 def treq_poster(reactor: Any, timeout: float) -> tuple[TreqPoster, Callable[[], defer.Deferred]]:
-    """A ``TreqPoster`` on its own connection pool (one kept-alive connection per host: deliveries are
-    sequential), and the call that closes the pool's connections."""
+    """A ``TreqPoster`` on its own connection pool, and the call that closes the pool's connections.
+
+    A connection per event: events are rare, and a kept-alive connection that the receiver closes
+    while idle would fail the next POST (which, not being idempotent, Twisted does not resend)."""
     from treq.client import HTTPClient
     from twisted.web.client import Agent, HTTPConnectionPool
 
-    pool = HTTPConnectionPool(reactor, persistent=True)
-    pool.maxPersistentPerHost = 1
+    pool = HTTPConnectionPool(reactor, persistent=False)
     agent = Agent(reactor, pool=pool, connectTimeout=timeout)
     return TreqPoster(HTTPClient(agent), reactor), pool.closeCachedConnections
