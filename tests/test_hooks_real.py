@@ -22,17 +22,22 @@ from typing import Any
 from twisted.trial.unittest import SynchronousTestCase
 
 from rtmpd.hooks import verify
-from tests.support import ServerProcess, ffmpeg_publish, require
+from tests.support import ServerProcess, ffmpeg_publish, ffprobe_streams, require
 from tests.test_relay_real import FfmpegPlayer
 
 SECRET = b"hook-secret-0123456789abcdef"
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 class _Handler(BaseHTTPRequestHandler):
+    def do_PUT(self) -> None:
+        """An upload (the documented record_done script's curl -T): kept like a POST."""
+        self.do_POST()
+
     def do_POST(self) -> None:
         receiver: Receiver = self.server.receiver  # type: ignore[attr-defined]
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        receiver.took(dict(self.headers), body)
+        receiver.took({**self.headers, "method": self.command, "path": self.path}, body)
         if receiver.hang:
             receiver.release.wait(60)
             return
@@ -304,3 +309,40 @@ class ExecHookTests(HooksRealTestCase):
         with open(os.path.join(out_dir, late + ".txt")) as f:
             self.assertEqual(f.read().splitlines()[:2], ["record_done", started["file"]])
         self.assertEqual(server.errors(), [])
+
+    def test_the_documented_record_done_script_remuxes_and_uploads(self) -> None:
+        require("curl")
+        with open(os.path.join(ROOT, "docs", "hooks.md")) as f:
+            doc = f.read()
+        section = doc[doc.index("### `record_done`: remux and upload") :]
+        start = section.index("```sh\n") + 6
+        script_text = section[start : section.index("\n```", start)]
+        self.assertTrue(script_text.startswith("#!/bin/sh\n"), script_text[:100])
+        script = os.path.join(self.tmp, "on-record-done.sh")
+        with open(script, "w") as f:
+            f.write(script_text + "\n")
+        os.chmod(script, 0o755)
+        uploads = self.receiver()
+        record_dir = os.path.join(self.tmp, "rec")
+        upload_env = f"UPLOAD_URL=http://127.0.0.1:{uploads.port}/videos UPLOAD_TOKEN=t0ken"
+        server = ServerProcess(
+            "--record-dir", record_dir, "--hook-exec", f"record_done=env {upload_env} {script}",
+            "--hook-timeout", "60", "--hook-exec-concurrency", "1", log_level="info",
+        ).start()  # fmt: skip
+        self.addCleanup(server.stop)
+        self.assertEqual(self.publish(server.url("cam"), 4).wait(30), 0)
+        ended = server.wait_for(lambda e: e.get("msg") in ("Hook command done", "Hook command failed"), 60)
+        self.assertEqual(ended["msg"], "Hook command done", "".join(server.output[-10:]))
+        [mp4] = os.listdir(record_dir)  # the FLV was removed after the upload
+        self.assertTrue(mp4.startswith("live_cam_") and mp4.endswith(".mp4"), mp4)
+        [(headers, body)] = uploads.requests
+        self.assertEqual((headers["method"], headers["path"]), ("PUT", f"/videos/{mp4}"))
+        self.assertEqual(headers["Authorization"], "Bearer t0ken")
+        with open(os.path.join(record_dir, mp4), "rb") as f:
+            self.assertEqual(f.read(), body)
+        streams = ffprobe_streams(os.path.join(record_dir, mp4))
+        self.assertEqual(sorted(s["codec_name"] for s in streams), ["aac", "h264"])
+        self.assertLess(abs(float(streams[0]["duration"]) - 4.0), 1.0)
+        said = [e["msg"] for e in server.events if str(e.get("msg", "")).startswith("Hook output: uploaded")]
+        self.assertEqual(said, [f"Hook output: uploaded {mp4} (" + said[0].split("(", 1)[1]])
+        self.assertIn("s of live/cam)", said[0])
