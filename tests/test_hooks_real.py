@@ -234,8 +234,9 @@ class WebhookTests(HooksRealTestCase):
     def test_a_receiver_that_hangs_never_delays_media(self) -> None:
         receiver = self.receiver(hang=True)
         server = self.start_server(
-            receiver.url, "--hook-timeout", "2", "--hook-backoff", "0.2", "--hook-backoff-max", "0.5"
-        )
+            receiver.url, "--hook-timeout", "2", "--hook-backoff", "0.2", "--hook-backoff-max", "0.5",
+            "--hook-shutdown-grace", "1",
+        )  # fmt: skip
         self.publish(server.url("cam"), 25)
         player = self.player(server.url("cam"))
         player.wait_frames(15)
@@ -244,8 +245,8 @@ class WebhookTests(HooksRealTestCase):
         # The receiver hangs on the first event; two of its timeouts pass while the stream plays.
         server.wait_for(lambda e: e.get("msg") == "Webhook attempt failed; retrying" and e["retry"] >= 2, 30)
         late = self.player(server.url("cam"))
-        late.wait_frames(1, timeout=5)
-        self.assertLess(late.first_frame_after(), 3.0)
+        late.wait_frames(1, timeout=10)
+        self.assertLess(late.first_frame_after(), 5.0)
         player.wait_frames(player.frames + 60)
         waited = time.monotonic() - started
         self.assertGreaterEqual(waited, 4.0)
@@ -255,8 +256,10 @@ class WebhookTests(HooksRealTestCase):
             e for e in server.messages("Webhook attempt failed; retrying") if "no answer" in e["reason"]
         ]
         self.assertGreaterEqual(len(timeouts), 2)
-        self.assertEqual(len(receiver.events()), len(timeouts) + 1, "one event, tried again and again")
-        self.assertEqual(receiver.events()[0]["event"], "connect")
+        # One event (the publisher's connect), tried again and again; the rest wait their turn.
+        tried = receiver.events()
+        self.assertGreaterEqual(len(tried), 3)
+        self.assertEqual({(e["event"], e["id"]) for e in tried}, {("connect", tried[0]["id"])})
 
 
 SCRIPT = r"""#!/bin/sh
