@@ -124,6 +124,8 @@ class StreamRecording:
         self._last = 0
         self._waiters: list[defer.Deferred] = []
         self.throttle = PublisherThrottle(host.clock, stream.key, host.max_queue_bytes, self._publication)
+        # Kept here: record_done may come after the stream object is gone.
+        self._notifier = stream.notifier
 
     def __repr__(self) -> str:
         return (
@@ -344,6 +346,7 @@ class StreamRecording:
             self.log.info(
                 "recording started", stream_key=self.stream_key, file=event.path, segment=len(self.files)
             )
+            self._notify("record_start", path=event.path, segment=len(self.files))
         elif isinstance(event, SegmentFinalized):
             self.log.info(
                 "recording finalized",
@@ -352,6 +355,7 @@ class StreamRecording:
                 duration=round(event.duration, 3),
                 bytes=event.size,
             )
+            self._notify("record_done", path=event.path, duration=event.duration, bytes=event.size)
         elif isinstance(event, WriterFailed):
             if event.path is not None:
                 self.file = event.path
@@ -360,7 +364,19 @@ class StreamRecording:
                     "recording writer error", event.failure, stream_key=self.stream_key, file=self.file
                 )
             self._fail(event.error, size=event.size, duration=round(event.duration, 3))
+            if event.path in self.files:  # a file that was started ends here, cut short
+                self._notify("record_done", path=event.path, duration=event.duration, bytes=event.size)
             # A failed file keeps its bytes (cut back to the last whole tag): that is the file's size now.
             self.bytes = event.size
         elif isinstance(event, WriterClosed):
             self._closed()
+
+    def _notify(self, name: str, **fields: Any) -> None:
+        """Tell the server's notifier (``rtmpd.notify``) that a file started (``record_start``) or ended
+        (``record_done``: finalized, or cut short by the recording's ``error``)."""
+        if self._notifier.active:
+            app, _, stream_name = self.stream_key.partition("/")
+            if "duration" in fields:
+                fields["duration"] = round(fields["duration"], 3)
+                fields["error"] = self.error
+            self._notifier.emit(name, stream_key=self.stream_key, app=app, name=stream_name, **fields)

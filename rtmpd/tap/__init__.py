@@ -25,6 +25,7 @@ from rtmpd.access.settings import AccessSettings
 from rtmpd.config import ServerConfig
 from rtmpd.core.limits import Limits
 from rtmpd.core.messages import MAX_CHUNK_SIZE
+from rtmpd.hooks.options import HOOK_PARAMETERS, HookOptions
 from rtmpd.server.listening import ListeningService
 from rtmpd.tap.access import install_access
 from rtmpd.tap.manhole import manhole_service
@@ -72,7 +73,7 @@ _defaults = ServerConfig()
 _limits = Limits()
 
 
-class Options(AccessOptions, usage.Options):
+class Options(AccessOptions, HookOptions, usage.Options):
     synopsis = "[options]"
     longdesc = "Live-streaming RTMP server: publish to rtmp://HOST:PORT/APP/KEY, play the same URL."
 
@@ -197,12 +198,14 @@ class Options(AccessOptions, usage.Options):
     ]
 
     optParameters += AUTH_PARAMETERS
+    optParameters += HOOK_PARAMETERS
 
     def __init__(self) -> None:
         super().__init__()
         self["listen"] = []
         self["record-match"] = []
         self.init_access()
+        self.init_hooks()
 
     def opt_listen(self, description: str) -> None:
         """Listen on one more endpoint (repeatable), e.g. tcp6:1935:interface=\\:\\:1."""
@@ -242,6 +245,7 @@ class Options(AccessOptions, usage.Options):
                 "--manhole needs --manhole-keys or --manhole-passwd (it is a Python shell)"
             )
         self.access_settings = self.access_settings_from_options()
+        self.hook_settings = self.hook_settings_from_options()
         if self.parent is not None and self.parent.get("logger") is None:
             path = self.parent.get("logfile") or (None if self.parent.get("nodaemon") else "twistd.log")
             logs.configure(self["log-format"], self["log-level"], path)
@@ -303,6 +307,11 @@ def makeService(options: Options) -> service.MultiService:
         from rtmpd.tap.http import install_http
 
         install_http(top, options["http"])
+    hook_settings = getattr(options, "hook_settings", None)
+    if hook_settings is not None and hook_settings.enabled:
+        from rtmpd.tap.hooks import install_hooks
+
+        install_hooks(top, hook_settings, reactor)
     if options["manhole"]:
         from rtmpd.admin.auth import ManholeError
 
