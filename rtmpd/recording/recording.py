@@ -123,6 +123,8 @@ class StreamRecording:
         self._base = 0
         self._last = 0
         self._waiters: list[defer.Deferred] = []
+        #: Bytes of this recording's earlier files (``bytes`` is the current file's): for the metrics.
+        self.bytes_before = 0
         self.throttle = PublisherThrottle(host.clock, stream.key, host.max_queue_bytes, self._publication)
 
     def __repr__(self) -> str:
@@ -273,6 +275,7 @@ class StreamRecording:
         assert self._writer is not None
         # The old file ends exactly where the new one begins, so segment durations add up.
         self._writer.end_segment(rel)
+        self.bytes_before += self.bytes
         self._start_segment(message, self.host.paths_for(self.stream_key, self.host.clock.seconds()))
 
     # -- ending -------------------------------------------------------------------

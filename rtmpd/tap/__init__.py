@@ -28,6 +28,7 @@ from rtmpd.core.messages import MAX_CHUNK_SIZE
 from rtmpd.server.listening import ListeningService
 from rtmpd.tap.access import install_access
 from rtmpd.tap.manhole import manhole_service
+from rtmpd.tap.metrics import METRICS_FLAGS, METRICS_PARAMETERS
 
 __all__ = ["Options", "install_access", "makeService", "manhole_service"]
 
@@ -197,6 +198,8 @@ class Options(AccessOptions, usage.Options):
     ]
 
     optParameters += AUTH_PARAMETERS
+    optFlags += METRICS_FLAGS
+    optParameters += METRICS_PARAMETERS
 
     def __init__(self) -> None:
         super().__init__()
@@ -301,8 +304,9 @@ def makeService(options: Options) -> service.MultiService:
         )
     if options["http"]:
         from rtmpd.tap.http import install_http
+        from rtmpd.tap.metrics import install_metrics
 
-        install_http(top, options["http"])
+        install_metrics(top, install_http(top, options["http"]), options)
     if options["manhole"]:
         from rtmpd.admin.auth import ManholeError
 
