@@ -1,4 +1,4 @@
-"""``/metrics`` of a real ``twistd -n rtmpd`` while ffmpeg publishes and plays: promtool, byte counts, Prometheus.
+"""``/metrics`` of a real ``twistd -n rtmpd`` while ffmpeg publishes and plays (promtool, bytes, Prometheus).
 
 - ``promtool check metrics`` (Debian's ``prometheus`` package) accepts a scrape taken while a stream plays;
 - the players gauge goes up and down with a real ffmpeg player, and ``rtmpd_sent_bytes_total`` grows by the
