@@ -7,15 +7,13 @@ and the text exposition, as ``/metrics`` renders it), median of many::
     python -m benchmarks.metrics_scrape --players 100 --streams 1
     python -m benchmarks.metrics_scrape --players 1000 --streams 10 --per-stream
 
-Beside the fan-out benchmark (metrics on and scraped every second)::
+With the fan-out benchmark, metrics on and scraped every second, against off::
 
-    python -m benchmarks.run --scenarios B --players 100 \\
-        --rtmpd-arg=--http=tcp:9464:interface=127.0.0.1 &
-    python -m benchmarks.metrics_scrape --url http://127.0.0.1:9464/metrics --interval 1
+    python -m benchmarks.run --scenarios B --players 100 --servers nginx,rtmpd,rtmpd+metrics
 
-The scraper retries while nothing listens (between runs) and stops after
-``--for`` seconds (default one hour) or on Ctrl-C, printing how many scrapes
-answered.
+``--url URL`` scrapes a running server every ``--interval`` seconds instead
+(for ``--for`` seconds, default one hour, or until Ctrl-C), printing how many
+scrapes answered.
 """
 
 from __future__ import annotations

@@ -13,7 +13,6 @@ from rtmpd.access.counters import AccessCounters
 from rtmpd.config import ServerConfig
 from rtmpd.core.messages import MessageType
 from rtmpd.http.metrics import MetricsResource
-from rtmpd.metrics.hooks import hook_deliveries
 from rtmpd.metrics.labels import CLOSE_REASONS, OTHER, AppLabels, close_reason
 from rtmpd.tap.metrics import metrics_registry
 from rtmpd.testing import MemoryServer
@@ -328,16 +327,25 @@ class AccessAndHookMetricsTests(MetricsTestCase):
         self.assertEqual(value(s, "rtmpd_auth_callback_duration_seconds_bucket", le="+Inf"), 2)
 
     def test_hook_deliveries_are_exported(self) -> None:
-        hooks = hook_deliveries(self.server.service)
-        self.assertIs(hook_deliveries(self.server.service), hooks)
-        hooks.delivered("webhook", "ok")
-        hooks.delivered("webhook", "ok")
-        hooks.delivered("exec", "weird")
-        hooks.dropped_event("webhook", 3)
+        self.assertFalse(any(k[0].startswith("rtmpd_hook_") for k in self.scrape()))
+        from twisted.application.service import Service
+
+        class Hooks(Service):
+            """Stands in for rtmpd.hooks.service.HookService: found by name, counts by kind and result."""
+
+            name = "hooks"
+            counts = {("webhook", "ok"): 0, ("webhook", "dropped"): 0, ("exec", "failed"): 0}
+
+            def deliveries(self):
+                return dict(self.counts)
+
+        hooks = Hooks()
+        hooks.setServiceParent(self.server.service)
+        hooks.counts.update({("webhook", "ok"): 2, ("webhook", "dropped"): 3, ("exec", "failed"): 1})
         s = self.scrape()
         self.assertEqual(value(s, "rtmpd_hook_deliveries_total", kind="webhook", result="ok"), 2)
-        self.assertEqual(value(s, "rtmpd_hook_deliveries_total", kind="exec", result="error"), 1)
-        self.assertEqual(value(s, "rtmpd_hook_events_dropped_total", kind="webhook"), 3)
+        self.assertEqual(value(s, "rtmpd_hook_deliveries_total", kind="webhook", result="dropped"), 3)
+        self.assertEqual(value(s, "rtmpd_hook_deliveries_total", kind="exec", result="failed"), 1)
 
 
 class RecordingMetricsTests(RecorderTestCase):

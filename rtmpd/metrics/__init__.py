@@ -3,7 +3,6 @@
 Most values are read from the server at scrape time (``collector``); the few
 that must be caught when they happen come from lifecycle events and a
 short-lived stream listener (``events``). ``labels`` keeps every label's set
-of values bounded. ``hooks`` holds the event-hook delivery counts that the
-hooks increment and the metrics export. Only ``collector`` and
-``rtmpd.http.metrics`` import ``prometheus_client``.
+of values bounded. Only ``collector`` and ``rtmpd.http.metrics`` import
+``prometheus_client``.
 """

@@ -32,7 +32,6 @@ from rtmpd.metrics.labels import CLOSE_REASONS, AppLabels, close_reason
 if TYPE_CHECKING:
     from rtmpd.access.counters import LatencySamples
     from rtmpd.metrics.events import EventTotals
-    from rtmpd.metrics.hooks import HookDeliveries
     from rtmpd.recording.recorder import Recorder
     from rtmpd.relay.peer import Peer
     from rtmpd.relay.registry import StreamRegistry
@@ -55,7 +54,8 @@ class Sources:
     #: Closed connections by the reason the server logged (``rtmpd.server.lifecycle``).
     closed_by_reason: Mapping[str, int]
     totals: EventTotals
-    hooks: HookDeliveries
+    #: The event hooks' delivery counts ``{(kind, result): count}``; None without hooks.
+    hooks: Callable[[], Mapping[tuple[str, str], int] | None]
     access: Callable[[], Any]
     recorder: Callable[[], Recorder | None]
 
@@ -274,23 +274,17 @@ class ServerCollector:
     # -- event hooks ---------------------------------------------------------------------------
 
     def _hooks(self) -> Iterator[Metric]:
-        hooks = self.sources.hooks
+        counts = self.sources.hooks()
+        if counts is None:
+            return
         deliveries = CounterMetricFamily(
             "rtmpd_hook_deliveries",
-            "Event hook delivery attempts, by sink kind and result.",
+            "Events handled by the event hooks, by sink kind and result (ok, retry, failed, dropped).",
             labels=["kind", "result"],
         )
-        for (kind, result), count in sorted(hooks.deliveries.items()):
+        for (kind, result), count in sorted(counts.items()):
             deliveries.add_metric([kind, result], count)
         yield deliveries
-        dropped = CounterMetricFamily(
-            "rtmpd_hook_events_dropped",
-            "Events a hook sink dropped because its queue was full.",
-            labels=["kind"],
-        )
-        for kind, count in sorted(hooks.dropped.items()):
-            dropped.add_metric([kind], count)
-        yield dropped
 
 
 def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:

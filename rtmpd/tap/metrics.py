@@ -73,6 +73,15 @@ def install_metrics(top: RTMPService, root: HTTPRoot, options: Any) -> Collector
     return registry
 
 
+def hook_deliveries(top: RTMPService) -> dict[tuple[str, str], int] | None:
+    """The event hooks' delivery counts (the service named "hooks", ``rtmpd.hooks``), None without hooks."""
+    try:
+        hooks = top.getServiceNamed("hooks")
+    except KeyError:
+        return None
+    return hooks.deliveries()
+
+
 def metrics_registry(
     top: RTMPService, *, per_stream: bool = False, max_streams: int = 100, max_apps: int = 32
 ) -> CollectorRegistry:
@@ -84,7 +93,6 @@ def metrics_registry(
 
     from rtmpd.metrics.collector import ServerCollector, Sources
     from rtmpd.metrics.events import EventTotals, FirstKeyframeTimer
-    from rtmpd.metrics.hooks import hook_deliveries
     from rtmpd.metrics.labels import AppLabels
 
     registry = CollectorRegistry(auto_describe=False)
@@ -96,7 +104,7 @@ def metrics_registry(
         connections=top.connections,
         closed_by_reason=factory.closed_by_reason,
         totals=totals,
-        hooks=hook_deliveries(top),
+        hooks=lambda: hook_deliveries(top),
         access=lambda: factory.access,
         recorder=lambda: top.recorder,
     )
