@@ -13,7 +13,7 @@ from rtmpd.access.counters import AccessCounters
 from rtmpd.config import ServerConfig
 from rtmpd.core.messages import MessageType
 from rtmpd.http.metrics import MetricsResource
-from rtmpd.metrics.labels import CLOSE_REASONS, OTHER, AppLabels, close_reason
+from rtmpd.metrics.labels import CLOSE_REASONS, NO_APP, OTHER, AppLabels, close_reason
 from rtmpd.tap.metrics import metrics_registry
 from rtmpd.testing import MemoryServer
 from tests.media_samples import (
@@ -217,13 +217,26 @@ class FirstKeyframeTests(MetricsTestCase):
 
     def test_audio_only_players_are_given_up(self) -> None:
         pub, sid = self.server.publisher("a")
+        clock = [0]
+
+        def audio_for(seconds: int) -> None:
+            for _ in range(seconds):
+                pub.send_media(A, sid, clock[0] * 1000, aac_frame(clock[0]))
+                self.server.advance(1)
+                clock[0] += 1
+
         self.server.player("a")
-        for i in range(3):
-            pub.send_media(A, sid, i * 100, aac_frame(i))
-        self.server.advance(31)
+        audio_for(20)
+        self.server.player("a")
+        audio_for(11)
+        # The first player is given up after 30 s, the second one still waits.
+        self.assertEqual([len(w) for w in self._timer().waiting.values()], [1])
+        self.assertIn(self._timer(), self.server.registry.listeners)
+        audio_for(20)
         self.assertEqual(self.histogram(), (0, 0))
         self.assertEqual(self._timer().waiting, {})
         self.assertNotIn(self._timer(), self.server.registry.listeners)
+        self.assertEqual(value(self.scrape(), "rtmpd_players", app="live"), 2)
 
 
 class FirstKeyframeWithCacheTests(MetricsTestCase):
@@ -254,6 +267,7 @@ class LabelTests(MetricsTestCase):
         labels = AppLabels(2)
         self.assertEqual([labels(a) for a in ("x", "y", "z", "x", "y" * 100)], ["x", "y", OTHER, "x", OTHER])
         self.assertEqual(labels(OTHER), OTHER)
+        self.assertEqual(labels(""), NO_APP)
 
     def test_close_reasons_are_bucketed(self) -> None:
         cases = {

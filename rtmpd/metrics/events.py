@@ -87,6 +87,8 @@ class FirstKeyframeTimer(StreamListener):
         #: Waiting players by stream key: player -> when its wait started.
         self.waiting: dict[str, dict[Player, float]] = {}
         self._checks: set[str] = set()
+        #: One give-up timer per stream key with waiting players.
+        self._give_up: dict[str, object] = {}
 
     # -- lifecycle events ----------------------------------------------------------------
 
@@ -110,32 +112,39 @@ class FirstKeyframeTimer(StreamListener):
         if self not in self.registry.listeners:
             self.clock.callLater(0, self._attach)
         # The late-join burst may already hold a keyframe: look once the play has been answered.
-        self._check_soon(stream.key, 0)
-        self._check_soon(stream.key, GIVE_UP_SECONDS)
+        self._check_soon(stream.key)
+        if stream.key not in self._give_up:
+            self._give_up[stream.key] = self.clock.callLater(GIVE_UP_SECONDS, self._expire, stream.key)
 
     def _attach(self) -> None:
         if self.waiting and self not in self.registry.listeners:
             self.registry.listeners.append(self)
 
-    def _check_soon(self, key: str, delay: float) -> None:
-        if delay == 0:
-            if key in self._checks:
-                return
+    def _check_soon(self, key: str) -> None:
+        if key not in self._checks:
             self._checks.add(key)
-        self.clock.callLater(delay, self._check, key, delay == 0)
+            self.clock.callLater(0, self._check, key)
+
+    def _expire(self, key: str) -> None:
+        """Give up on the players of ``key`` that waited ``GIVE_UP_SECONDS``; come back for the others."""
+        del self._give_up[key]
+        self._check(key)
+        waiting = self.waiting.get(key)
+        if waiting:
+            delay = min(waiting.values()) + GIVE_UP_SECONDS - self.clock.seconds()
+            self._give_up[key] = self.clock.callLater(max(0.0, delay), self._expire, key)
 
     # -- the stream listener: only keyframes of waited-on streams matter -------------------
 
     def stream_message(self, stream: Stream, message: Message, info: MediaInfo) -> None:
         if info.is_keyframe and stream.key in self.waiting:
             # Players take the keyframe after the listeners are told: look when this input is handled.
-            self._check_soon(stream.key, 0)
+            self._check_soon(stream.key)
 
     # -- the check ------------------------------------------------------------------------
 
-    def _check(self, key: str, soon: bool) -> None:
-        if soon:
-            self._checks.discard(key)
+    def _check(self, key: str) -> None:
+        self._checks.discard(key)
         waiting = self.waiting.get(key)
         if waiting is not None:
             now = self.clock.seconds()
@@ -147,7 +156,7 @@ class FirstKeyframeTimer(StreamListener):
                 elif not player.waiting_keyframe:
                     del waiting[player]
                     self.observe(max(0.0, now - since))
-                elif now - since >= GIVE_UP_SECONDS:
+                elif now - since >= GIVE_UP_SECONDS - 1e-6:  # not missed by a rounding of the timer
                     del waiting[player]
             if not waiting:
                 del self.waiting[key]

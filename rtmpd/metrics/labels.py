@@ -4,7 +4,7 @@ A label value comes from a client (an application name) or from a log
 reason with details in it ("kicked by admin"); exported as they are, they
 would grow the number of series without bound. ``AppLabels`` gives the
 first ``max_apps`` applications seen their own label and every other one
-``OTHER``; an application keeps its label for the life of the process, so
+``OTHER`` (the empty name is ``NO_APP``); an application keeps its label for the life of the process, so
 a counter summed by label never moves from one label to another (and never
 goes down). ``close_reason`` maps a close reason to one of
 ``CLOSE_REASONS``.
@@ -12,10 +12,12 @@ goes down). ``close_reason`` maps a close reason to one of
 
 from __future__ import annotations
 
-__all__ = ["CLOSE_REASONS", "OTHER", "AppLabels", "close_reason"]
+__all__ = ["CLOSE_REASONS", "NO_APP", "OTHER", "AppLabels", "close_reason"]
 
 #: The label of everything beyond a cap.
 OTHER = "_other"
+#: The label of the empty application name.
+NO_APP = "_none"
 #: Longest application name used as a label value; longer names are cut.
 MAX_APP_LENGTH = 64
 
@@ -81,10 +83,12 @@ class AppLabels:
         self._known: set[str] = set()
 
     def __call__(self, app: str) -> str:
+        if not app:
+            return NO_APP
         app = app[:MAX_APP_LENGTH]
         if app in self._known:
             return app
-        if len(self._known) < self.max_apps and app != OTHER:
+        if len(self._known) < self.max_apps and app not in (OTHER, NO_APP):
             self._known.add(app)
             return app
         return OTHER
