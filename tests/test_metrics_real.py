@@ -98,8 +98,12 @@ def free_port() -> int:
 
 
 class MetricsTestCase(TestCase):
+    #: More rtmpd options for the server under test.
+    server_args: tuple[str, ...] = ()
+
     def setUp(self) -> None:
-        self.server = ServerProcess("--http", "tcp:0:interface=127.0.0.1", log_level="info")
+        args = [a.replace("{tmp}", self.mktemp()) for a in self.server_args]
+        self.server = ServerProcess("--http", "tcp:0:interface=127.0.0.1", *args, log_level="info")
         self.server.start()
         self.addCleanup(self.server.stop)
         self.http_port = self.server.port_of("HTTP server")
@@ -125,6 +129,9 @@ class MetricsTestCase(TestCase):
 
 
 class LiveScrapeTests(MetricsTestCase):
+    # Recording and per-stream series are in the scrape promtool checks.
+    server_args = ("--record-dir", "{tmp}", "--metrics-per-stream")
+
     def test_promtool_accepts_a_live_scrape_and_counters_follow_a_real_player(self) -> None:
         promtool = require("promtool")
         self.publish("m", 40)
@@ -149,6 +156,9 @@ class LiveScrapeTests(MetricsTestCase):
                 during[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
         self.assertEqual(during[("rtmpd_players", live)], 1)
         self.assertEqual(during[("rtmpd_connections", ())], 2)
+        self.assertEqual(during[("rtmpd_stream_players", (("stream", "live/m"),))], 1)
+        self.assertEqual(during[("rtmpd_recordings_active", ())], 1)
+        self.assertGreater(during[("rtmpd_recording_bytes_total", ())], 0)
 
         self.assertEqual(player.wait(60), 0, player.stderr.read() if player.stderr else "")
         self.assertTrue(relay.done.wait(30))
