@@ -105,6 +105,9 @@ class Recorder(service.Service, StreamListener):
         # only while the stream object exists (recordings hold their stream weakly for this).
         self._latest: weakref.WeakKeyDictionary[Stream, StreamRecording] = weakref.WeakKeyDictionary()
         self._streams: weakref.WeakValueDictionary[str, Stream] = weakref.WeakValueDictionary()
+        #: Totals of the recordings that ended (for the metrics): bytes queued to their files, failures.
+        self.ended_bytes = 0
+        self.ended_failed = 0
 
     # -- service ------------------------------------------------------------------------
 
@@ -234,4 +237,7 @@ class Recorder(service.Service, StreamListener):
             del self.recordings[stream]
 
     def closed(self, recording: StreamRecording) -> None:
+        if recording in self.unfinished:
+            self.ended_bytes += recording.bytes_before + recording.bytes
+            self.ended_failed += recording.state == "failed"
         self.unfinished.discard(recording)

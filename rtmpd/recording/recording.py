@@ -123,6 +123,8 @@ class StreamRecording:
         self._base = 0
         self._last = 0
         self._waiters: list[defer.Deferred] = []
+        #: Bytes of this recording's earlier files (``bytes`` is the current file's): for the metrics.
+        self.bytes_before = 0
         self.throttle = PublisherThrottle(host.clock, stream.key, host.max_queue_bytes, self._publication)
         # Kept here: record_done may come after the stream object is gone.
         self._notifier = stream.notifier
@@ -275,6 +277,7 @@ class StreamRecording:
         assert self._writer is not None
         # The old file ends exactly where the new one begins, so segment durations add up.
         self._writer.end_segment(rel)
+        self.bytes_before += self.bytes
         self._start_segment(message, self.host.paths_for(self.stream_key, self.host.clock.seconds()))
 
     # -- ending -------------------------------------------------------------------

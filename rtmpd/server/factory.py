@@ -35,6 +35,8 @@ class RTMPServerFactory(Factory):
         self.registry = StreamRegistry(config, clock.seconds)
         self.outbox = Outbox(clock)
         self.connections: dict[str, RTMPProtocol] = {}
+        #: Connections closed so far, by the reason logged (``rtmpd.server.lifecycle.count_closed``).
+        self.closed_by_reason: dict[str, int] = {}
         #: The access policy (``rtmpd.access``) the responders ask; None: open, as without --auth-*.
         self.access: AccessPolicy | None = None
         self._started_at = clock.seconds()

@@ -1,4 +1,5 @@
-"""The connection lifecycle events (``connect``, ``disconnect``) told to the notifier (``rtmpd.notify``)."""
+"""The connection lifecycle events (``connect``, ``disconnect``) told to the notifier (``rtmpd.notify``),
+and the count of closed connections by reason (``count_closed``) that the metrics read."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ class _Connection(Protocol):
 
 #: Client-given text is cut to this many characters in events.
 _TEXT_LIMIT = 256
+#: Distinct close reasons counted apart; any further reason is counted under "other".
+CLOSE_REASONS_KEPT = 64
 
 
 def connected(conn: _Connection, app: str, params: dict[str, Any]) -> None:
@@ -32,8 +35,17 @@ def connected(conn: _Connection, app: str, params: dict[str, Any]) -> None:
         )
 
 
+def count_closed(counts: dict[str, int], reason: str) -> None:
+    """Count one closed connection under ``reason`` in ``counts`` (at most ``CLOSE_REASONS_KEPT`` keys)."""
+    if reason not in counts and len(counts) >= CLOSE_REASONS_KEPT:
+        reason = "other"
+    counts[reason] = counts.get(reason, 0) + 1
+
+
 def disconnected(conn: _Connection, reason: str) -> None:
-    """Told only for connections that had connected: a bare TCP probe is no client."""
+    """Counts every closed connection; the event is told only for connections that had connected
+    (a bare TCP probe is no client)."""
+    count_closed(conn.factory.closed_by_reason, reason)
     notifier = conn.factory.registry.notifier
     if notifier.active and conn.session_open:
         notifier.emit(

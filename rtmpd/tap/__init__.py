@@ -29,6 +29,7 @@ from rtmpd.hooks.options import HOOK_PARAMETERS, HookOptions
 from rtmpd.server.listening import ListeningService
 from rtmpd.tap.access import install_access
 from rtmpd.tap.manhole import manhole_service
+from rtmpd.tap.metrics import METRICS_FLAGS, METRICS_PARAMETERS
 
 __all__ = ["Options", "install_access", "makeService", "manhole_service"]
 
@@ -199,6 +200,8 @@ class Options(AccessOptions, HookOptions, usage.Options):
 
     optParameters += AUTH_PARAMETERS
     optParameters += HOOK_PARAMETERS
+    optFlags += METRICS_FLAGS
+    optParameters += METRICS_PARAMETERS
 
     def __init__(self) -> None:
         super().__init__()
@@ -305,8 +308,9 @@ def makeService(options: Options) -> service.MultiService:
         )
     if options["http"]:
         from rtmpd.tap.http import install_http
+        from rtmpd.tap.metrics import install_metrics
 
-        install_http(top, options["http"])
+        install_metrics(top, install_http(top, options["http"]), options)
     hook_settings = getattr(options, "hook_settings", None)
     if hook_settings is not None and hook_settings.enabled:
         from rtmpd.tap.hooks import install_hooks
