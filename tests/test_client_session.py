@@ -9,9 +9,9 @@ from typing import Any
 from twisted.trial.unittest import SynchronousTestCase
 
 from rtmpd.core import amf0
-from rtmpd.core.client import (
+from rtmpd.core.client import ClientSession
+from rtmpd.core.client_events import (
     Acknowledged,
-    ClientSession,
     ClientState,
     Connected,
     Refused,

@@ -40,15 +40,15 @@ The rules it keeps:
 
 from __future__ import annotations
 
-import enum
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from rtmpd.core import amf0
 from rtmpd.core.chunks import ChunkReader, ChunkWriter
-from rtmpd.core.commands import COMMAND_CSID, Command, decode_command, encode_command
+from rtmpd.core.client_answers import CommandAnswers
+from rtmpd.core.client_events import Acknowledged, ClientEvent, ClientState, StreamStopped
+from rtmpd.core.commands import COMMAND_CSID, decode_command, encode_command
 from rtmpd.core.errors import InvalidWindowAckSize, LocalProtocolError, RemoteProtocolError
 from rtmpd.core.events import DataReceived, MediaReceived, MetadataReceived
 from rtmpd.core.flv import unwrap_set_data_frame
@@ -68,17 +68,7 @@ from rtmpd.core.messages import (
     user_control,
 )
 
-__all__ = [
-    "Acknowledged",
-    "ClientEvent",
-    "ClientSession",
-    "ClientState",
-    "Connected",
-    "Refused",
-    "StatusReceived",
-    "StreamStarted",
-    "StreamStopped",
-]
+__all__ = ["ClientSession"]
 
 #: Chunk streams for what a publisher sends (as ffmpeg: data and media apart from commands).
 DATA_CSID = 5
@@ -94,97 +84,7 @@ _DATA_TYPES = frozenset({int(MessageType.DATA_AMF0), int(MessageType.DATA_AMF3)}
 _COMMAND_TYPES = frozenset({int(MessageType.COMMAND_AMF0), int(MessageType.COMMAND_AMF3)})
 
 
-class ClientState(enum.Enum):
-    HANDSHAKE = "handshake"
-    CONNECTING = "connecting"
-    CREATING_STREAM = "creating stream"
-    STARTING = "starting"
-    ACTIVE = "active"
-    CLOSED = "closed"
-
-
-@dataclass(frozen=True, slots=True)
-class Connected:
-    """``connect`` succeeded: the server's properties and info objects (dicts, maybe empty)."""
-
-    properties: dict[str, Any]
-    info: dict[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class StreamStarted:
-    """``NetStream.Publish.Start`` or ``NetStream.Play.Start``: media may flow on ``stream_id``."""
-
-    stream_id: int
-    info: dict[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class Refused:
-    """The server refused a step (``stage``: "connect", "createStream", "publish" or "play").
-
-    ``code`` and ``description`` come from the info object (empty if it had none).
-    """
-
-    stage: str
-    code: str
-    description: str
-    info: Any
-
-
-@dataclass(frozen=True, slots=True)
-class StatusReceived:
-    """Any other status or notification (``onFCPublish``, ``onStatus`` after the start, ``onBWDone``)."""
-
-    name: str
-    code: str
-    info: Any
-    stream_id: int
-
-
-@dataclass(frozen=True, slots=True)
-class StreamStopped:
-    """A played stream ended at the server (``Play.UnpublishNotify``, ``Play.Stop``, StreamEOF)."""
-
-    code: str
-
-
-@dataclass(frozen=True, slots=True)
-class Acknowledged:
-    """The server acknowledged ``sequence_number`` bytes (modulo 2**32) of ours."""
-
-    sequence_number: int
-
-
-ClientEvent = (
-    Connected
-    | StreamStarted
-    | Refused
-    | StatusReceived
-    | StreamStopped
-    | Acknowledged
-    | MediaReceived
-    | MetadataReceived
-    | DataReceived
-)
-
-
-def _info(command: Command) -> Any:
-    """The info object of a status command: the first dict among its arguments, else its first argument."""
-    for value in command.args:
-        if isinstance(value, dict):
-            return value
-    return command.args[0] if command.args else command.command_object
-
-
-def _field(info: Any, name: str) -> str:
-    if isinstance(info, dict):
-        value = info.get(name)
-        return value if isinstance(value, str) else ""
-    return ""
-
-
-class ClientSession:
+class ClientSession(CommandAnswers):
     """The client end of one RTMP connection that publishes or plays one stream (see the module docstring).
 
     ``mode`` is "publish" or "play"; ``app`` and ``tc_url`` go into
@@ -445,90 +345,3 @@ class ClientSession:
             self._events.append(Acknowledged(control.sequence_number))
         elif isinstance(control, SetChunkSize):
             pass  # the reader switched already
-
-    def _command_received(self, command: Command) -> None:
-        name = command.name
-        if name in ("_result", "_error"):
-            call = self._calls.pop(command.transaction_id, None)
-            if call is None:
-                self._status(command)
-            elif name == "_error":
-                self._refused(call, _info(command))
-            else:
-                self._result(call, command)
-        elif name == "onStatus":
-            self._on_status(command)
-        else:
-            # onFCPublish, onBWDone, onFCSubscribe, |RtmpSampleAccess as a command...
-            self._status(command)
-
-    def _status(self, command: Command) -> None:
-        info = _info(command)
-        self._events.append(StatusReceived(command.name, _field(info, "code"), info, command.stream_id))
-
-    def _refused(self, stage: str, info: Any) -> None:
-        if self.state is ClientState.CLOSED:
-            return
-        self.state = ClientState.CLOSED
-        self._events.append(Refused(stage, _field(info, "code"), _field(info, "description"), info))
-
-    def _result(self, call: str, command: Command) -> None:
-        if call == "connect":
-            properties = command.command_object if isinstance(command.command_object, dict) else {}
-            info = _info(command)
-            info = info if isinstance(info, dict) else {}
-            code = _field(info, "code")
-            if code and code != "NetConnection.Connect.Success":
-                self._refused("connect", info)
-                return
-            self._events.append(Connected(properties, info))
-            self._start_stream()
-        elif call == "createStream":
-            stream_id = command.args[0] if command.args else None
-            if (
-                isinstance(stream_id, bool)
-                or not isinstance(stream_id, (int, float))
-                or not (0 < stream_id < 2**32)
-            ):
-                self._refused("createStream", {"code": "", "description": f"bad stream id {stream_id!r}"})
-                return
-            self._stream_created(int(stream_id))
-        # A _result to publish/play carries nothing: the onStatus says whether the stream started.
-
-    def _on_status(self, command: Command) -> None:
-        info = _info(command)
-        code, level = _field(info, "code"), _field(info, "level")
-        state = self.state
-        if state is ClientState.CONNECTING and code.startswith("NetConnection.Connect."):
-            # A few servers answer connect with onStatus rather than _result.
-            for txn, call in list(self._calls.items()):
-                if call == "connect":
-                    del self._calls[txn]
-            if code == "NetConnection.Connect.Success":
-                self._events.append(Connected({}, info if isinstance(info, dict) else {}))
-                self._start_stream()
-            else:
-                self._refused("connect", info)
-            return
-        if state is ClientState.STARTING:
-            start = "NetStream.Publish.Start" if self.mode == "publish" else "NetStream.Play.Start"
-            if code == start:
-                self.state = ClientState.ACTIVE
-                self._stream_started = True
-                self._events.append(StreamStarted(self.stream_id, info if isinstance(info, dict) else {}))
-                return
-            if level == "error" or code in ("NetStream.Publish.BadName", "NetStream.Play.StreamNotFound"):
-                self._refused(self.mode, info)
-                return
-        if (
-            state is ClientState.ACTIVE
-            and self.mode == "play"
-            and code
-            in (
-                "NetStream.Play.UnpublishNotify",
-                "NetStream.Play.Stop",
-            )
-        ):
-            self._events.append(StreamStopped(code))
-            return
-        self._events.append(StatusReceived(command.name, code, info, command.stream_id))
