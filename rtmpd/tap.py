@@ -26,6 +26,7 @@ from rtmpd.access.settings import AccessSettings, build_policy
 from rtmpd.config import ServerConfig
 from rtmpd.core.limits import Limits
 from rtmpd.core.messages import MAX_CHUNK_SIZE
+from rtmpd.remote.options import REMOTE_PARAMETERS, RemoteOptions
 from rtmpd.server.listening import ListeningService
 
 if TYPE_CHECKING:
@@ -73,7 +74,7 @@ _defaults = ServerConfig()
 _limits = Limits()
 
 
-class Options(AccessOptions, usage.Options):
+class Options(AccessOptions, RemoteOptions, usage.Options):
     synopsis = "[options]"
     longdesc = "Live-streaming RTMP server: publish to rtmp://HOST:PORT/APP/KEY, play the same URL."
 
@@ -191,12 +192,14 @@ class Options(AccessOptions, usage.Options):
     ]
 
     optParameters += AUTH_PARAMETERS
+    optParameters += REMOTE_PARAMETERS
 
     def __init__(self) -> None:
         super().__init__()
         self["listen"] = []
         self["record-match"] = []
         self.init_access()
+        self.init_remote()
 
     def opt_listen(self, description: str) -> None:
         """Listen on one more endpoint (repeatable), e.g. tcp6:1935:interface=\\:\\:1."""
@@ -293,6 +296,9 @@ def makeService(options: Options) -> service.MultiService:
             "(see --auth-* options, docs/access.md)",
             listeners=", ".join(d for d in listeners if not on_loopback(d)),
         )
+    from rtmpd.remote.options import install_remote
+
+    install_remote(top, options)
     if options["manhole"]:
         from rtmpd.admin.auth import ManholeError
 
