@@ -75,13 +75,15 @@ class RTMPClientProtocol(Protocol):
         self._reason: str | None = None
         self.connected_at: float | None = None
         self.peer_addr = ""
+        self.local_addr = ""
 
     # -- transport ------------------------------------------------------------------
 
     def connectionMade(self) -> None:
         self.connected_at = self.clock.seconds()
-        peer = self.transport.getPeer()
+        peer, host = self.transport.getPeer(), self.transport.getHost()
         self.peer_addr = f"{getattr(peer, 'host', '')}:{getattr(peer, 'port', '')}"
+        self.local_addr = f"{getattr(host, 'host', '')}:{getattr(host, 'port', '')}"
         self.transport.registerProducer(self, True)
         self._timer = self.clock.callLater(self.setup_timeout, self._setup_timed_out)
         self._write(self.client.initiate())
@@ -121,6 +123,8 @@ class RTMPClientProtocol(Protocol):
             return
         self._ended = True
         text = self._reason or describe_failure(reason)
+        if self._reason is None and not self.client.active:
+            text = f"connection closed at {self.client.state.value}: {text}"
         self.handler.client_ended(self, text)
 
     # -- producer ----------------------------------------------------------------------

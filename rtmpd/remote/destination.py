@@ -238,6 +238,7 @@ class PushDestination:
             stream_key=self.key,
             url=self.url.redacted(),
             peer=client.peer_addr,
+            local=client.local_addr,
             attempt=self.attempts,
         )
         self._reset_timeline(continuing=False)

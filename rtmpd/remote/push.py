@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 __all__ = ["RELAY_FLASH_VER", "RELAY_PARAM", "PushRule", "PushService", "is_relayed"]
 
 #: flashVer of every connection rtmpd opens as a relay; its mark ``rtmpd-relay`` is what is checked.
-RELAY_FLASH_VER = "FMLE/3.0 (compatible; rtmpd-relay)"
+RELAY_FLASH_VER = "FMLE/3.0 (rtmpd-relay)"
 #: The connect parameter that also marks a relay (servers other than rtmpd may show it).
 RELAY_PARAM = "rtmpdRelay"
 _RELAY_MARK = "rtmpd-relay"
