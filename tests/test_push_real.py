@@ -396,3 +396,157 @@ class PushToNginx(RealPushCase):
         self.assertEqual(len([line for line in nginx.access_log() if "PUBLISH" in line]), 1)
         (recording,) = nginx.recordings("g")
         assert_monotonic(self, flv_messages(recording))
+
+
+def write_test_pki(directory: str, name: str) -> tuple[str, str, str]:
+    """A CA and a server certificate it signs for 127.0.0.1 and localhost: (ca.pem, cert.pem, key.pem)."""
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+
+    def build(subject: str, issuer: x509.Name | None, key, signer, *, ca: bool) -> x509.Certificate:
+        name_ = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(name_)
+            .issuer_name(issuer or name_)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        )
+        if not ca:
+            builder = builder.add_extension(
+                x509.SubjectAlternativeName(
+                    [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+                ),
+                critical=False,
+            )
+        return builder.sign(signer, hashes.SHA256())
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_cert = build(f"{name} test CA", None, ca_key, ca_key, ca=True)
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = build("127.0.0.1", ca_cert.subject, key, ca_key, ca=False)
+    paths = [os.path.join(directory, f"{name}-{part}.pem") for part in ("ca", "cert", "key")]
+    pem = serialization.Encoding.PEM
+    for path, data in zip(
+        paths,
+        [
+            ca_cert.public_bytes(pem),
+            cert.public_bytes(pem),
+            key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()),
+        ],
+        strict=True,
+    ):
+        with open(path, "wb") as f:
+            f.write(data)
+    return paths[0], paths[1], paths[2]
+
+
+class PushOverTLS(RealPushCase):
+    def test_rtmps_push_to_rtmpd_verifies_the_certificate(self) -> None:
+        ca, cert, key = write_test_pki(self.tmp, "good")
+        other_ca, _, _ = write_test_pki(self.tmp, "other")
+        receiver = self.rtmpd("--port", f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}")
+        target = f"rtmps://127.0.0.1:{receiver.port}/live/{{name}}"
+        trusting = self.rtmpd("--push", f"live/*={target}", "--push-ca", ca)
+        distrusting = self.rtmpd("--push", f"live/*={target}", "--push-ca", other_ca)
+        good = self.publish(trusting.url("tls"), 4)
+        bad = self.publish(distrusting.url("wrong"), 4)
+        trusting.wait_for_msg("Push destination publishing", 20, stream_key="live/tls")
+        connect = receiver.wait_for_msg("connect command", 20, flashVer="FMLE/3.0 (rtmpd-relay)")
+        self.assertTrue(connect["tcUrl"].startswith("rtmps://127.0.0.1:"))
+        receiver.wait_for_msg("Codecs detected", 20, stream_key="live/tls")
+        refused = distrusting.wait_for(
+            lambda e: (
+                e.get("msg", "").startswith("Push destination failed") and e.get("stream_key") == "live/wrong"
+            ),
+            20,
+        )
+        self.assertIn("TLS error: certificate verify failed", refused["error"])
+        self.assertEqual(
+            receiver.messages("publish command").__len__(), 1, "only the trusted push got through"
+        )
+        self.assertEqual(good.wait(30), 0)
+        self.assertEqual(bad.wait(30), 0)
+
+
+class MisbehavingDestinations(RealPushCase):
+    def test_silent_refusing_and_stalled_destinations_leave_the_source_alone(self) -> None:
+        silent = socket.socket()
+        self.addCleanup(silent.close)
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)  # connections complete in the backlog; nothing is ever read or answered
+        refusing = self.nginx("refusing")
+        stalling = self.nginx("stalling")
+        server = self.rtmpd(
+            "--push", f"live/*=rtmp://127.0.0.1:{silent.getsockname()[1]}/live/{{name}}",
+            "--push", f"live/*={refusing.url('{name}', app='deny')}",
+            "--push", f"live/*={stalling.url('{name}')}",
+            "--play-timeout", "3", "--max-queue-bytes", "500000", "--push-grace", "1",
+        )  # fmt: skip
+        local = self.player(server.url("m"), "local.flv", rw_timeout=30)
+        publisher = self.publish(
+            server.url("m"),
+            30,
+            # 8 Mb/s of constant bitrate (filler NALs) fills the stalled socket's buffers in a few seconds.
+            extra=[
+                "-b:v",
+                "8M",
+                "-minrate",
+                "8M",
+                "-maxrate",
+                "8M",
+                "-bufsize",
+                "2M",
+                "-x264-params",
+                "nal-hrd=cbr",
+            ],
+        )
+        server.wait_for_msg("Push destination publishing", 20, destination="3:live/m")
+        os.kill(stalling.process.pid, signal.SIGSTOP)
+        stalled = server.wait_for(
+            lambda e: e.get("destination") == "3:live/m" and "stalled" in str(e.get("error", "")), 40
+        )
+        slow = server.messages("Push destination too slow; dropping to the next keyframe")
+        self.assertTrue(slow and log_time(slow[0]) <= log_time(stalled), "queue bound hit before the stall")
+        os.kill(stalling.process.pid, signal.SIGCONT)
+        server.wait_for(
+            lambda e: (
+                e.get("msg") == "Push destination publishing"
+                and e.get("destination") == "3:live/m"
+                and e.get("attempt") == 2
+            ),
+            30,
+        )
+        silent_failure = server.wait_for(
+            lambda e: (
+                e.get("destination") == "1:live/m" and e.get("msg", "").startswith("Push destination failed")
+            ),
+            20,
+        )
+        self.assertIn("no started stream within 10 s (stuck at handshake)", silent_failure["error"])
+        refusals = [
+            e
+            for e in list(server.events)
+            if e.get("destination") == "2:live/m" and e.get("msg", "").startswith("Push destination failed")
+        ]
+        # nginx's "deny publish" answers NetStream.Publish.Start, then closes the connection.
+        self.assertGreaterEqual(len(refusals), 3, "the refusing destination is retried")
+        self.assertEqual({e["error"] for e in refusals}, {"ConnectionDone: Connection was closed cleanly."})
+        self.assertEqual([e["delay"] >= 0.8 * 2**i for i, e in enumerate(refusals)], [True] * len(refusals))
+        self.assertEqual(publisher.wait(60), 0)
+        self.assertEqual(local.finish(30), "")
+        video = [m.timestamp for m in flv_messages(local.path) if m.type_id == 9]
+        self.assertLess(
+            max(b - a for a, b in zip(video, video[1:], strict=False)), 500, "the source never paused"
+        )
+        self.assertGreater(video[-1] - video[0], 25_000)
+        self.assertEqual(server.errors(), [])

@@ -186,6 +186,8 @@ class RTMPClientProtocol(Protocol):
 class RTMPClientFactory(Factory):
     """Builds the one protocol of one connection attempt (``endpoint.connect(factory)``)."""
 
+    noisy = False  # one start/stop line per attempt says nothing the destination's own lines do not
+
     def __init__(self, build: Any) -> None:
         self._build = build
 
