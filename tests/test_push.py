@@ -358,3 +358,54 @@ class PushTests(SynchronousTestCase):
         self.assertEqual(h.push.destinations(), [])
         self.assertIsNone(h.server.registry.get("out/a"))
         self.assertTrue(h.server.registry.get("live/a").live)
+
+
+class Wiring(SynchronousTestCase):
+    """``--push`` and friends through the tap: the service is built, bad settings stop start-up."""
+
+    def parse(self, *args: str):
+        from rtmpd.tap import Options
+
+        options = Options()
+        options.parseOptions(list(args))
+        return options
+
+    def test_push_service_is_a_named_child_with_the_rules(self) -> None:
+        from rtmpd.tap import makeService
+
+        top = makeService(
+            self.parse("--port", "0", "--push", "live/*=rtmp://example.com/app/{name}", "--push-grace", "3")
+        )
+        push = top.getServiceNamed("push")
+        self.assertEqual(
+            push.rules(), [{"id": 1, "pattern": "live/*", "url": "rtmp://example.com/app/{name}"}]
+        )
+        self.assertEqual(push.grace, 3.0)
+        self.assertIsInstance(makeService(self.parse("--port", "0")).getServiceNamed("push"), PushService)
+
+    def test_bad_settings_stop_start_up_with_one_line(self) -> None:
+        from rtmpd.tap import makeService
+
+        cases = [
+            (["--push", "live/*=http://x/a/b"], "the scheme must be rtmp or rtmps"),
+            (["--push", "live/*=rtmp://127.0.0.1:1935/{app}/{name}"], "pushes every stream to itself"),
+            (["--push", "live/a=rtmp://localhost:1935/live/a"], "pushes live/a to itself"),
+            (["--push", "live/*=rtmp://x/a/b", "--push-ca", "/nonexistent/ca.pem"], "--push-ca"),
+        ]
+        for extra, message in cases:
+            with self.assertRaises(SystemExit) as raised:
+                makeService(self.parse("--port", "1935", *extra))
+            self.assertIn(message, str(raised.exception))
+        with self.assertRaises(SystemExit) as raised:
+            self.parse("--push", "no-equals-sign")
+        self.assertIn("PATTERN=URL", str(raised.exception))
+        # Another port of this host, or another key here, is no loop.
+        makeService(self.parse("--port", "1935", "--push", "live/*=rtmp://127.0.0.1:1936/live/{name}"))
+        makeService(self.parse("--port", "1935", "--push", "live/*=rtmp://127.0.0.1:1935/backup/{name}"))
+
+    def test_manhole_namespace_has_the_push_service(self) -> None:
+        from rtmpd.admin.namespace import make_namespace
+        from rtmpd.tap import makeService
+
+        top = makeService(self.parse("--port", "0"))
+        self.assertIs(make_namespace(top, "op")["push"], top.getServiceNamed("push"))
