@@ -156,6 +156,15 @@ class RTMPClientProtocol(Protocol):
         self._write(self.client.close_stream())
         self.transport.loseConnection()
 
+    def pause_reading(self) -> None:
+        """Stop reading from the server (TCP pushes back on it) until ``resume_reading``."""
+        if self.transport is not None and not self._ended:
+            self.transport.pauseProducing()
+
+    def resume_reading(self) -> None:
+        if self.transport is not None and not self._ended:
+            self.transport.resumeProducing()
+
     def abort(self, reason: str) -> None:
         """Close at once; ``reason`` is what the handler is told."""
         self._fail(reason)
