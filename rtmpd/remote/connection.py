@@ -89,7 +89,7 @@ class RTMPClientProtocol(Protocol):
         self._write(self.client.initiate())
 
     def dataReceived(self, data: bytes) -> None:
-        if self._ended:
+        if self._ended or self._reason is not None:
             return
         self.bytes_in += len(data)
         session = self.client
@@ -97,8 +97,8 @@ class RTMPClientProtocol(Protocol):
             session.receive_data(data)
             while (event := session.next_event()) is not None:
                 self._event(event)
-                if self._ended:
-                    return
+                if self._ended or self._reason is not None:
+                    return  # failed or finishing: nothing more is acted on
         except RemoteProtocolError as e:
             self._fail(f"protocol error from the server: {type(e).__name__}: {e}")
             return

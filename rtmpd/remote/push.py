@@ -217,6 +217,7 @@ class PushService(service.Service, StreamListener):
 
     def stream_unpublished(self, stream: Stream) -> None:
         key = stream.key
+        self._relayed_logged.discard(key)
         destinations = self._by_key.get(key)
         if not destinations:
             return
