@@ -403,6 +403,20 @@ class Wiring(SynchronousTestCase):
         makeService(self.parse("--port", "1935", "--push", "live/*=rtmp://127.0.0.1:1936/live/{name}"))
         makeService(self.parse("--port", "1935", "--push", "live/*=rtmp://127.0.0.1:1935/backup/{name}"))
 
+    def test_pull_rules_through_the_tap(self) -> None:
+        from rtmpd.tap import makeService
+
+        top = makeService(self.parse("--port", "1935", "--pull", "live=rtmp://origin/live", "--pull-idle", "4"))
+        pull = top.getServiceNamed("pull")
+        self.assertEqual((pull.rules(), pull.idle), ({"live": "rtmp://origin/live/{name}"}, 4.0))
+        for extra, message in [
+            (["--pull", "live=rtmp://127.0.0.1:1935/live"], "pulls live from itself"),
+            (["--pull", "a/b=rtmp://o/live"], "names one local app"),
+        ]:
+            with self.assertRaises(SystemExit) as raised:
+                makeService(self.parse("--port", "1935", *extra))
+            self.assertIn(message, str(raised.exception))
+
     def test_manhole_namespace_has_the_push_service(self) -> None:
         from rtmpd.admin.namespace import make_namespace
         from rtmpd.tap import makeService

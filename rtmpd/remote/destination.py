@@ -188,7 +188,7 @@ class PushDestination:
         if self._attempt is d:
             self._attempt = None
             self.client = client
-        elif client is not None:
+        elif client is not self.client:  # (the same one when client_started adopted it first)
             client.abort("destination stopped")
 
     def _connect_failed(self, failure: Any, d: Any) -> None:

@@ -127,7 +127,7 @@ class Upstream:
         if self._attempt is d:
             self._attempt = None
             self.client = client
-        else:
+        elif client is not self.client:  # (the same one when client_started adopted it first)
             client.abort("pull stopped")
 
     def _connect_failed(self, failure: Any, d: Any) -> None:
