@@ -406,7 +406,9 @@ class Wiring(SynchronousTestCase):
     def test_pull_rules_through_the_tap(self) -> None:
         from rtmpd.tap import makeService
 
-        top = makeService(self.parse("--port", "1935", "--pull", "live=rtmp://origin/live", "--pull-idle", "4"))
+        top = makeService(
+            self.parse("--port", "1935", "--pull", "live=rtmp://origin/live", "--pull-idle", "4")
+        )
         pull = top.getServiceNamed("pull")
         self.assertEqual((pull.rules(), pull.idle), ({"live": "rtmp://origin/live/{name}"}, 4.0))
         for extra, message in [
