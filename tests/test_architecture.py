@@ -140,6 +140,8 @@ CONNECTION_ALLOWLIST: dict[tuple[str, str], str] = {
     ("rtmpd/testing.py", "self.factory"): "MemoryServer's handle on the server factory it drives",
     ("rtmpd/testing.py", "self.service.factory"): "MemoryServer's handle on the server factory it drives",
     ("rtmpd/testing.py", "self.session"): "MemoryServer.session(), a method that opens a test session",
+    # The RTMP client's Twisted adapter is an adapter like rtmpd/server's: the transport is its own.
+    ("rtmpd/remote/connection.py", "self.transport"): "the outgoing client connection's own transport",
 }
 
 _tree: Tree | None = None

@@ -207,6 +207,7 @@ def make_namespace(
         "service": top,
         "recorder": top.recorder,
         "reactor": reactor,
+        "push": getattr(top, "namedServices", {}).get("push"),
     }
     namespace.update(Helpers(top, user, sampler, access, reload_access).namespace())
     return namespace

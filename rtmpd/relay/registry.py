@@ -35,6 +35,8 @@ class StreamRegistry:
         self.listeners: list[StreamListener] = []
         #: Lifecycle events of every stream and connection (``rtmpd.notify``).
         self.notifier = Notifier(clock)
+        #: Called with the key when a player subscribes to a key with no publisher (a pull relay's cue).
+        self.on_missing_publisher: list[Callable[[str], None]] = []
 
     def __iter__(self) -> Iterator[Stream]:
         return iter(list(self.streams.values()))
@@ -80,7 +82,14 @@ class StreamRegistry:
             self.forget_if_idle(stream)
 
     def subscribe(self, key: str) -> Stream:
-        return self._stream(key)
+        stream = self._stream(key)
+        if stream.publisher is None:
+            for callback in list(self.on_missing_publisher):
+                try:
+                    callback(key)
+                except Exception:
+                    self.log.failure("Missing-publisher callback failed", stream_key=key)
+        return stream
 
     def forget_if_idle(self, stream: Stream) -> None:
         if stream.publisher is None and not stream.players and self.streams.get(stream.key) is stream:

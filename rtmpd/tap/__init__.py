@@ -26,6 +26,7 @@ from rtmpd.config import ServerConfig
 from rtmpd.core.limits import Limits
 from rtmpd.core.messages import MAX_CHUNK_SIZE
 from rtmpd.hooks.options import HOOK_PARAMETERS, HookOptions
+from rtmpd.remote.options import REMOTE_PARAMETERS, RemoteOptions
 from rtmpd.server.listening import ListeningService
 from rtmpd.tap.access import install_access
 from rtmpd.tap.manhole import manhole_service
@@ -74,7 +75,7 @@ _defaults = ServerConfig()
 _limits = Limits()
 
 
-class Options(AccessOptions, HookOptions, usage.Options):
+class Options(AccessOptions, HookOptions, RemoteOptions, usage.Options):
     synopsis = "[options]"
     longdesc = "Live-streaming RTMP server: publish to rtmp://HOST:PORT/APP/KEY, play the same URL."
 
@@ -202,6 +203,7 @@ class Options(AccessOptions, HookOptions, usage.Options):
     optParameters += HOOK_PARAMETERS
     optFlags += METRICS_FLAGS
     optParameters += METRICS_PARAMETERS
+    optParameters += REMOTE_PARAMETERS
 
     def __init__(self) -> None:
         super().__init__()
@@ -209,6 +211,7 @@ class Options(AccessOptions, HookOptions, usage.Options):
         self["record-match"] = []
         self.init_access()
         self.init_hooks()
+        self.init_remote()
 
     def opt_listen(self, description: str) -> None:
         """Listen on one more endpoint (repeatable), e.g. tcp6:1935:interface=\\:\\:1."""
@@ -316,6 +319,9 @@ def makeService(options: Options) -> service.MultiService:
         from rtmpd.tap.hooks import install_hooks
 
         install_hooks(top, hook_settings, reactor)
+    from rtmpd.remote.options import install_remote
+
+    install_remote(top, options)
     if options["manhole"]:
         from rtmpd.admin.auth import ManholeError
 
