@@ -425,3 +425,32 @@ class Wiring(SynchronousTestCase):
 
         top = makeService(self.parse("--port", "0"))
         self.assertIs(make_namespace(top, "op")["push"], top.getServiceNamed("push"))
+
+
+class PushMetricsTests(SynchronousTestCase):
+    """The push service's state and totals in /metrics; totals survive the destinations that made them."""
+
+    def test_destination_states_bytes_and_reconnects(self) -> None:
+        from rtmpd.tap.metrics import metrics_registry
+        from tests.test_metrics import scrape, value
+
+        harness = Harness(self, grace=5.0)
+        harness.push.setServiceParent(harness.server.service)
+        registry = metrics_registry(harness.server.service)
+        harness.push.add("live/*", "rtmp://127.0.0.1/out/{name}")
+        publisher, sid = harness.publisher("a")
+        harness.send_gop(publisher, sid, 0)
+        harness.clock.advance(0.1)
+        harness.server.flush()
+        s = scrape(registry)
+        self.assertEqual(value(s, "rtmpd_push_destinations", state="publishing"), 1)
+        sent = value(s, "rtmpd_push_sent_bytes_total")
+        self.assertGreater(sent, 0)
+        # The source leaves; after the grace the destination is gone, its bytes stay counted.
+        publisher.transport.loseConnection()
+        harness.server.flush()
+        harness.server.advance(6.0)
+        s = scrape(registry)
+        self.assertNotIn(("rtmpd_push_destinations", (("state", "publishing"),)), s)
+        self.assertGreaterEqual(value(s, "rtmpd_push_sent_bytes_total"), sent)
+        self.assertEqual(value(s, "rtmpd_push_reconnects_total"), 0)

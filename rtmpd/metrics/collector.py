@@ -58,6 +58,9 @@ class Sources:
     hooks: Callable[[], Mapping[tuple[str, str], int] | None]
     access: Callable[[], Any]
     recorder: Callable[[], Recorder | None]
+    #: The push and pull services (``rtmpd.remote``), or None when not configured.
+    push: Callable[[], Any] = lambda: None
+    pull: Callable[[], Any] = lambda: None
 
 
 class ServerCollector:
@@ -100,6 +103,7 @@ class ServerCollector:
         yield from self._recordings()
         yield from self._access()
         yield from self._hooks()
+        yield from self._relays()
 
     # -- connections ------------------------------------------------------------------------
 
@@ -285,6 +289,39 @@ class ServerCollector:
         for (kind, result), count in sorted(counts.items()):
             deliveries.add_metric([kind, result], count)
         yield deliveries
+
+    # -- push and pull relays ----------------------------------------------------------------
+
+    def _relays(self) -> Iterator[Metric]:
+        push = self.sources.push()
+        if push is not None:
+            states = GaugeMetricFamily(
+                "rtmpd_push_destinations", "Push destinations by state.", labels=["state"]
+            )
+            counts: dict[str, int] = {}
+            for destination in push.destinations():
+                counts[destination["state"]] = counts.get(destination["state"], 0) + 1
+            for state, count in sorted(counts.items()):
+                states.add_metric([state], count)
+            yield states
+            totals = push.totals()
+            yield _counter("rtmpd_push_sent_bytes", "Bytes sent to push destinations.", totals["bytes_sent"])
+            yield _counter(
+                "rtmpd_push_reconnects",
+                "Push destinations connected again after a failure.",
+                totals["reconnects"],
+            )
+        pull = self.sources.pull()
+        if pull is not None:
+            upstreams = GaugeMetricFamily(
+                "rtmpd_pull_upstreams", "Pull (edge) upstreams by state.", labels=["state"]
+            )
+            counts = {}
+            for upstream in pull.upstreams():
+                counts[str(upstream["state"])] = counts.get(str(upstream["state"]), 0) + 1
+            for state, count in sorted(counts.items()):
+                upstreams.add_metric([state], count)
+            yield upstreams
 
 
 def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:

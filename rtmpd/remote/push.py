@@ -109,6 +109,8 @@ class PushService(service.Service, StreamListener):
         self._ids = itertools.count(1)
         #: stream key -> its destinations (one per matching rule).
         self._by_key: dict[str, dict[int, PushDestination]] = {}
+        #: What destinations that are gone had sent and reconnected, so the totals never go down.
+        self._ended = {"bytes_sent": 0, "reconnects": 0}
         self._grace: dict[str, Any] = {}
         self._relayed_logged: set[str] = set()
 
@@ -133,6 +135,7 @@ class PushService(service.Service, StreamListener):
             destination = destinations.pop(rule.ident, None)
             if destination is not None:
                 destination.stop("rule removed")
+                self._retire([destination])
             if not destinations:
                 self._forget(key)
         self.log.info("Push rule removed", rule=rule_id)
@@ -238,7 +241,23 @@ class PushService(service.Service, StreamListener):
             destination.stop("source gone for the grace period")
         self._forget(key)
 
+    def totals(self) -> dict[str, int]:
+        """Bytes sent and reconnections of every destination there has been (for counters)."""
+        live = self._destinations()
+        stats = [d.stats() for d in live]
+        return {
+            "bytes_sent": self._ended["bytes_sent"] + sum(s["bytes_sent"] for s in stats),
+            "reconnects": self._ended["reconnects"] + sum(s["reconnects"] for s in stats),
+        }
+
+    def _retire(self, destinations: list[PushDestination]) -> None:
+        for destination in destinations:
+            stats = destination.stats()
+            self._ended["bytes_sent"] += stats["bytes_sent"]
+            self._ended["reconnects"] += stats["reconnects"]
+
     def _forget(self, key: str) -> None:
+        self._retire(list(self._by_key.get(key, {}).values()))
         self._by_key.pop(key, None)
         timer = self._grace.pop(key, None)
         if timer is not None and timer.active():

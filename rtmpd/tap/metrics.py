@@ -107,6 +107,8 @@ def metrics_registry(
         hooks=lambda: hook_deliveries(top),
         access=lambda: factory.access,
         recorder=lambda: top.recorder,
+        push=lambda: _named(top, "push"),
+        pull=lambda: _named(top, "pull"),
     )
     registry.register(ServerCollector(sources, app_label, per_stream=per_stream, max_streams=max_streams))
     first_keyframe = Histogram(
@@ -124,3 +126,10 @@ def metrics_registry(
     PlatformCollector(registry=registry)
     GCCollector(registry=registry)
     return registry
+
+
+def _named(top: RTMPService, name: str) -> Any:
+    try:
+        return top.getServiceNamed(name)
+    except KeyError:
+        return None
