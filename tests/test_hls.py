@@ -252,11 +252,14 @@ class BlockingTests(SynchronousTestCase):
         window.add_part(Part(b"p", 0.25, False))
         self.assertEqual(waiters.settled(window), [("part", Availability.READY)])
         window.close_segment()
-        # Segment 1 ended with 2 parts: part 5 will never exist.
-        self.assertEqual(
-            sorted(waiters.settled(window)), [("late", Availability.GONE), ("seg1", Availability.READY)]
-        )
-        waiters.add("next", 2, 0, deadline=12.0)
+        # Segment 1 ended with 2 parts: part 5 of it means part 0 of segment 2 (the spec).
+        self.assertEqual(waiters.settled(window), [("seg1", Availability.READY)])
+        window.start_segment("e", 0.0, False)
+        window.add_part(Part(b"p", 0.25, True))
+        self.assertEqual(waiters.settled(window), [("late", Availability.READY)])
+        waiters.add("next", 2, 1, deadline=12.0)
+        self.assertEqual(availability(window, 1, 7), Availability.READY)
+        self.assertEqual(availability(window, 2, 1), Availability.PENDING)
         self.assertEqual(waiters.expired(11.9), [])
         self.assertEqual(waiters.expired(12.0), ["next"])
         self.assertEqual(len(waiters), 0)

@@ -2,8 +2,8 @@
 
 Sans-IO: the caller passes the ``Window`` and the time. A playlist request
 with ``_HLS_msn=M`` waits until segment M is complete; with ``_HLS_part=P``
-too, until part P of segment M exists (or segment M completed with fewer
-parts). A request for a segment or part that is not made yet waits the same
+too, until part P of segment M exists (a P past the last part of a complete
+segment M means part 0 of segment M+1, as the spec says). A request for a segment or part that is not made yet waits the same
 way. A request more than two segments or more than ``ADVANCE_PART_LIMIT``
 parts beyond the last part made is refused at once (the LL-HLS spec's 400).
 A waiting request is answered when what it waits for exists, or times out
@@ -27,6 +27,10 @@ def availability(window: Window, msn: int, part: int | None) -> Availability:
     """Segment ``msn`` (``part`` None) or one of its parts: ready, pending, or gone for good."""
     if part is None:
         return window.segment_availability(msn)
+    segment = window.segment(msn)
+    if segment is not None and segment.complete and part >= len(segment.parts):
+        # The spec: a part index past a segment's last part means part 0 of the following segment.
+        return window.part_availability(msn + 1, 0)
     return window.part_availability(msn, part)
 
 
