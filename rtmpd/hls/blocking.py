@@ -3,9 +3,10 @@
 Sans-IO: the caller passes the ``Window`` and the time. A playlist request
 with ``_HLS_msn=M`` waits until segment M is complete; with ``_HLS_part=P``
 too, until part P of segment M exists (a P past the last part of a complete
-segment M means part 0 of segment M+1, as the spec says). A request for a segment or part that is not made yet waits the same
-way. A request more than two segments or more than ``ADVANCE_PART_LIMIT``
-parts beyond the last part made is refused at once (the LL-HLS spec's 400).
+segment M means part 0 of segment M+1, as the spec says). A request for a
+segment or part that is not made yet waits the same way. A request more than
+two segments or more than ``ADVANCE_PART_LIMIT`` parts beyond the last part
+made is refused at once (the LL-HLS spec's 400).
 A waiting request is answered when what it waits for exists, or times out
 (the spec suggests three target durations; the caller answers 503).
 """
