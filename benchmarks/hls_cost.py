@@ -27,10 +27,12 @@ from tests.support import ServerProcess, ffmpeg_publish
 _HINT = re.compile(r'#EXT-X-PRELOAD-HINT:TYPE=PART,URI="([0-9a-f]+)\.(\d+)\.(\d+)\.m4s"')
 
 
-def cpu_seconds(pid: int) -> float:
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of a process."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
 
 
 def rss_mb(pid: int) -> float:
@@ -41,8 +43,8 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
-class Viewer(threading.Thread):
-    """One LL-HLS viewer at the live edge: blocking reload for the next part, then that part."""
+class _Client(threading.Thread):
+    """A viewer's thread: one keep-alive connection, counts of requests, errors and media bytes."""
 
     def __init__(self, port: int, path: str, stop: threading.Event) -> None:
         super().__init__(daemon=True)
@@ -57,6 +59,30 @@ class Viewer(threading.Thread):
         if response.status != 200:
             self.errors += 1
         return body
+
+
+class ClassicViewer(_Client):
+    """One classic HLS viewer: reloads the playlist every target duration, fetches each new segment."""
+
+    def run(self) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        seen: set[str] = set()
+        while not self.stop_event.is_set():
+            lines = self.get(conn, self.path + "index.m3u8").decode().splitlines()
+            target = int(
+                next(line for line in lines if line.startswith("#EXT-X-TARGETDURATION:")).split(":")[1]
+            )
+            uris = [lines[i + 1] for i, line in enumerate(lines) if line.startswith("#EXTINF:")]
+            for uri in uris[-3:] if not seen else uris:
+                if uri not in seen:
+                    seen.add(uri)
+                    self.bytes += len(self.get(conn, self.path + uri))
+            self.stop_event.wait(target)
+        conn.close()
+
+
+class Viewer(_Client):
+    """One LL-HLS viewer at the live edge: blocking reload for the next part, then that part."""
 
     def run(self) -> None:
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
@@ -73,32 +99,56 @@ class Viewer(threading.Thread):
 
 
 def window(pid: int, seconds: float) -> dict:
-    cpu0, wall0 = cpu_seconds(pid), time.monotonic()
+    (user0, system0), wall0 = cpu_seconds(pid), time.monotonic()
     time.sleep(seconds)
-    cpu, wall = cpu_seconds(pid) - cpu0, time.monotonic() - wall0
-    return {"cpu_seconds": round(cpu, 2), "cpu_percent": round(100 * cpu / wall, 1), "rss_mb": round(rss_mb(pid), 1)}
+    (user1, system1), wall = cpu_seconds(pid), time.monotonic() - wall0
+    user, system = user1 - user0, system1 - system0
+    return {
+        "cpu_seconds": round(user + system, 2),
+        "user": round(user, 2),
+        "system": round(system, 2),
+        "cpu_percent": round(100 * (user + system) / wall, 1),
+        "rss_mb": round(rss_mb(pid), 1),
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--viewers", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--part-duration", default="0.25", help="--hls-part-duration of the server")
+    parser.add_argument("--classic", action="store_true", help="classic HLS viewers (segments only)")
     args = parser.parse_args()
     total = 3 * args.seconds + 30
-    server = ServerProcess("--http", "tcp:0:interface=127.0.0.1", "--hls", log_level="info").start()
+    server = ServerProcess(
+        "--http",
+        "tcp:0:interface=127.0.0.1",
+        "--hls",
+        "--hls-part-duration",
+        args.part_duration,
+        log_level="info",
+    ).start()
     publisher = None
     try:
         http_port = server.port_of("HTTP server")
         pid = server.process.pid
         publisher = ffmpeg_publish(
-            server.url("bench"), total, size="1280x720",
+            server.url("bench"),
+            total,
+            size="1280x720",
             extra=["-b:v", "3M", "-minrate", "3M", "-maxrate", "3M", "-bufsize", "1M"],
         )
         time.sleep(5)  # the encoder settles; the GOP cache fills
-        result = {"viewers": args.viewers, "seconds": args.seconds, "publisher_only": window(pid, args.seconds)}
+        result = {
+            "viewers": args.viewers,
+            "seconds": args.seconds,
+            "hls_viewer": "classic" if args.classic else f"LL-HLS, parts of {args.part_duration} s",
+            "publisher_only": window(pid, args.seconds),
+        }
 
         stop = threading.Event()
-        viewers = [Viewer(http_port, "/hls/live/bench/", stop) for _ in range(args.viewers)]
+        kind = ClassicViewer if args.classic else Viewer
+        viewers = [kind(http_port, "/hls/live/bench/", stop) for _ in range(args.viewers)]
         for v in viewers:
             v.start()
         time.sleep(3)
@@ -115,9 +165,26 @@ def main() -> None:
 
         out = f"/tmp/hls-cost-rtmp-{os.getpid()}.json"
         players = subprocess.Popen(
-            [sys.executable, "-m", "benchmarks.loadclient", "--port", str(server.port), "--key", "bench",
-             "--players", str(args.viewers), "--sample", "0", "--out", out, "--max-seconds", str(total)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            [
+                sys.executable,
+                "-m",
+                "benchmarks.loadclient",
+                "--port",
+                str(server.port),
+                "--key",
+                "bench",
+                "--players",
+                str(args.viewers),
+                "--sample",
+                "0",
+                "--out",
+                out,
+                "--max-seconds",
+                str(total),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
         )
         players.stdout.readline()  # {"event": "ready", ...}
         players.stdin.write("start\n")
@@ -129,7 +196,7 @@ def main() -> None:
         with open(out) as f:
             rtmp = json.load(f)
         os.unlink(out)
-        result["rtmp"]["loadclient"] = {k: v for k, v in rtmp.items() if not isinstance(v, (list, dict))}
+        result["rtmp"]["loadclient"] = {k: v for k, v in rtmp.items() if not isinstance(v, list)}
         print(json.dumps(result, indent=1))
     finally:
         if publisher is not None and publisher.poll() is None:
