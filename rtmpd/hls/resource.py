@@ -5,7 +5,8 @@ error), then answered from the stream's ``LiveHLS``:
 
 - the playlist, at once, or (``_HLS_msn``/``_HLS_part``) when what it asks
   for exists; 400 for a malformed or too distant request, 503 when the wait
-  times out, 404 for a stream that is not live;
+  times out or too many requests wait on the stream, 404 for a stream that
+  is not live;
 - an init segment, segment or part, from memory; a part or segment not made
   yet (a preload hint) is waited for like a blocking reload; 404 when it
   left the window or will never exist.
@@ -40,6 +41,8 @@ PLAYLIST_TYPE = b"application/vnd.apple.mpegurl"
 MEDIA_TYPE = b"video/mp4"
 #: Waits are bounded: the spec's three target durations, and never more than this.
 MAX_WAIT = 30.0
+#: Most requests waiting on one stream at once; past it, 503 (each holds a connection and a little memory).
+MAX_WAITING = 5000
 
 
 class HLSResource(Resource):
@@ -130,6 +133,8 @@ class HLSResource(Resource):
             await self._media(request, live, file_name)
 
     def _timeout(self, live: LiveHLS) -> float:
+        if len(live.waiters) >= MAX_WAITING:
+            raise HTTPError(503, "too many requests waiting for this stream")
         return min(MAX_WAIT, 3 * target_duration(live.window, live.settings.segment_duration))
 
     async def _playlist(
@@ -139,6 +144,7 @@ class HLSResource(Resource):
         if msn is None:
             if window.last_complete_msn() is None:
                 # A new muxer: answer with its first segment, so classic clients have one to play.
+                self._timeout(live)
                 state = await live.wait(window.next_msn, None, live.settings.first_segment_timeout)
                 if state is None:
                     raise HTTPError(503, "no segment yet; try again")
