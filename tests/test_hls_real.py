@@ -7,6 +7,7 @@ carried to every URL with).
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import re
@@ -230,6 +231,20 @@ class HLSPlaybackTests(TestCase):
         self.assertEqual(json.loads(body)["error"]["message"], "stream is not live")
         for path in ("x.7.m4s", "../../healthz", "zz.mp4", "abc"):
             self.assertEqual(fetch(self.hls.base + path)[0], 404, path)
+        # A CORS preflight, and HEAD: headers without a body.
+        port = int(self.hls.http.rsplit(":", 1)[1])
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        self.addCleanup(conn.close)
+        conn.request("OPTIONS", "/hls/live/cam/index.m3u8", headers={"Origin": "http://example.org"})
+        response = conn.getresponse()
+        response.read()
+        self.assertEqual(response.status, 204)
+        self.assertEqual(response.getheader("access-control-allow-origin"), "*")
+        self.assertIn("GET", response.getheader("access-control-allow-methods"))
+        conn.request("HEAD", "/hls/live/cam/index.m3u8")
+        response = conn.getresponse()
+        self.assertEqual((response.status, response.read()), (200, b""))
+        self.assertGreater(int(response.getheader("content-length")), 0)
 
     def test_viewers_share_one_muxer_and_concurrent_waits(self) -> None:
         _, _, body = fetch(self.hls.base + "index.m3u8")
