@@ -5,12 +5,15 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 from twisted.internet.task import Clock
+from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 
 from rtmpd.config import ServerConfig
+from rtmpd.core.messages import Message, MessageType
 from rtmpd.hls.live import HLSMuxers, HLSSettings
 from rtmpd.hls.segments import Availability
 from rtmpd.relay.registry import Publication, StreamRegistry
+from tests.test_fmp4 import AVCC_1080, avc_tag
 from tests.test_hls import stream_messages
 
 
@@ -100,3 +103,49 @@ class LiveHLSTests(SynchronousTestCase):
         self.assertTrue(new[0].discontinuity)
         self.assertEqual(new[0].msn, max(s.msn for s in live.window.segments if s.epoch == first_epoch) + 1)
         self.assertIn(first_epoch, live.window.inits)
+
+    def test_changed_configuration_starts_a_new_generation_mid_stream(self):
+        stream = self.publish()
+        messages = stream_messages(120, gop=30)
+        first = [m for m in messages if m.timestamp < 2000]
+        self.relay(stream, first)
+        live = self.muxers.get("live/cam")
+        epoch, anchor = live.epoch, live.segmenter.anchor
+        other = avc_tag(1, 0, AVCC_1080[:-1] + bytes([AVCC_1080[-1] ^ 1]))
+        with capturedLogs() as logs:
+            stream.relay(Message(MessageType.VIDEO, 2000, 1, other))
+        self.assertEqual(
+            [e["log_format"] for e in logs if "restarts" in e["log_format"]], ["HLS muxer restarts: {error}"]
+        )
+        self.assertNotEqual(live.epoch, epoch)
+        self.relay(stream, messages[len(first) :])
+        new = [s for s in live.window.segments if s.epoch == live.epoch]
+        self.assertTrue(new and new[0].discontinuity)
+        # The stream goes on: the new generation keeps its media-time-to-wall-time anchor.
+        self.assertAlmostEqual(live.segmenter.anchor, anchor, places=1)
+        self.assertAlmostEqual(new[0].start_time, anchor + 2.0, places=1)
+
+
+class OptionsTests(SynchronousTestCase):
+    def parse(self, *args: str):
+        from rtmpd.tap import Options
+
+        options = Options()
+        options.parseOptions(list(args))
+        return options
+
+    def test_hls_needs_http_and_consistent_durations(self):
+        with self.assertRaises(SystemExit) as caught:
+            self.parse("--hls")
+        self.assertIn("--hls needs --http", str(caught.exception))
+        with self.assertRaises(SystemExit) as caught:
+            self.parse("--http", "tcp:0", "--hls", "--hls-part-duration", "2", "--hls-segment-duration", "1")
+        self.assertIn("--hls-part-duration", str(caught.exception))
+        with self.assertRaises(SystemExit):
+            self.parse("--http", "tcp:0", "--hls", "--hls-window", "0")
+        options = self.parse("--http", "tcp:0", "--hls", "--hls-segment-duration", "2", "--hls-window", "4")
+        from rtmpd.tap.hls import hls_settings
+
+        self.assertEqual(
+            hls_settings(options), HLSSettings(segment_duration=2.0, part_duration=0.25, window=4)
+        )

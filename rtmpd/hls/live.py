@@ -86,12 +86,15 @@ class LiveHLS:
 
     # -- generations ---------------------------------------------------------------------
 
-    def start(self, stream: Stream, *, from_cache: bool) -> None:
-        """Begin a new generation; ``from_cache``: feed the late-join cache first (a stream already live)."""
+    def start(self, stream: Stream, *, from_cache: bool, mid_stream: bool = False) -> None:
+        """Begin a new generation; ``from_cache``: feed the late-join cache first (a stream already live);
+        ``mid_stream``: the stream goes on (its timestamps do not start again at 0)."""
         self.stream = stream
         self.generations += 1
-        # Media time 0 of the stream, in wall time: its newest message is taken as arriving now.
-        anchor = self._wall() - (stream.last_timestamp / 1000 if from_cache else 0.0)
+        # Media time 0 of the stream, in wall time: its newest message is taken as arriving now. A new
+        # publish starts its timestamps at 0 now.
+        live = from_cache or mid_stream
+        anchor = self._wall() - (stream.last_timestamp / 1000 if live else 0.0)
         self.segmenter = Segmenter(
             self.window,
             epoch=_new_epoch(),
@@ -109,7 +112,7 @@ class LiveHLS:
     def restart(self) -> None:
         """A new generation of the stream as it is now, from its cached configuration (after an error)."""
         self.finish()
-        self.start(self.stream, from_cache=False)
+        self.start(self.stream, from_cache=False, mid_stream=True)
         primary = self.stream.primary_video_track
         for message in self.stream.cache.codec_headers():
             self.message(message, classify(message, primary))
