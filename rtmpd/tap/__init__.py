@@ -85,6 +85,7 @@ class Options(AccessOptions, HookOptions, RemoteOptions, usage.Options):
         ["no-gop-cache", None, "Do not cache the last group of pictures for late joiners."],
         ["version", None, "Print the rtmpd version and exit."],
         ["auth-revoke-live", None, "A key removed from --auth-keys on reload ends its live publisher."],
+        ["hls", None, "Serve every live stream as LL-HLS under /hls/ on the --http listener."],
     ]
     optParameters = [
         ["port", "p", "tcp:1935", "Port number or endpoint description to listen on", endpoint_description],
@@ -204,6 +205,12 @@ class Options(AccessOptions, HookOptions, RemoteOptions, usage.Options):
     optFlags += METRICS_FLAGS
     optParameters += METRICS_PARAMETERS
     optParameters += REMOTE_PARAMETERS
+    # LL-HLS (rtmpd.tap.hls, docs/hls.md)
+    optParameters += [
+        ["hls-segment-duration", None, 1.0, "HLS segment target in seconds (at keyframes)", _positive(float)],
+        ["hls-part-duration", None, 0.25, "LL-HLS part duration in seconds", _positive(float)],
+        ["hls-window", None, 6, "HLS segments listed in the playlist (kept in memory)", _positive(int)],
+    ]
 
     def __init__(self) -> None:
         super().__init__()
@@ -252,6 +259,10 @@ class Options(AccessOptions, HookOptions, RemoteOptions, usage.Options):
             )
         self.access_settings = self.access_settings_from_options()
         self.hook_settings = self.hook_settings_from_options()
+        if self["hls"] and not self["http"]:
+            raise usage.UsageError("--hls needs --http (HLS is served by the HTTP listener)")
+        if self["hls-part-duration"] > self["hls-segment-duration"]:
+            raise usage.UsageError("--hls-part-duration must not exceed --hls-segment-duration")
         if self.parent is not None and self.parent.get("logger") is None:
             path = self.parent.get("logfile") or (None if self.parent.get("nodaemon") else "twistd.log")
             logs.configure(self["log-format"], self["log-level"], path)
@@ -313,7 +324,12 @@ def makeService(options: Options) -> service.MultiService:
         from rtmpd.tap.http import install_http
         from rtmpd.tap.metrics import install_metrics
 
-        install_metrics(top, install_http(top, options["http"]), options)
+        root = install_http(top, options["http"])
+        install_metrics(top, root, options)
+        if options["hls"]:
+            from rtmpd.tap.hls import hls_settings, install_hls
+
+            install_hls(top, root, hls_settings(options), reactor)
     hook_settings = getattr(options, "hook_settings", None)
     if hook_settings is not None and hook_settings.enabled:
         from rtmpd.tap.hooks import install_hooks

@@ -1,0 +1,100 @@
+"""Blocking playlist reload and preload-hint requests: what a request waits for, and when it is refused.
+
+Sans-IO: the caller passes the ``Window`` and the time. A playlist request
+with ``_HLS_msn=M`` waits until segment M is complete; with ``_HLS_part=P``
+too, until part P of segment M exists (a P past the last part of a complete
+segment M means part 0 of segment M+1, as the spec says). A request for a
+segment or part that is not made yet waits the same way. A request more than
+two segments or more than ``ADVANCE_PART_LIMIT`` parts beyond the last part
+made is refused at once (the LL-HLS spec's 400).
+A waiting request is answered when what it waits for exists, or times out
+(the spec suggests three target durations; the caller answers 503).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from dataclasses import dataclass
+
+from rtmpd.hls.segments import Availability, Window
+
+__all__ = ["ADVANCE_PART_LIMIT", "Waiters", "availability", "too_far"]
+
+#: How many parts beyond the last one a client may ask for before it gets a 400 (the spec's value).
+ADVANCE_PART_LIMIT = 3
+
+
+def availability(window: Window, msn: int, part: int | None) -> Availability:
+    """Segment ``msn`` (``part`` None) or one of its parts: ready, pending, or gone for good."""
+    if part is None:
+        return window.segment_availability(msn)
+    segment = window.segment(msn)
+    if segment is not None and segment.complete and part >= len(segment.parts):
+        # The spec: a part index past a segment's last part means part 0 of the following segment.
+        return window.part_availability(msn + 1, 0)
+    return window.part_availability(msn, part)
+
+
+def too_far(window: Window, msn: int, part: int | None) -> bool:
+    """Whether a request for ``msn``/``part`` is beyond what a client may wait for (a 400)."""
+    newest = window.segments[-1] if window.segments else None
+    if newest is None:
+        last_msn, last_part = window.next_msn - 1, -1
+    elif newest.complete:
+        last_msn, last_part = newest.msn, None
+    else:
+        last_msn, last_part = newest.msn, len(newest.parts) - 1
+    if msn > last_msn + 2:
+        return True
+    if part is None or msn < last_msn:
+        return False
+    if msn == last_msn:
+        return last_part is not None and part - last_part > ADVANCE_PART_LIMIT
+    return (msn - last_msn) + part > ADVANCE_PART_LIMIT
+
+
+@dataclass(frozen=True, slots=True)
+class _Wait:
+    msn: int
+    part: int | None
+    deadline: float
+
+
+class Waiters:
+    """Requests waiting for a segment or part, by the caller's token (any hashable)."""
+
+    def __init__(self) -> None:
+        self._waiting: dict[Hashable, _Wait] = {}
+
+    def __len__(self) -> int:
+        return len(self._waiting)
+
+    def add(self, token: Hashable, msn: int, part: int | None, deadline: float) -> None:
+        self._waiting[token] = _Wait(msn, part, deadline)
+
+    def discard(self, token: Hashable) -> None:
+        self._waiting.pop(token, None)
+
+    def settled(self, window: Window) -> list[tuple[Hashable, Availability]]:
+        """Remove and return the waits whose target is no longer pending, with its availability."""
+        done = []
+        for token, wait in self._waiting.items():
+            state = availability(window, wait.msn, wait.part)
+            if state is not Availability.PENDING:
+                done.append((token, state))
+        for token, _ in done:
+            del self._waiting[token]
+        return done
+
+    def expired(self, now: float) -> list[Hashable]:
+        """Remove and return the waits whose deadline has passed."""
+        done = [token for token, wait in self._waiting.items() if wait.deadline <= now]
+        for token in done:
+            del self._waiting[token]
+        return done
+
+    def next_deadline(self) -> float | None:
+        return min((w.deadline for w in self._waiting.values()), default=None)
+
+    def tokens(self) -> list[Hashable]:
+        return list(self._waiting)
