@@ -26,6 +26,7 @@ from rtmpd.access.settings import AccessSettings, build_policy
 from rtmpd.config import ServerConfig
 from rtmpd.core.limits import Limits
 from rtmpd.core.messages import MAX_CHUNK_SIZE
+from rtmpd.recording.options import RECORDING_PARAMETERS, recording_config
 from rtmpd.server.listening import ListeningService
 
 if TYPE_CHECKING:
@@ -95,6 +96,7 @@ class Options(AccessOptions, usage.Options):
             "Start a new recording file every this many seconds",
             _positive(float),
         ],
+        *RECORDING_PARAMETERS,
         [
             "publisher-timeout",
             None,
@@ -263,6 +265,7 @@ class Options(AccessOptions, usage.Options):
             record_match=tuple(self["record-match"]),
             record_max_size=self["record-max-size"],
             record_interval=self["record-interval"],
+            **recording_config(self),
         )
 
 

@@ -2,7 +2,9 @@
 
 This module owns the per-stream state machine, in the reactor thread:
 ``waiting`` (no frame yet, so no file) -> ``recording`` -> ``finalizing`` ->
-``finished``, or ``failed`` from any of them. For each relayed message it
+``finished``, or ``failed`` from any of them; ``refused`` (over a limit of
+``rtmpd.recording.admission``, no file) until a file may start. A file is
+created only at the first frame a player can start from, never at publish. For each relayed message it
 does the cheap part: decide whether it belongs in the file (a file starts at
 a frame a player can start from), rebase its timestamp so every file starts
 at 0, decide when to start the next segment, and queue the payload for the
@@ -30,6 +32,7 @@ from twisted.logger import Logger
 from rtmpd.core.classify import MediaInfo
 from rtmpd.core.flv import TAG_AUDIO, TAG_SCRIPT, TAG_VIDEO
 from rtmpd.core.messages import Message, MessageType
+from rtmpd.recording.admission import RecordingAdmission
 from rtmpd.recording.flvfile import TAG_OVERHEAD, build_prologue, publisher_metadata
 from rtmpd.recording.throttle import PublisherThrottle
 from rtmpd.recording.writer import (
@@ -65,6 +68,8 @@ class RecordingHost(Protocol):
     keyframe_slots: int
     #: Backlog bound of each writer.
     max_queue_bytes: int
+    #: The budgets of open recordings and new files.
+    admission: RecordingAdmission
 
     def paths_for(self, key: str, when: float) -> tuple[str, Iterator[str]]:
         """The first path to try for a file of ``key`` starting at ``when``, then every path in turn."""
@@ -87,8 +92,9 @@ class StreamRecording:
     """One stream's recording, from publish to unpublish, possibly in several files (segments).
 
     Read-only for everyone but the recorder: ``state`` is "waiting" (no
-    frame yet, so no file), "recording", "finalizing", "finished" or
-    "failed"; ``file`` the current (or last) file; ``bytes`` and
+    frame yet, so no file), "refused" (over a recording limit, no file yet),
+    "recording", "finalizing", "finished" or "failed"; ``file`` the current
+    (or last) file, None before the first; ``bytes`` and
     ``duration`` (seconds) describe that file as queued for writing;
     ``pending_bytes`` is the writer's backlog; ``files`` every file
     created; ``error`` why it failed; ``started_at`` when the stream was
@@ -113,8 +119,10 @@ class StreamRecording:
         self.segments = 0
         self.bytes = 0
         self.duration = 0.0
-        self._next_paths = host.paths_for(stream.key, when)
-        self.file: str | None = self._next_paths[0]
+        self.file: str | None = None
+        #: Whether this recording holds one of the admission's open-recording slots.
+        self._admitted = False
+        self._segment_refused = False
         self._writer: RecordingWriter | None = None
         self._open = False
         self._has_video = False
@@ -183,10 +191,12 @@ class StreamRecording:
             # cache; a file starts at a frame a player can start from: a video keyframe, or audio.
             if header or not (keyframe or t == MessageType.AUDIO):
                 return
-            self._start_segment(message, self._next_paths)
+            if not self._admit():
+                return
+            self._start_segment(message, self.host.paths_for(self.stream_key, self.host.clock.seconds()))
         rel = self._relative(message.timestamp)
         if keyframe or (t == MessageType.AUDIO and not self._has_video):
-            if self._limit_reached(rel):
+            if self._limit_reached(rel) and self._may_rotate():
                 self._rotate(message, rel)
                 rel = 0
             if keyframe:
@@ -198,6 +208,22 @@ class StreamRecording:
         if self._open and self._writer is not None:
             # A recording that failed on this tag holds nobody back.
             self.throttle.consider(message.timestamp, self._writer)
+
+    def _admit(self) -> bool:
+        """Whether the first file may start now (taking a slot); a refusal makes the state "refused"."""
+        if self.state not in ("waiting", "refused"):
+            return False
+        if not self.host.admission.start(self.stream_key, first_try=self.state == "waiting"):
+            self.state = "refused"
+            return False
+        self._admitted = True
+        return True
+
+    def _may_rotate(self) -> bool:
+        """Whether the next segment may start now; if not, the current file goes on."""
+        allowed = self.host.admission.segment(self.stream_key, first_try=not self._segment_refused)
+        self._segment_refused = not allowed
+        return allowed
 
     def _relative(self, timestamp: int) -> int:
         """``timestamp`` on the file's timeline (0 at its first frame), across the 32-bit wrap."""
@@ -260,6 +286,8 @@ class StreamRecording:
         self._video_started = False
         self._base = message.timestamp
         self._last = 0
+        if self._writer is None:
+            self.log.info("recorder initialized", stream_key=self.stream_key, file=first)
         self.file = first
         self.bytes = len(prologue.data)
         self.duration = 0.0
@@ -280,7 +308,7 @@ class StreamRecording:
     def close(self) -> defer.Deferred:
         """Finalize the open file and end the writer; the Deferred fires (with self) once it has."""
         d = self.when_closed()
-        if self.state in ("waiting", "recording"):
+        if self.state in ("waiting", "refused", "recording"):
             self.state = "finalizing"
             self._open = False
             self._stop_writer()
@@ -300,8 +328,9 @@ class StreamRecording:
         if self._writer is not None:
             self._writer.close()
         else:
-            # No frame ever came, so no file was created.
-            self.log.info("recording ended before any frame", stream_key=self.stream_key)
+            # No frame ever came (or the limits refused every one), so no file was created. Debug only:
+            # publishes without media cost an attacker nothing, and must not cost the log a line each.
+            self.log.debug("recording ended before any file", stream_key=self.stream_key, state=self.state)
             self.file = None
             self._closed()
 
@@ -315,7 +344,7 @@ class StreamRecording:
             bytes=fields.get("size", self.bytes),
             duration=fields.get("duration", round(self.duration, 3)),
         )
-        if self.state in ("waiting", "recording"):
+        if self.state in ("waiting", "refused", "recording"):
             self.state = "failed"
             self._open = False
             self._stop_writer()
@@ -325,6 +354,9 @@ class StreamRecording:
 
     def _closed(self) -> None:
         self._writer = None
+        if self._admitted:
+            self._admitted = False
+            self.host.admission.finish()
         if self.state != "failed":
             self.state = "finished"
         self.host.closed(self)
