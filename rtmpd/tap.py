@@ -23,6 +23,7 @@ from rtmpd import logs
 from rtmpd.access.errors import CallbackConfigError, ConfigFileError, RuleError
 from rtmpd.access.options import AUTH_PARAMETERS, AccessOptions, choice, on_loopback
 from rtmpd.access.settings import AccessSettings, build_policy
+from rtmpd.admin.manhole_options import MANHOLE_PARAMETERS, ManholeLimits, manhole_limits
 from rtmpd.config import ServerConfig
 from rtmpd.core.limits import Limits
 from rtmpd.core.messages import MAX_CHUNK_SIZE
@@ -190,6 +191,7 @@ class Options(AccessOptions, usage.Options):
             "rtmpd_host_key",
             "SSH host key file for the manhole (created if missing)",
         ],
+        *MANHOLE_PARAMETERS,
     ]
 
     optParameters += AUTH_PARAMETERS
@@ -307,6 +309,7 @@ def makeService(options: Options) -> service.MultiService:
                 passwd_file=options["manhole-passwd"],
                 host_key_file=options["manhole-host-key"],
                 reload_access=reloader.reload if reloader is not None else None,
+                limits=manhole_limits(options),
             )
         except ManholeError as e:
             sys.exit(f"rtmpd: error: {e}")
@@ -354,6 +357,7 @@ def manhole_service(
     host_key_file: str = "rtmpd_host_key",
     reactor: Any = None,
     reload_access: Any = None,
+    limits: ManholeLimits | None = None,
 ) -> service.MultiService:
     """The manhole collection, named "manhole": the bit-rate sampler its views read, and an SSH listener
     on ``description`` (loopback unless it names an interface).
@@ -362,7 +366,7 @@ def manhole_service(
     host key (see ``rtmpd.admin.manhole.manhole_factory``).
     """
     # Imported here: conch and cryptography are heavy, and only the manhole needs them.
-    from rtmpd.admin.manhole import loopback_default, manhole_factory
+    from rtmpd.admin.manhole import manhole_endpoint, manhole_factory
     from rtmpd.admin.namespace import make_namespace
     from rtmpd.admin.rates import RateSampler
 
@@ -372,11 +376,16 @@ def manhole_service(
         return make_namespace(top, user, sampler, reactor, top.factory.access, reload_access)
 
     factory = manhole_factory(
-        namespace, keys_file=keys_file, passwd_file=passwd_file, host_key_file=host_key_file
+        namespace,
+        keys_file=keys_file,
+        passwd_file=passwd_file,
+        host_key_file=host_key_file,
+        limits=limits,
+        clock=reactor,
     )
     manhole = service.MultiService()
     manhole.setName("manhole")
     sampler.setServiceParent(manhole)
-    listener = ListeningService(loopback_default(description), factory, what="Manhole", reactor=reactor)
+    listener = ListeningService(manhole_endpoint(description), factory, what="Manhole", reactor=reactor)
     listener.setServiceParent(manhole)
     return manhole
