@@ -339,6 +339,9 @@ class ManholeAttackTests(TestCase):
             self.assertEqual(self.ssh_password("guess").returncode, 255)
         locked = self.server.wait_for_msg("Manhole address locked out", 10)
         self.assertEqual((locked["address"], locked["failures"]), ("127.0.0.1", 3))
+        # The connection that locked it is disconnected (conch logs that itself, once).
+        at = self.server.events.index(locked)
+        self.server.wait_for(lambda e: e.get("msg") == "connection lost", 10, start=at)
         before = len(self.server.events)
         # Even the right password no longer gets in from this address: the connection is closed at once.
         for _ in range(5):
