@@ -43,3 +43,5 @@ class ServerConfig:
     record_max_new: int = 120
     #: Open recordings are fsynced this often (seconds; 0: only when a file is finalized).
     record_fsync_interval: float = 5.0
+    #: Recording file format: "flv" (every tag as received) or "mp4" (fragmented, rtmpd.recording.mp4file).
+    record_format: str = "flv"

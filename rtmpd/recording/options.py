@@ -12,7 +12,7 @@ from typing import Any
 
 from rtmpd.config import ServerConfig
 
-__all__ = ["RECORDING_PARAMETERS", "recording_config"]
+__all__ = ["RECORDING_PARAMETERS", "RECORD_FORMATS", "recording_config"]
 
 _defaults = ServerConfig()
 
@@ -37,7 +37,25 @@ def _not_negative(value: str) -> float:
 _not_negative.coerceDoc = "A number of seconds, 0 or more."
 
 
+def _format(value: str) -> str:
+    if value not in RECORD_FORMATS:
+        raise ValueError(f"must be one of {', '.join(RECORD_FORMATS)}, got {value!r}")
+    return value
+
+
+_format.coerceDoc = "flv or mp4."
+
+#: The recording file formats.
+RECORD_FORMATS = ("flv", "mp4")
+
 RECORDING_PARAMETERS: list[list[Any]] = [
+    [
+        "record-format",
+        None,
+        _defaults.record_format,
+        "Recording file format: flv (every tag as received) or mp4 (fragmented MP4, one fragment a second)",
+        _format,
+    ],
     [
         "record-max-active",
         None,
@@ -68,4 +86,5 @@ def recording_config(options: Mapping[str, Any]) -> dict[str, Any]:
         "record_max_active": options["record-max-active"],
         "record_max_new": options["record-max-new"],
         "record_fsync_interval": options["record-fsync-interval"],
+        "record_format": options["record-format"],
     }

@@ -30,7 +30,8 @@ from rtmpd.config import ServerConfig
 from rtmpd.core.classify import MediaInfo
 from rtmpd.core.messages import Message
 from rtmpd.recording.admission import RecordingAdmission
-from rtmpd.recording.flvfile import keyframe_slots_for
+from rtmpd.recording.flvfile import SegmentFile, keyframe_slots_for
+from rtmpd.recording.mp4file import Mp4SegmentFile
 from rtmpd.recording.paths import FilePaths
 from rtmpd.recording.recording import StreamRecording
 from rtmpd.recording.writer import (
@@ -104,7 +105,8 @@ class Recorder(service.Service, StreamListener):
 
             call_from_thread = reactor.callFromThread  # type: ignore[attr-defined]
         self._call_from_thread = call_from_thread
-        self._paths = FilePaths(self.record_dir)
+        self.format = config.record_format
+        self._paths = FilePaths(self.record_dir, self.format)
         self.admission = RecordingAdmission(clock, config.record_max_active, config.record_max_new)
         #: Recordings fed by the registry, by stream.
         self.recordings: dict[Stream, StreamRecording] = {}
@@ -124,6 +126,7 @@ class Recorder(service.Service, StreamListener):
         self.log.info(
             "Recording enabled",
             record_dir=self.record_dir,
+            file_format=self.format,
             match=list(self.patterns),
             max_size=self.max_size,
             interval=self.interval_ms and self.interval_ms / 1000,
@@ -234,6 +237,7 @@ class Recorder(service.Service, StreamListener):
             "fsync_interval": self.fsync_interval,
             # A test's disk double has no directory to sync.
             "sync_dir": fsync_directory if self.open_file is open_exclusive else None,
+            "segment_file": Mp4SegmentFile if self.format == "mp4" else SegmentFile,
             **self.writer_options,
         }
         return RecordingWriter(

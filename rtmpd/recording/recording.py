@@ -3,14 +3,15 @@
 This module owns the per-stream state machine, in the reactor thread:
 ``waiting`` (no frame yet, so no file) -> ``recording`` -> ``finalizing`` ->
 ``finished``, or ``failed`` from any of them; ``refused`` (over a limit of
-``rtmpd.recording.admission``, no file) until a file may start. A file is
-created only at the first frame a player can start from, never at publish. For each relayed message it
-does the cheap part: decide whether it belongs in the file (a file starts at
-a frame a player can start from), rebase its timestamp so every file starts
-at 0, decide when to start the next segment, and queue the payload for the
-writer thread (``rtmpd.recording.writer``). A file's first bytes (header,
-onMetaData with placeholders, sequence headers) are built from the stream's
-late-join cache when the file starts (``rtmpd.recording.flvfile``).
+``rtmpd.recording.admission``, no file) until a file may start. For each
+relayed message it does the cheap part: decide whether it belongs in the
+file (a file is created only at a frame a player can start from, never at
+publish), place it on the file's timeline (``rtmpd.recording.timeline``),
+decide when to start the next file, and queue the payload for the writer
+thread (``rtmpd.recording.writer``). A file's first bytes are built from
+the stream's late-join cache when it starts (``rtmpd.recording.prologue``).
+An MP4 file also ends when a codec configuration changes (its ``moov``
+cannot say it); the next one starts with the new configuration.
 
 It reads no payload: what a message is comes with it, in the relay's
 ``rtmpd.core.classify.MediaInfo`` (``is_config``, ``is_keyframe``,
@@ -33,8 +34,10 @@ from rtmpd.core.classify import MediaInfo
 from rtmpd.core.flv import TAG_AUDIO, TAG_SCRIPT, TAG_VIDEO
 from rtmpd.core.messages import Message, MessageType
 from rtmpd.recording.admission import RecordingAdmission
-from rtmpd.recording.flvfile import TAG_OVERHEAD, build_prologue, publisher_metadata
+from rtmpd.recording.flvfile import TAG_OVERHEAD
+from rtmpd.recording.prologue import file_start
 from rtmpd.recording.throttle import PublisherThrottle
+from rtmpd.recording.timeline import MAX_BACKWARD_JUMP_MS, FileTimeline
 from rtmpd.recording.writer import (
     Drained,
     RecordingWriter,
@@ -50,12 +53,6 @@ if TYPE_CHECKING:
 
 __all__ = ["MAX_BACKWARD_JUMP_MS", "RecordingHost", "StreamRecording"]
 
-#: Interleaving puts audio and video tags somewhat out of order; a timestamp further back than this
-#: behind the file's latest is a jump of the publisher's clock.
-MAX_BACKWARD_JUMP_MS = 2000
-
-_HALF_RANGE = 0x80000000
-
 
 class RecordingHost(Protocol):
     """What a ``StreamRecording`` needs from the service that runs it: the ``Recorder``."""
@@ -70,6 +67,8 @@ class RecordingHost(Protocol):
     max_queue_bytes: int
     #: The budgets of open recordings and new files.
     admission: RecordingAdmission
+    #: The file format: "flv" or "mp4".
+    format: str
 
     def paths_for(self, key: str, when: float) -> tuple[str, Iterator[str]]:
         """The first path to try for a file of ``key`` starting at ``when``, then every path in turn."""
@@ -82,10 +81,6 @@ class RecordingHost(Protocol):
 
     def closed(self, recording: StreamRecording) -> None:
         """Nothing of ``recording`` is open any more."""
-
-
-def _present(value: Any) -> bool:
-    return value is not None and value != ""
 
 
 class StreamRecording:
@@ -123,13 +118,15 @@ class StreamRecording:
         #: Whether this recording holds one of the admission's open-recording slots.
         self._admitted = False
         self._segment_refused = False
+        self._mp4 = host.format == "mp4"
+        #: MP4: the sequence headers the open file was started with.
+        self._configs: frozenset[bytes] = frozenset()
         self._writer: RecordingWriter | None = None
         self._open = False
         self._has_video = False
         self._video_started = False
         self._audio_seen = self._video_seen = False
-        self._base = 0
-        self._last = 0
+        self._timeline = FileTimeline()
         self._waiters: list[defer.Deferred] = []
         self.throttle = PublisherThrottle(host.clock, stream.key, host.max_queue_bytes, self._publication)
 
@@ -179,7 +176,8 @@ class StreamRecording:
             tag_type = TAG_AUDIO
             self._audio_seen = True
         elif t == MessageType.DATA_AMF0:
-            if info.is_metadata:
+            if info.is_metadata or self._mp4:
+                # MP4 recordings hold audio and video only.
                 # The file's own onMetaData (with the patched duration) must stay the only one a
                 # player reads; an update goes into the next file's prologue from the cache.
                 return
@@ -191,10 +189,16 @@ class StreamRecording:
             # cache; a file starts at a frame a player can start from: a video keyframe, or audio.
             if header or not (keyframe or t == MessageType.AUDIO):
                 return
-            if not self._admit():
+            if not (self._may_rotate() if self._admitted else self._admit()):
                 return
             self._start_segment(message, self.host.paths_for(self.stream_key, self.host.clock.seconds()))
-        rel = self._relative(message.timestamp)
+        elif header and self._mp4:
+            # The MP4 file carries its configuration in its moov only: a new one needs a new file, at
+            # the next frame a player can start from (its prologue comes from the cache).
+            if self._config_changes(info, message.payload):
+                self._end_file()
+            return
+        rel = self._timeline.place(message.timestamp)
         if keyframe or (t == MessageType.AUDIO and not self._has_video):
             if self._limit_reached(rel) and self._may_rotate():
                 self._rotate(message, rel)
@@ -204,7 +208,7 @@ class StreamRecording:
         elif t == MessageType.VIDEO and not header and not self._video_started and info.error is None:
             # Frames before the file's first keyframe cannot be decoded.
             return
-        self._queue(tag_type, rel, message.payload, keyframe)
+        self._queue(tag_type, rel, message.payload, keyframe, info)
         if self._open and self._writer is not None:
             # A recording that failed on this tag holds nobody back.
             self.throttle.consider(message.timestamp, self._writer)
@@ -225,18 +229,23 @@ class StreamRecording:
         self._segment_refused = not allowed
         return allowed
 
-    def _relative(self, timestamp: int) -> int:
-        """``timestamp`` on the file's timeline (0 at its first frame), across the 32-bit wrap."""
-        rel = (timestamp - self._base) & 0xFFFFFFFF
-        if rel >= _HALF_RANGE:
-            rel -= 0x100000000
-        if rel < self._last - MAX_BACKWARD_JUMP_MS:
-            # The publisher's clock went back (an encoder restart): go on from where the file is.
-            self._base = (timestamp - self._last) & 0xFFFFFFFF
-            return self._last
-        # A tag a little older than the file's first (audio interleaved late) goes at 0: FLV has no
-        # negative time.
-        return max(rel, 0)
+    def _config_changes(self, info: MediaInfo, payload: bytes) -> bool:
+        first = info.first
+        return (
+            first is not None
+            and first.is_sequence_header
+            and first.packet_type == 0
+            and payload not in self._configs
+        )
+
+    def _end_file(self) -> None:
+        """Finalize the open file; the next frame a player can start from opens the next one."""
+        assert self._writer is not None
+        self._writer.end_segment(None)
+        self._open = False
+        self.log.info(
+            "recording file ends: codec configuration changed", stream_key=self.stream_key, file=self.file
+        )
 
     def _limit_reached(self, rel: int) -> bool:
         host = self.host
@@ -245,11 +254,11 @@ class StreamRecording:
             or (host.interval_ms is not None and rel >= host.interval_ms)
         )
 
-    def _queue(self, tag_type: int, rel: int, payload: bytes, keyframe: bool) -> None:
+    def _queue(self, tag_type: int, rel: int, payload: bytes, keyframe: bool, info: MediaInfo) -> None:
         writer = self._writer
         if writer is None or not self._open:
             return
-        if not writer.write(tag_type, rel, payload, keyframe):
+        if not writer.write(tag_type, rel, payload, keyframe, info if self._mp4 else None):
             self._fail(
                 f"writer queue full ({writer.pending_bytes} bytes waiting for the disk, "
                 f"limit {writer.max_queue_bytes})"
@@ -257,45 +266,37 @@ class StreamRecording:
             return
         size = len(payload) + TAG_OVERHEAD
         self.bytes += size
-        if rel > self._last:
-            self._last = rel
+        if self._timeline.advance(rel):
             self.duration = rel / 1000.0
 
     def _start_segment(self, message: Message, paths: tuple[str, Iterator[str]]) -> None:
         stream = self._stream()
         if stream is None:  # Cannot happen while the stream feeds us; nothing to build a file from.
             return
-        cache = stream.cache
-        metadata = publisher_metadata(cache.metadata.payload if cache.metadata is not None else None)
-        headers = [
-            (TAG_VIDEO if m.type_id == MessageType.VIDEO else TAG_AUDIO, m.payload)
-            for m in cache.codec_headers()
-        ]
-        has_video = bool(cache.video_headers) or self._video_seen or _present(metadata.get("videocodecid"))
-        has_audio = bool(cache.audio_headers) or self._audio_seen or _present(metadata.get("audiocodecid"))
-        prologue = build_prologue(
-            metadata,
-            headers,
-            has_audio=has_audio,
-            has_video=has_video,
+        start = file_start(
+            stream.cache,
+            self.host.format,
+            video_seen=self._video_seen,
+            audio_seen=self._audio_seen,
             keyframe_slots=self.host.keyframe_slots,
         )
+        self._configs = start.configs
+        has_video = start.has_video
         first, candidates = paths
         self._open = True
         self._has_video = has_video
         self._video_started = False
-        self._base = message.timestamp
-        self._last = 0
+        self._timeline.start(message.timestamp)
         if self._writer is None:
             self.log.info("recorder initialized", stream_key=self.stream_key, file=first)
         self.file = first
-        self.bytes = len(prologue.data)
+        self.bytes = start.size
         self.duration = 0.0
         self.segments += 1
         self.state = "recording"
         if self._writer is None:
             self._writer = self.host.new_writer(self)
-        self._writer.start_segment(candidates, prologue)
+        self._writer.start_segment(candidates, start.prologue)
 
     def _rotate(self, message: Message, rel: int) -> None:
         assert self._writer is not None

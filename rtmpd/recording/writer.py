@@ -216,14 +216,18 @@ class RecordingWriter:
         """Queue: finalize any open file, create the first free path of ``paths``, write ``prologue``."""
         self._submit((_START, paths, prologue))
 
-    def write(self, tag_type: int, timestamp: int, payload: bytes, keyframe: bool = False) -> bool:
-        """Queue one tag; False (and nothing queued) if it would take the backlog past the budget."""
+    def write(
+        self, tag_type: int, timestamp: int, payload: bytes, keyframe: bool = False, info: Any = None
+    ) -> bool:
+        """Queue one tag; False (and nothing queued) if it would take the backlog past the budget.
+
+        ``info`` (the relay's ``MediaInfo``) goes with it to the file, which may use it (MP4 does)."""
         size = len(payload) + TAG_OVERHEAD
         with self._lock:
             if self._pending + size > self.max_queue_bytes:
                 return False
             self._pending += size
-        self._submit((_TAG, tag_type, timestamp, payload, keyframe, size))
+        self._submit((_TAG, tag_type, timestamp, payload, keyframe, size, info))
         return True
 
     def report_drained(self, mark: int | None) -> bool:
@@ -293,7 +297,7 @@ class RecordingWriter:
         if op == _TAG:
             self._take(item[5])
             if self._segment is not None and not self.failed:
-                self._guard(self._segment.append, item[1], item[2], item[3], item[4])
+                self._guard(self._segment.append, item[1], item[2], item[3], item[4], item[6])
         elif op == _START:
             if not self.failed:
                 self._finish_segment(None)
