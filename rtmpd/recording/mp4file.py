@@ -262,16 +262,17 @@ class Mp4SegmentFile:
 
     def _cut(self, final: bool) -> int:
         muxer = self.muxer
+        if not muxer.tracks:
+            return 0
+        # The init segment only once a fragment exists: VP9 and AV1 say their picture size in keyframes.
+        data = muxer.flush(final=final)
+        if not data:
+            return 0
         if self._init is None:
-            if not muxer.tracks:
-                return 0
             self._init = muxer.init_segment()
             self._duration_offset = _mvhd_duration_offset(self._init)
             self._pending.append(self._init)
             self.size += len(self._init)
-        data = muxer.flush(final=final)
-        if not data:
-            return 0
         for track_id, time, traf, sample in fragment_sync_samples(data):
             rows = self._index.setdefault(track_id, [])
             # One entry per fragment is enough to seek: its first sync sample.
@@ -281,13 +282,14 @@ class Mp4SegmentFile:
         return len(data)
 
     def flush(self) -> None:
-        """Hand every fragment cut to the OS (no fsync); a fragment still collecting stays."""
-        if not self._pending:
-            return
-        data = b"".join(self._pending)
-        self._pending.clear()
-        self._write_all(data)
-        self.written += len(data)
+        """Hand every fragment cut to the OS (no fsync); a fragment still collecting stays.
+
+        One write per box, so that after an error ``written`` ends on the last whole one."""
+        while self._pending:
+            data = self._pending[0]
+            self._write_all(data)
+            self._pending.pop(0)
+            self.written += len(data)
         self.written_timestamp = self._cut_ms
 
     def _write_all(self, data: bytes) -> None:
