@@ -222,14 +222,14 @@ class FactoryLimitsTests(SynchronousTestCase):
         (line,) = events(logs, "Manhole connection closed: not logged in within the grace time")
         self.assertEqual(line["grace"], 5.0)
         proto.connectionLost(None)
-        self.assertEqual(self.factory.unauthenticated, 0)
+        self.assertEqual(self.factory.door.unauthenticated, 0)
 
     def test_a_logged_in_connection_has_no_grace_timer(self) -> None:
         proto, transport = self.connect()
         self.assertEqual(len(self.clock.getDelayedCalls()), 1)
         proto.setService(_NamedService(b"ssh-connection"))
         self.assertEqual(self.clock.getDelayedCalls(), [])
-        self.assertEqual(self.factory.unauthenticated, 0)
+        self.assertEqual(self.factory.door.unauthenticated, 0)
         self.clock.advance(10)
         self.assertFalse(transport.disconnecting)
 
@@ -244,7 +244,7 @@ class FactoryLimitsTests(SynchronousTestCase):
 
     def test_a_locked_out_address_is_refused_at_connect(self) -> None:
         for _ in range(2):
-            self.factory.throttle.record_failure("192.0.2.9")
+            self.factory.door.throttle.record_failure("192.0.2.9")
         self.assertEqual(self.connect("192.0.2.9"), (None, None))
         self.assertIsNotNone(self.connect("192.0.2.10")[0])
 

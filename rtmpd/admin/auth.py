@@ -11,8 +11,8 @@
   costs one bcrypt check at the file's cost, whoever the user: an unknown
   user or a plain-text one is checked against a decoy hash, so a failure's
   timing does not tell which users exist or how they are stored.
-- ``HostKeyFile``: the server's SSH host key, an ed25519 key created with mode
-  0600 when missing.
+- ``HostKeyFile`` (``rtmpd.admin.hostkey``, re-exported): the server's SSH host
+  key, an ed25519 key created with mode 0600 when missing.
 - ``AuditedPortal``: wraps the portal for one SSH connection so that every login
   and failed login is logged with the user name, the method, the key's
   fingerprint and the peer address, and counted against the address
@@ -32,37 +32,37 @@ import stat
 from collections.abc import Callable
 
 import bcrypt
-from cryptography.hazmat.primitives.asymmetric import ed25519
 from twisted.conch.checkers import IAuthorizedKeysDB
 from twisted.conch.error import ValidPublicKey
 from twisted.conch.ssh import transport, userauth
-from twisted.conch.ssh.keys import BadKeyError, FingerprintFormats, Key
+from twisted.conch.ssh.keys import BadKeyError, Key
 from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.credentials import ISSHPrivateKey, IUsernamePassword
 from twisted.cred.error import UnauthorizedLogin
+from twisted.cred.portal import Portal
 from twisted.internet import defer, threads
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from rtmpd.access.throttle import FailureThrottle
+from rtmpd.admin.hostkey import HostKeyFile, ManholeError, fingerprint
+from rtmpd.admin.hostkey import describe_os_error as _describe_os_error
+
+__all__ = [
+    "AuditedPortal",
+    "AuthorizedKeys",
+    "HostKeyFile",
+    "ManholeError",
+    "ManholeUserAuth",
+    "PasswordFile",
+    "ThrottledPortal",
+    "fingerprint",
+]
 
 _BCRYPT_PREFIXES = (b"$2a$", b"$2b$", b"$2y$")
 #: bcrypt's own default cost: the decoy's when the file holds no bcrypt hash.
 DEFAULT_BCRYPT_COST = 12
-
-
-class ManholeError(Exception):
-    """The manhole cannot start; the message is one line for the operator."""
-
-
-def fingerprint(key: Key) -> str:
-    """A key's fingerprint as ``ssh-keygen -l`` prints it: ``SHA256:`` and unpadded base64."""
-    return "SHA256:" + key.fingerprint(FingerprintFormats.SHA256_BASE64).rstrip("=")
-
-
-def _describe_os_error(path: str, error: OSError) -> str:
-    return f"{path}: {error.strerror or error}"
 
 
 @implementer(IAuthorizedKeysDB)
@@ -245,53 +245,6 @@ def _bcrypt_matches(password: bytes, stored: bytes) -> bool:
         return False
 
 
-class HostKeyFile:
-    """The manhole's SSH host key: read from ``path``, or created there (ed25519, mode 0600)."""
-
-    log = Logger()
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-
-    def load(self) -> Key:
-        """The private host key. Raises ManholeError if it can be neither read nor created."""
-        try:
-            with open(self.path, "rb") as f:
-                data = f.read()
-        except FileNotFoundError:
-            return self._create()
-        except OSError as e:
-            raise ManholeError(f"--manhole-host-key {_describe_os_error(self.path, e)}") from e
-        try:
-            key = Key.fromString(data)
-        except (BadKeyError, ValueError) as e:
-            raise ManholeError(f"--manhole-host-key {self.path}: not an SSH private key ({e})") from e
-        if key.isPublic():
-            raise ManholeError(f"--manhole-host-key {self.path}: a public key, not a private one")
-        if os.stat(self.path).st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-            self.log.warn("Manhole host key is accessible to other users", path=self.path)
-        self.log.info(
-            "Manhole host key", path=self.path, type=key.sshType().decode(), fingerprint=fingerprint(key)
-        )
-        return key
-
-    def _create(self) -> Key:
-        key = Key(ed25519.Ed25519PrivateKey.generate())
-        try:
-            # O_EXCL: never overwrite a key another process just wrote; 0600 from the start,
-            # so the private key is never readable by others, not even briefly.
-            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as f:
-                os.fchmod(f.fileno(), 0o600)
-                f.write(key.toString("OPENSSH"))
-        except OSError as e:
-            raise ManholeError(f"--manhole-host-key {_describe_os_error(self.path, e)}") from e
-        self.log.info(
-            "Manhole host key created", path=self.path, type="ssh-ed25519", fingerprint=fingerprint(key)
-        )
-        return key
-
-
 def _credentials_summary(credentials) -> dict[str, str | None]:
     user = credentials.username.decode("utf-8", "replace")
     if ISSHPrivateKey.providedBy(credentials):
@@ -306,6 +259,14 @@ def _credentials_summary(credentials) -> dict[str, str | None]:
 def _is_attempt(credentials) -> bool:
     """A password, or a signed key: an attempt that counts (a key offered without a signature is a query)."""
     return not ISSHPrivateKey.providedBy(credentials) or credentials.signature is not None
+
+
+class ThrottledPortal(Portal):
+    """A portal that carries the failure ``throttle`` its SSH logins are counted against."""
+
+    def __init__(self, realm, checkers, throttle: FailureThrottle) -> None:
+        super().__init__(realm, checkers)
+        self.throttle = throttle
 
 
 class AuditedPortal:
@@ -378,7 +339,7 @@ class AuditedPortal:
 class ManholeUserAuth(userauth.SSHUserAuthServer):
     """SSH user authentication whose portal is audited, with the peer address of this connection.
 
-    The factory's ``throttle`` (if it has one) counts failures per address; an
+    The portal's ``throttle`` (a ``ThrottledPortal``'s) counts failures per address; an
     address locked out is disconnected after the failure that locked it, and
     at once if it asks again.
     """
@@ -388,7 +349,7 @@ class ManholeUserAuth(userauth.SSHUserAuthServer):
         peer = self.transport.transport.getPeer()
         host = getattr(peer, "host", None)
         address = f"{peer.host}:{peer.port}" if hasattr(peer, "port") else str(peer)
-        throttle = getattr(self.transport.factory, "throttle", None)
+        throttle = getattr(self.portal, "throttle", None)
         self.portal = AuditedPortal(self.portal, address, throttle, host if host is not None else "unix")
 
     def ssh_USERAUTH_REQUEST(self, packet: bytes):

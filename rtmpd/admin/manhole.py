@@ -8,17 +8,9 @@ namespace (``rtmpd.admin.namespace``) holds the server's live objects and the
 views and actions acting in that operator's name.
 
 It is full code execution in the server: ``manhole_endpoint`` binds the
-endpoint to loopback unless the description names an interface and makes a
-``unix:`` socket mode 0600 unless it names a mode, and the manhole refuses
-to start without a credential source.
-
-Against strangers (``rtmpd.admin.manhole_options.ManholeLimits``): a
-connection not logged in within ``login_grace`` seconds is closed; at most
-``max_unauthenticated`` connections may be waiting to log in at once (more
-are closed as they arrive); ``max_failures`` failed logins from one address
-lock it out for ``lockout`` seconds (its connections are closed as they
-arrive, one WARN line when it is locked); every password attempt costs the
-same (``rtmpd.admin.auth.PasswordFile``).
+endpoint to loopback unless it names an interface (and a ``unix:`` socket
+is private), the manhole refuses to start without a credential source, and
+``rtmpd.admin.door`` keeps strangers' connections short and few.
 
 What the stock ``manhole_ssh`` pieces get wrong, and this module does instead:
 EOF from a piped client and window-size changes are handled (the stock session
@@ -33,9 +25,7 @@ ordinary disconnect message is not logged as an error.
 
 from __future__ import annotations
 
-import re
 import struct
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -44,62 +34,30 @@ from twisted.conch.checkers import SSHPublicKeyChecker
 from twisted.conch.insults import insults
 from twisted.conch.interfaces import IConchUser, ISession
 from twisted.conch.manhole_ssh import ConchFactory
-from twisted.conch.ssh import session, transport
+from twisted.conch.ssh import session
 from twisted.cred.portal import IRealm, Portal
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from zope.interface import implementer
 
 import rtmpd
-from rtmpd.access.throttle import FailureThrottle
 from rtmpd.admin.auth import (
     AuthorizedKeys,
     HostKeyFile,
     ManholeError,
     ManholeUserAuth,
     PasswordFile,
+    ThrottledPortal,
 )
+from rtmpd.admin.door import ManholeDoor, ManholeTransport, address_text, loopback_default, manhole_endpoint
 from rtmpd.admin.errors import AdminError
 from rtmpd.admin.manhole_options import ManholeLimits
 
 __all__ = ["ManholeError", "ManholeLimits", "loopback_default", "manhole_endpoint", "manhole_factory"]
 
-#: Endpoint types that take ``interface=``, and the loopback address each binds to by default.
-_LOOPBACK = {"tcp": "127.0.0.1", "ssl": "127.0.0.1", "tcp6": "\\:\\:1"}
 #: The terminal size assumed when the client asks for no pty (``ssh host`` with piped input and no -t).
 _DEFAULT_SIZE = (80, 24)
-
-
-def loopback_default(description: str) -> str:
-    """``description`` bound to loopback unless it names an interface: ``2222`` and ``tcp:2222`` become
-    ``tcp:2222:interface=127.0.0.1``; ``tcp6:`` gets ``::1``; ``unix:`` and others are left alone."""
-    if description.isdigit():
-        description = f"tcp:{description}"
-    kind, _, rest = description.partition(":")
-    args = re.split(r"(?<!\\):", rest)
-    if kind in _LOOPBACK and not any(arg.startswith("interface=") for arg in args):
-        return f"{description}:interface={_LOOPBACK[kind]}"
-    return description
-
-
-def manhole_endpoint(description: str) -> str:
-    """Where the manhole listens: ``loopback_default(description)``, and a ``unix:`` socket created
-    mode 0600 (only the server's user may connect) unless the description names a ``mode=``."""
-    description = loopback_default(description)
-    kind, _, rest = description.partition(":")
-    args = re.split(r"(?<!\\):", rest)
-    if kind == "unix" and not any(arg.startswith("mode=") for arg in args):
-        return f"{description}:mode=600"
-    return description
-
-
-class _MonotonicClock:
-    """``seconds()`` on the monotonic clock: a lockout neither ends nor lasts longer when the clock steps."""
-
-    @staticmethod
-    def seconds() -> float:
-        return time.monotonic()
 
 
 # -- the interpreter ------------------------------------------------------------
@@ -346,109 +304,27 @@ class ManholeRealm:
 # -- the SSH factory ------------------------------------------------------------
 
 
-class ManholeTransport(transport.SSHServerTransport):
-    """The SSH server transport, except that a client's disconnect message is not a server error, and a
-    connection not logged in within the factory's ``limits.login_grace`` seconds is closed."""
-
-    log = Logger()
-    _grace: IDelayedCall | None = None
-    #: Counted among the factory's connections waiting to log in.
-    _waiting = False
-
-    def connectionMade(self) -> None:
-        factory = self.factory
-        self._waiting = True
-        factory.unauthenticated += 1
-        self._grace = factory.clock.callLater(factory.limits.login_grace, self._grace_expired)
-        super().connectionMade()
-
-    def setService(self, service) -> None:
-        super().setService(service)
-        if service.name == b"ssh-connection":
-            # Logged in: the grace time is over and the slot among those waiting is free.
-            self._logged_in()
-
-    def _logged_in(self) -> None:
-        grace, self._grace = self._grace, None
-        if grace is not None and grace.active():
-            grace.cancel()
-        if self._waiting:
-            self._waiting = False
-            self.factory.unauthenticated -= 1
-
-    def _grace_expired(self) -> None:
-        self._grace = None
-        peer = self.transport.getPeer()
-        self.log.info(
-            "Manhole connection closed: not logged in within the grace time",
-            peer=f"{peer.host}:{peer.port}" if hasattr(peer, "port") else str(peer),
-            grace=self.factory.limits.login_grace,
-        )
-        # Before the key exchange a disconnect message cannot be sent; closing is enough either way.
-        self.transport.loseConnection()
-
-    def connectionLost(self, reason=connectionDone) -> None:
-        self._logged_in()
-        super().connectionLost(reason)
-
-    def receiveError(self, reasonCode: int, description: bytes) -> None:
-        # OpenSSH says goodbye with a disconnect message (code 11, "disconnected by
-        # user"); the stock transport logs every such message at error level.
-        self.log.info(
-            "Manhole client disconnected", code=reasonCode, reason=description.decode("utf-8", "replace")
-        )
-
-
 class ManholeFactory(ConchFactory):
-    """The SSH factory of one manhole: its own host key, audited logins, ``limits`` against strangers.
-
-    ``throttle`` counts failed logins per address (``ManholeUserAuth``);
-    ``buildProtocol`` refuses (closes at once, logging at debug) a connection
-    from a locked-out address, or one past ``limits.max_unauthenticated``
-    connections waiting to log in. ``clock`` runs the grace timers.
-    """
+    """The SSH factory of one manhole: its own host key, audited logins, its ``door`` against strangers
+    (``rtmpd.admin.door``: connections refused at once, the grace time of each connection)."""
 
     protocol = ManholeTransport
-    log = Logger()
 
-    def __init__(
-        self,
-        portal: Portal,
-        host_key,
-        limits: ManholeLimits | None = None,
-        clock: IReactorTime | None = None,
-    ) -> None:
+    def __init__(self, portal: Portal, host_key, door: ManholeDoor | None = None) -> None:
         super().__init__(portal)
         # ConchFactory's key dicts are class attributes: two factories would share (and overwrite) them.
         self.publicKeys = {host_key.sshType(): host_key.public()}
         self.privateKeys = {host_key.sshType(): host_key}
         self.services = {**self.services, b"ssh-userauth": ManholeUserAuth}
-        self.limits = limits if limits is not None else ManholeLimits()
-        if clock is None:
-            from twisted.internet import reactor as clock
-        self.clock = clock
-        self.throttle = FailureThrottle(
-            _MonotonicClock(),
-            max_failures=self.limits.max_failures,
-            window=self.limits.lockout,
-            lockout=self.limits.lockout,
-        )
-        #: Connections not logged in yet.
-        self.unauthenticated = 0
+        self.door = door if door is not None else ManholeDoor()
 
     def buildProtocol(self, addr):
-        host = getattr(addr, "host", None)
-        if self.throttle.locked_for(host if host is not None else "unix") > 0:
-            self.log.debug("Manhole connection refused: address locked out", address=host)
+        if not self.door.admits(addr):
             return None
-        if self.unauthenticated >= self.limits.max_unauthenticated:
-            self.log.debug(
-                "Manhole connection refused: too many connections waiting to log in",
-                address=host,
-                waiting=self.unauthenticated,
-            )
-            return None
-        return super().buildProtocol(addr)
+        ssh = super().buildProtocol(addr)
+        ssh.door = self.door
+        ssh.address = address_text(addr)[1]
+        return ssh
 
 
 def manhole_factory(
@@ -479,4 +355,6 @@ def manhole_factory(
         passwords.check()
         checkers.append(passwords)
     host_key = HostKeyFile(host_key_file).load()
-    return ManholeFactory(Portal(ManholeRealm(namespace_factory), checkers), host_key, limits, clock)
+    door = ManholeDoor(limits, clock)
+    portal = ThrottledPortal(ManholeRealm(namespace_factory), checkers, door.throttle)
+    return ManholeFactory(portal, host_key, door)
