@@ -24,7 +24,10 @@ from rtmpd.core.messages import MessageType
 from tests.media_samples import AAC_SEQUENCE_HEADER, aac_frame
 from tests.support import ServerProcess, ffmpeg_publish
 from tests.test_recording_real import Recording, finish
-from tests.test_relay_real import FPS, FfmpegPlayer, SocketRTMPClient, decode_file
+from tests.test_relay_real import FPS, FfmpegPlayer, SocketRTMPClient, decode_file, rss_kib
+
+#: How much the server's resident memory may grow during an attack.
+RSS_BOUND_KIB = 64 * 1024
 
 A = MessageType.AUDIO
 
@@ -102,6 +105,7 @@ class RecordingAttackTestCase(SynchronousTestCase):
 class PublishWithoutMediaTests(RecordingAttackTestCase):
     def test_fifty_publishes_of_new_keys_without_media_open_no_file(self) -> None:
         start = len(self.server.events)
+        rss_before = rss_kib(self.server.process.pid)
         keys = {f"live/empty{i}" for i in range(50)}
         for i in range(50):
             client = self.attacker()
@@ -111,6 +115,7 @@ class PublishWithoutMediaTests(RecordingAttackTestCase):
                 self.assert_honest_connect_is_quick()
         self.assertEqual(os.listdir(self.record_dir), [os.path.basename(self.honest_file())])
         self.assertEqual(self.recorder_lines(start, keys), [])
+        self.assertLess(rss_kib(self.server.process.pid) - rss_before, RSS_BOUND_KIB)
         self.assert_honest_recording_plays()
         self.assertEqual(len(os.listdir(self.record_dir)), 1)
 
@@ -123,6 +128,7 @@ class OverTheCapTests(RecordingAttackTestCase):
 
     def test_over_the_cap_the_honest_stream_still_records_and_extra_streams_go_unrecorded(self) -> None:
         start = len(self.server.events)
+        rss_before = rss_kib(self.server.process.pid)
         keys = {f"live/audio{i}" for i in range(8)}
         clients = []
         for i in range(8):
@@ -146,6 +152,7 @@ class OverTheCapTests(RecordingAttackTestCase):
             for n in range(5, 50):
                 client.protocol.send_media(A, sid, n * 21, aac_frame(n))
         self.assert_honest_connect_is_quick()
+        self.assertLess(rss_kib(self.server.process.pid) - rss_before, RSS_BOUND_KIB)
         files = os.listdir(self.record_dir)
         self.assertEqual(len(files), 2, files)
         for client, _ in clients:

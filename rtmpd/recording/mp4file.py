@@ -34,7 +34,7 @@ import struct
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 from rtmpd.core.classify import MediaInfo, classify
 from rtmpd.core.errors import Fmp4ConfigChanged, Fmp4Error
@@ -360,10 +360,3 @@ class Mp4SegmentFile:
         except (OSError, ValueError):
             pass
 
-
-def describe(segment: Mp4SegmentFile) -> dict[str, Any]:
-    """What a file holds, for logs: its tracks and what was skipped."""
-    return {
-        "tracks": [t.codec for t in segment.muxer.tracks],
-        "skipped": dict(segment.muxer.skipped + segment.skipped),
-    }
