@@ -191,7 +191,7 @@ class Mp4SegmentFile:
         self.path = path
         self.prologue = prologue
         self.muxer = Fmp4Muxer()
-        #: Messages the muxer could not take, by reason (its own ``skipped`` counts the rest).
+        #: Messages the muxer could not read, by error type (its own ``skipped`` counts the rest).
         self.skipped: Counter[str] = Counter()
         for message, info in prologue.headers:
             self._add(message, info)
@@ -222,7 +222,8 @@ class Mp4SegmentFile:
         except Fmp4ConfigChanged:
             raise
         except Fmp4Error as e:
-            self.skipped[str(e)[:80]] += 1
+            # By type, not text: the text carries sizes a publisher chooses, and the keys must stay few.
+            self.skipped[type(e).__name__] += 1
 
     def append(
         self,
