@@ -133,6 +133,22 @@ class Mp4RecorderTests(RecorderTestCase):
                 self.assertNotIn(AVCC_1080, avc1)
         self.assertEqual(recording.files[1], "/rec/live_test_20231114_221320_1.mp4")
 
+    def test_a_publisher_flipping_configurations_makes_files_no_faster_than_the_rate(self) -> None:
+        self.recorder.admission.max_new_per_minute = 3
+        self.recorder.admission._tokens = 3.0
+        pub, sid = self.publisher()
+        self.send_headers(pub, sid)
+        ts = 0
+        for flip in range(10):
+            pub.send_media(V, sid, ts, AVC_1080_HEADER if flip % 2 == 0 else AVC_SEQUENCE_HEADER)
+            self.server.flush()
+            ts = self.send_gops(pub, sid, ts, gops=1)
+        recording = self.unpublish(pub)
+        # The first file and two more; then the stream waits for a token, relayed but not recorded.
+        self.assertEqual(len(recording.files), 3)
+        for path in recording.files:
+            split(self.data(path))
+
     def test_segments_by_interval_each_play_alone(self) -> None:
         self.recorder.interval_ms = 2000
         pub, sid = self.publisher()
