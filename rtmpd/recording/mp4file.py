@@ -360,4 +360,3 @@ class Mp4SegmentFile:
             self.file.close()
         except (OSError, ValueError):
             pass
-
