@@ -36,3 +36,12 @@ class ServerConfig:
     record_match: tuple[str, ...] = ()
     record_max_size: int | None = None
     record_interval: float | None = None
+    # -- recording limits and durability (issue 11), recording format (issue 15) --
+    #: Recordings with an open file at once; a stream over it is relayed but not recorded.
+    record_max_active: int = 100
+    #: New recording files (first files and segments) per minute, in bursts of as many.
+    record_max_new: int = 120
+    #: Open recordings are fsynced this often (seconds; 0: only when a file is finalized).
+    record_fsync_interval: float = 5.0
+    #: Recording file format: "flv" (every tag as received) or "mp4" (fragmented, rtmpd.recording.mp4file).
+    record_format: str = "flv"

@@ -7,12 +7,18 @@
   half-honoured.
 - ``PasswordFile``: ``user:password`` lines; a password is either a bcrypt hash
   (``$2b$``, ``$2a$``, ``$2y$``) or plain text. Any other ``$scheme$`` is refused
-  at start-up rather than taken for a plain password.
-- ``HostKeyFile``: the server's SSH host key, an ed25519 key created with mode
-  0600 when missing.
+  at start-up rather than taken for a plain password. Every password attempt
+  costs one bcrypt check at the file's cost, whoever the user: an unknown
+  user or a plain-text one is checked against a decoy hash, so a failure's
+  timing does not tell which users exist or how they are stored.
+- ``HostKeyFile`` (``rtmpd.admin.hostkey``, re-exported): the server's SSH host
+  key, an ed25519 key created with mode 0600 when missing.
 - ``AuditedPortal``: wraps the portal for one SSH connection so that every login
   and failed login is logged with the user name, the method, the key's
-  fingerprint and the peer address.
+  fingerprint and the peer address, and counted against the address
+  (``rtmpd.access.throttle.FailureThrottle``): too many failures lock it out.
+- ``ManholeUserAuth``: SSH user authentication through that portal; a
+  locked-out address is disconnected.
 
 Anything that keeps the manhole from starting raises ``ManholeError`` with one
 line for the operator.
@@ -26,33 +32,37 @@ import stat
 from collections.abc import Callable
 
 import bcrypt
-from cryptography.hazmat.primitives.asymmetric import ed25519
 from twisted.conch.checkers import IAuthorizedKeysDB
 from twisted.conch.error import ValidPublicKey
-from twisted.conch.ssh import userauth
-from twisted.conch.ssh.keys import BadKeyError, FingerprintFormats, Key
+from twisted.conch.ssh import transport, userauth
+from twisted.conch.ssh.keys import BadKeyError, Key
 from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.credentials import ISSHPrivateKey, IUsernamePassword
 from twisted.cred.error import UnauthorizedLogin
+from twisted.cred.portal import Portal
 from twisted.internet import defer, threads
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from rtmpd.access.throttle import FailureThrottle
+from rtmpd.admin.hostkey import HostKeyFile, ManholeError, fingerprint
+from rtmpd.admin.hostkey import describe_os_error as _describe_os_error
+
+__all__ = [
+    "AuditedPortal",
+    "AuthorizedKeys",
+    "HostKeyFile",
+    "ManholeError",
+    "ManholeUserAuth",
+    "PasswordFile",
+    "ThrottledPortal",
+    "fingerprint",
+]
+
 _BCRYPT_PREFIXES = (b"$2a$", b"$2b$", b"$2y$")
-
-
-class ManholeError(Exception):
-    """The manhole cannot start; the message is one line for the operator."""
-
-
-def fingerprint(key: Key) -> str:
-    """A key's fingerprint as ``ssh-keygen -l`` prints it: ``SHA256:`` and unpadded base64."""
-    return "SHA256:" + key.fingerprint(FingerprintFormats.SHA256_BASE64).rstrip("=")
-
-
-def _describe_os_error(path: str, error: OSError) -> str:
-    return f"{path}: {error.strerror or error}"
+#: bcrypt's own default cost: the decoy's when the file holds no bcrypt hash.
+DEFAULT_BCRYPT_COST = 12
 
 
 @implementer(IAuthorizedKeysDB)
@@ -119,6 +129,10 @@ class PasswordFile:
 
     ``defer_to_thread`` runs a bcrypt check off the reactor thread (a check
     takes a noticeable fraction of a second, which would stall every stream).
+    Every attempt runs exactly one such check, at the highest cost of the
+    file's hashes (``DEFAULT_BCRYPT_COST`` without any): against the user's
+    own hash, or against a decoy for an unknown or plain-text user (whose
+    plain password is then compared in constant time).
     """
 
     credentialInterfaces = (IUsernamePassword,)
@@ -129,6 +143,8 @@ class PasswordFile:
     ) -> None:
         self.path = path
         self._defer_to_thread = defer_to_thread
+        #: Decoy hashes by cost, made once (in the checking thread) and kept.
+        self._decoys: dict[int, bytes] = {}
 
     def read(self) -> dict[bytes, bytes]:
         """User name to stored password. Raises OSError, or ValueError naming a malformed line."""
@@ -162,29 +178,63 @@ class PasswordFile:
             self.log.warn("Manhole password file holds plain-text passwords", path=self.path, users=plain)
         if os.stat(self.path).st_mode & (stat.S_IRGRP | stat.S_IROTH):
             self.log.warn("Manhole password file is readable by other users", path=self.path)
+        costs = {_cost(p) for p in entries.values() if p.startswith(_BCRYPT_PREFIXES)}
+        if len(costs) > 1:
+            self.log.warn(
+                "Manhole bcrypt hashes have different costs: a failed login's time tells them apart",
+                path=self.path,
+                costs=sorted(costs),
+            )
+        # Made now, so that the first attempt costs what every later one does.
+        self._decoy(_file_cost(entries))
         return len(entries)
+
+    def _decoy(self, cost: int) -> bytes:
+        decoy = self._decoys.get(cost)
+        if decoy is None:
+            decoy = self._decoys[cost] = bcrypt.hashpw(b"rtmpd decoy", bcrypt.gensalt(rounds=cost))
+        return decoy
 
     def requestAvatarId(self, credentials) -> defer.Deferred:
         try:
-            stored = self.read().get(credentials.username)
+            entries = self.read()
         except (OSError, ValueError) as e:
             self.log.error(
                 "Manhole password file unreadable: no password logs in", path=self.path, error=str(e)
             )
             return defer.fail(UnauthorizedLogin("password file unreadable"))
-        if stored is None:
-            return defer.fail(UnauthorizedLogin("unknown user"))
-        if stored.startswith(_BCRYPT_PREFIXES):
-            d = self._defer_to_thread(_bcrypt_matches, credentials.password, stored)
-        else:
-            d = defer.succeed(hmac.compare_digest(credentials.password, stored))
-        return d.addCallback(self._verdict, credentials.username)
+        stored = entries.get(credentials.username)
+        cost = _file_cost(entries)
+        d = self._defer_to_thread(self._check, credentials.password, stored, cost)
+        return d.addCallback(self._verdict, credentials.username, stored is not None)
+
+    def _check(self, password: bytes, stored: bytes | None, cost: int) -> bool:
+        """One bcrypt check whatever ``stored`` is (runs in the checking thread)."""
+        if stored is not None and stored.startswith(_BCRYPT_PREFIXES):
+            return _bcrypt_matches(password, stored)
+        _bcrypt_matches(password, self._decoy(cost))
+        return stored is not None and hmac.compare_digest(password, stored)
 
     @staticmethod
-    def _verdict(matches: bool, username: bytes) -> bytes:
+    def _verdict(matches: bool, username: bytes, known: bool) -> bytes:
         if not matches:
-            raise UnauthorizedLogin("wrong password")
+            # The reason is for the server's log only: the client sees the same failure either way.
+            raise UnauthorizedLogin("wrong password" if known else "unknown user")
         return username
+
+
+def _cost(stored: bytes) -> int:
+    """The cost of a bcrypt hash (``$2b$12$...`` -> 12); the default if it cannot be read."""
+    try:
+        cost = int(stored.split(b"$")[2])
+    except (IndexError, ValueError):
+        return DEFAULT_BCRYPT_COST
+    return min(max(cost, 4), 31)
+
+
+def _file_cost(entries: dict[bytes, bytes]) -> int:
+    costs = [_cost(p) for p in entries.values() if p.startswith(_BCRYPT_PREFIXES)]
+    return max(costs, default=DEFAULT_BCRYPT_COST)
 
 
 def _bcrypt_matches(password: bytes, stored: bytes) -> bool:
@@ -193,53 +243,6 @@ def _bcrypt_matches(password: bytes, stored: bytes) -> bool:
     except ValueError:
         # bcrypt refuses passwords over 72 bytes and malformed hashes: no match either way.
         return False
-
-
-class HostKeyFile:
-    """The manhole's SSH host key: read from ``path``, or created there (ed25519, mode 0600)."""
-
-    log = Logger()
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-
-    def load(self) -> Key:
-        """The private host key. Raises ManholeError if it can be neither read nor created."""
-        try:
-            with open(self.path, "rb") as f:
-                data = f.read()
-        except FileNotFoundError:
-            return self._create()
-        except OSError as e:
-            raise ManholeError(f"--manhole-host-key {_describe_os_error(self.path, e)}") from e
-        try:
-            key = Key.fromString(data)
-        except (BadKeyError, ValueError) as e:
-            raise ManholeError(f"--manhole-host-key {self.path}: not an SSH private key ({e})") from e
-        if key.isPublic():
-            raise ManholeError(f"--manhole-host-key {self.path}: a public key, not a private one")
-        if os.stat(self.path).st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-            self.log.warn("Manhole host key is accessible to other users", path=self.path)
-        self.log.info(
-            "Manhole host key", path=self.path, type=key.sshType().decode(), fingerprint=fingerprint(key)
-        )
-        return key
-
-    def _create(self) -> Key:
-        key = Key(ed25519.Ed25519PrivateKey.generate())
-        try:
-            # O_EXCL: never overwrite a key another process just wrote; 0600 from the start,
-            # so the private key is never readable by others, not even briefly.
-            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as f:
-                os.fchmod(f.fileno(), 0o600)
-                f.write(key.toString("OPENSSH"))
-        except OSError as e:
-            raise ManholeError(f"--manhole-host-key {_describe_os_error(self.path, e)}") from e
-        self.log.info(
-            "Manhole host key created", path=self.path, type="ssh-ed25519", fingerprint=fingerprint(key)
-        )
-        return key
 
 
 def _credentials_summary(credentials) -> dict[str, str | None]:
@@ -253,14 +256,43 @@ def _credentials_summary(credentials) -> dict[str, str | None]:
     return {"user": user, "method": "password", "fingerprint": None}
 
 
+def _is_attempt(credentials) -> bool:
+    """A password, or a signed key: an attempt that counts (a key offered without a signature is a query)."""
+    return not ISSHPrivateKey.providedBy(credentials) or credentials.signature is not None
+
+
+class ThrottledPortal(Portal):
+    """A portal that carries the failure ``throttle`` its SSH logins are counted against."""
+
+    def __init__(self, realm, checkers, throttle: FailureThrottle) -> None:
+        super().__init__(realm, checkers)
+        self.throttle = throttle
+
+
 class AuditedPortal:
-    """A portal for one SSH connection: logs every login and failed login; hands the peer to the realm."""
+    """A portal for one SSH connection: logs every login and failed login; hands the peer to the realm.
+
+    With a ``throttle`` (``rtmpd.access.throttle.FailureThrottle``), each
+    failed attempt is counted against ``host`` (the peer's address without
+    its port); the failure that locks the address out is logged once (WARN
+    ``Manhole address locked out``), and ``locked`` tells the SSH layer to
+    disconnect. A login clears the address's count.
+    """
 
     log = Logger()
 
-    def __init__(self, portal, peer: str) -> None:
+    def __init__(
+        self, portal, peer: str, throttle: FailureThrottle | None = None, host: str | None = None
+    ) -> None:
         self.portal = portal
         self.peer = peer
+        self.throttle = throttle
+        self.host = host if host is not None else peer
+
+    @property
+    def locked(self) -> bool:
+        """Whether this connection's address is locked out now."""
+        return self.throttle is not None and self.throttle.locked_for(self.host) > 0
 
     def listCredentialsInterfaces(self):
         return self.portal.listCredentialsInterfaces()
@@ -273,13 +305,29 @@ class AuditedPortal:
 
     def _logged_in(self, result, credentials):
         self.log.info("Manhole login", peer=self.peer, **_credentials_summary(credentials))
+        if self.throttle is not None:
+            self.throttle.record_success(self.host)
         return result
+
+    def _count_failure(self, credentials) -> None:
+        if self.throttle is None or not _is_attempt(credentials):
+            return
+        if self.throttle.record_failure(self.host):
+            self.log.warn(
+                "Manhole address locked out",
+                peer=self.peer,
+                address=self.host,
+                failures=self.throttle.max_failures,
+                window=self.throttle.window,
+                lockout=self.throttle.lockout,
+            )
 
     def _refused(self, failure: Failure, credentials) -> Failure:
         if failure.check(ValidPublicKey):
             # The client asked whether a key would do before signing with it: not an attempt yet.
             return failure
         summary = _credentials_summary(credentials)
+        self._count_failure(credentials)
         if failure.check(UnauthorizedLogin):
             self.log.warn("Manhole login failed", peer=self.peer, reason=failure.getErrorMessage(), **summary)
             return failure
@@ -289,10 +337,34 @@ class AuditedPortal:
 
 
 class ManholeUserAuth(userauth.SSHUserAuthServer):
-    """SSH user authentication whose portal is audited, with the peer address of this connection."""
+    """SSH user authentication whose portal is audited, with the peer address of this connection.
+
+    The portal's ``throttle`` (a ``ThrottledPortal``'s) counts failures per address; an
+    address locked out is disconnected after the failure that locked it, and
+    at once if it asks again.
+    """
 
     def serviceStarted(self) -> None:
         super().serviceStarted()
         peer = self.transport.transport.getPeer()
+        host = getattr(peer, "host", None)
         address = f"{peer.host}:{peer.port}" if hasattr(peer, "port") else str(peer)
-        self.portal = AuditedPortal(self.portal, address)
+        throttle = getattr(self.portal, "throttle", None)
+        self.portal = AuditedPortal(self.portal, address, throttle, host if host is not None else "unix")
+
+    def ssh_USERAUTH_REQUEST(self, packet: bytes):
+        if self.portal.locked:
+            self._disconnect_locked()
+            return None
+        return super().ssh_USERAUTH_REQUEST(packet)
+
+    def _ebBadAuth(self, reason):
+        if self.portal.locked:
+            self._disconnect_locked()
+            return None
+        return super()._ebBadAuth(reason)
+
+    def _disconnect_locked(self) -> None:
+        self.transport.sendDisconnect(
+            transport.DISCONNECT_NO_MORE_AUTH_METHODS_AVAILABLE, b"too many failed logins from this address"
+        )

@@ -7,9 +7,10 @@ that ``rtmpd.tap`` serves on ``--manhole ENDPOINT``. An operator who logs in
 namespace (``rtmpd.admin.namespace``) holds the server's live objects and the
 views and actions acting in that operator's name.
 
-It is full code execution in the server: ``loopback_default`` binds the
-endpoint to loopback unless the description names an interface, and the
-manhole refuses to start without a credential source.
+It is full code execution in the server: ``manhole_endpoint`` binds the
+endpoint to loopback unless it names an interface (and a ``unix:`` socket
+is private), the manhole refuses to start without a credential source, and
+``rtmpd.admin.door`` keeps strangers' connections short and few.
 
 What the stock ``manhole_ssh`` pieces get wrong, and this module does instead:
 EOF from a piped client and window-size changes are handled (the stock session
@@ -24,7 +25,6 @@ ordinary disconnect message is not logged as an error.
 
 from __future__ import annotations
 
-import re
 import struct
 from collections.abc import Callable
 from typing import Any
@@ -34,8 +34,9 @@ from twisted.conch.checkers import SSHPublicKeyChecker
 from twisted.conch.insults import insults
 from twisted.conch.interfaces import IConchUser, ISession
 from twisted.conch.manhole_ssh import ConchFactory
-from twisted.conch.ssh import session, transport
+from twisted.conch.ssh import session
 from twisted.cred.portal import IRealm, Portal
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -47,27 +48,16 @@ from rtmpd.admin.auth import (
     ManholeError,
     ManholeUserAuth,
     PasswordFile,
+    ThrottledPortal,
 )
+from rtmpd.admin.door import ManholeDoor, ManholeTransport, address_text, loopback_default, manhole_endpoint
 from rtmpd.admin.errors import AdminError
+from rtmpd.admin.manhole_options import ManholeLimits
 
-__all__ = ["ManholeError", "loopback_default", "manhole_factory"]
+__all__ = ["ManholeError", "ManholeLimits", "loopback_default", "manhole_endpoint", "manhole_factory"]
 
-#: Endpoint types that take ``interface=``, and the loopback address each binds to by default.
-_LOOPBACK = {"tcp": "127.0.0.1", "ssl": "127.0.0.1", "tcp6": "\\:\\:1"}
 #: The terminal size assumed when the client asks for no pty (``ssh host`` with piped input and no -t).
 _DEFAULT_SIZE = (80, 24)
-
-
-def loopback_default(description: str) -> str:
-    """``description`` bound to loopback unless it names an interface: ``2222`` and ``tcp:2222`` become
-    ``tcp:2222:interface=127.0.0.1``; ``tcp6:`` gets ``::1``; ``unix:`` and others are left alone."""
-    if description.isdigit():
-        description = f"tcp:{description}"
-    kind, _, rest = description.partition(":")
-    args = re.split(r"(?<!\\):", rest)
-    if kind in _LOOPBACK and not any(arg.startswith("interface=") for arg in args):
-        return f"{description}:interface={_LOOPBACK[kind]}"
-    return description
 
 
 # -- the interpreter ------------------------------------------------------------
@@ -314,30 +304,27 @@ class ManholeRealm:
 # -- the SSH factory ------------------------------------------------------------
 
 
-class ManholeTransport(transport.SSHServerTransport):
-    """The SSH server transport, except that a client's disconnect message is not a server error."""
-
-    log = Logger()
-
-    def receiveError(self, reasonCode: int, description: bytes) -> None:
-        # OpenSSH says goodbye with a disconnect message (code 11, "disconnected by
-        # user"); the stock transport logs every such message at error level.
-        self.log.info(
-            "Manhole client disconnected", code=reasonCode, reason=description.decode("utf-8", "replace")
-        )
-
-
 class ManholeFactory(ConchFactory):
-    """The SSH factory of one manhole: its own host key, audited logins."""
+    """The SSH factory of one manhole: its own host key, audited logins, its ``door`` against strangers
+    (``rtmpd.admin.door``: connections refused at once, the grace time of each connection)."""
 
     protocol = ManholeTransport
 
-    def __init__(self, portal: Portal, host_key) -> None:
+    def __init__(self, portal: Portal, host_key, door: ManholeDoor | None = None) -> None:
         super().__init__(portal)
         # ConchFactory's key dicts are class attributes: two factories would share (and overwrite) them.
         self.publicKeys = {host_key.sshType(): host_key.public()}
         self.privateKeys = {host_key.sshType(): host_key}
         self.services = {**self.services, b"ssh-userauth": ManholeUserAuth}
+        self.door = door if door is not None else ManholeDoor()
+
+    def buildProtocol(self, addr):
+        if not self.door.admits(addr):
+            return None
+        ssh = super().buildProtocol(addr)
+        ssh.door = self.door
+        ssh.address = address_text(addr)[1]
+        return ssh
 
 
 def manhole_factory(
@@ -346,9 +333,11 @@ def manhole_factory(
     keys_file: str | None = None,
     passwd_file: str | None = None,
     host_key_file: str = "rtmpd_host_key",
+    limits: ManholeLimits | None = None,
+    clock: IReactorTime | None = None,
 ) -> ManholeFactory:
     """The manhole's SSH factory: operators who log in with a key of ``keys_file`` or a password of
-    ``passwd_file`` get a shell on ``namespace_factory(user name)``.
+    ``passwd_file`` get a shell on ``namespace_factory(user name)``; ``limits`` bound what strangers may do.
 
     Raises ManholeError (one line) when there is no usable credential source
     (neither file given, a file unreadable, malformed or empty) or the host key
@@ -366,4 +355,6 @@ def manhole_factory(
         passwords.check()
         checkers.append(passwords)
     host_key = HostKeyFile(host_key_file).load()
-    return ManholeFactory(Portal(ManholeRealm(namespace_factory), checkers), host_key)
+    door = ManholeDoor(limits, clock)
+    portal = ThrottledPortal(ManholeRealm(namespace_factory), checkers, door.throttle)
+    return ManholeFactory(portal, host_key, door)

@@ -187,8 +187,12 @@ class SegmentFile:
     def buffered_bytes(self) -> int:
         return self.size - self.written
 
-    def append(self, tag_type: int, timestamp: int, payload: bytes, keyframe: bool = False) -> int:
-        """Buffer one tag; returns its size in the file. Raises LocalProtocolError for an unwritable tag."""
+    def append(
+        self, tag_type: int, timestamp: int, payload: bytes, keyframe: bool = False, info: Any = None
+    ) -> int:
+        """Buffer one tag; returns its size in the file. Raises LocalProtocolError for an unwritable tag.
+
+        ``info`` is ignored: an FLV file takes every tag as it is."""
         tag = flv.encode_tag(tag_type, timestamp, payload)
         if keyframe:
             self.keyframes.append((timestamp, self.size))

@@ -1,4 +1,4 @@
-"""Recording file names: ``{app}_{stream}_{YYYYMMDD}_{HHMMSS}.flv`` in UTC, always a plain file name.
+"""Recording file names: ``{app}_{stream}_{YYYYMMDD}_{HHMMSS}.flv`` (or ``.mp4``), in UTC, one plain name.
 
 Whatever a publisher calls its stream, the name this module returns is one
 path component of printable ASCII: it cannot climb out of the recording
@@ -38,17 +38,17 @@ def safe_part(text: str, max_chars: int) -> str:
     return cleaned
 
 
-def recording_file_name(key: str, when: float, suffix: int = 0) -> str:
+def recording_file_name(key: str, when: float, suffix: int = 0, extension: str = "flv") -> str:
     """The file name for a recording of stream ``key`` ("app/name") started at ``when`` (Unix time).
 
     The date and time are UTC. ``suffix`` > 0 appends ``_<suffix>`` before
-    ".flv", to tell apart recordings that would otherwise share a name
-    (same key, same second). A key without "/" is taken as a stream name
-    with an empty app.
+    the extension, to tell apart recordings that would otherwise share a
+    name (same key, same second). A key without "/" is taken as a stream
+    name with an empty app. ``extension`` is the file format's ("flv", "mp4").
     """
     app, _, stream = key.partition("/") if "/" in key else ("", "", key)
     stamp = datetime.fromtimestamp(when, UTC).strftime("%Y%m%d_%H%M%S")
     name = f"{safe_part(app, MAX_APP_CHARS)}_{safe_part(stream, MAX_STREAM_CHARS)}_{stamp}"
     if suffix:
         name += f"_{suffix}"
-    return name + ".flv"
+    return f"{name}.{extension}"

@@ -26,8 +26,9 @@ class FilePaths:
     second, so names of earlier seconds cannot clash with new ones.
     """
 
-    def __init__(self, record_dir: str) -> None:
+    def __init__(self, record_dir: str, extension: str = "flv") -> None:
         self.record_dir = record_dir
+        self.extension = extension
         self._claimed: set[str] = set()
         self._claimed_second: int | None = None
 
@@ -42,13 +43,13 @@ class FilePaths:
             self._claimed.clear()
             self._claimed_second = second
         for suffix in itertools.count():
-            name = recording_file_name(key, when, suffix)
+            name = recording_file_name(key, when, suffix, self.extension)
             if name not in self._claimed:
                 break
         self._claimed.add(name)
         first = os.path.join(self.record_dir, name)
         rest = (
-            os.path.join(self.record_dir, recording_file_name(key, when, n))
+            os.path.join(self.record_dir, recording_file_name(key, when, n, self.extension))
             for n in itertools.count(suffix + 1)
         )
         return first, itertools.chain((first,), rest)

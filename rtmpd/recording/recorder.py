@@ -29,10 +29,18 @@ from twisted.logger import Logger
 from rtmpd.config import ServerConfig
 from rtmpd.core.classify import MediaInfo
 from rtmpd.core.messages import Message
-from rtmpd.recording.flvfile import keyframe_slots_for
+from rtmpd.recording.admission import RecordingAdmission
+from rtmpd.recording.flvfile import SegmentFile, keyframe_slots_for
+from rtmpd.recording.mp4file import Mp4SegmentFile
 from rtmpd.recording.paths import FilePaths
 from rtmpd.recording.recording import StreamRecording
-from rtmpd.recording.writer import DEFAULT_MAX_QUEUE_BYTES, RecordingWriter, WriterEvent, open_exclusive
+from rtmpd.recording.writer import (
+    DEFAULT_MAX_QUEUE_BYTES,
+    RecordingWriter,
+    WriterEvent,
+    fsync_directory,
+    open_exclusive,
+)
 from rtmpd.relay.listener import StreamListener
 from rtmpd.relay.registry import StreamRegistry
 from rtmpd.relay.stream import Stream
@@ -79,6 +87,7 @@ class Recorder(service.Service, StreamListener):
         self.record_dir = config.record_dir
         self.patterns = tuple(config.record_match)
         self.max_size = config.record_max_size
+        self.fsync_interval = config.record_fsync_interval
         self.interval_ms = None if config.record_interval is None else int(config.record_interval * 1000)
         if keyframe_slots is None:
             keyframe_slots = keyframe_slots_for(config.record_interval)
@@ -96,7 +105,9 @@ class Recorder(service.Service, StreamListener):
 
             call_from_thread = reactor.callFromThread  # type: ignore[attr-defined]
         self._call_from_thread = call_from_thread
-        self._paths = FilePaths(self.record_dir)
+        self.format = config.record_format
+        self._paths = FilePaths(self.record_dir, self.format)
+        self.admission = RecordingAdmission(clock, config.record_max_active, config.record_max_new)
         #: Recordings fed by the registry, by stream.
         self.recordings: dict[Stream, StreamRecording] = {}
         #: Every recording whose writer has not finished (including ones being finalized).
@@ -118,9 +129,13 @@ class Recorder(service.Service, StreamListener):
         self.log.info(
             "Recording enabled",
             record_dir=self.record_dir,
+            file_format=self.format,
             match=list(self.patterns),
             max_size=self.max_size,
             interval=self.interval_ms and self.interval_ms / 1000,
+            max_active=self.admission.max_active,
+            max_new_per_minute=self.admission.max_new_per_minute,
+            fsync_interval=self.fsync_interval,
         )
         # Streams published before the recorder started (not the case under twistd) are recorded too.
         for stream in self.registry:
@@ -197,7 +212,6 @@ class Recorder(service.Service, StreamListener):
         self.unfinished.add(recording)
         self._latest[stream] = recording
         self._streams[stream.key] = stream
-        self.log.info("recorder initialized", stream_key=stream.key, file=recording.file)
 
     def stream_message(self, stream: Stream, message: Message, info: MediaInfo) -> None:
         recording = self.recordings.get(stream)
@@ -222,12 +236,19 @@ class Recorder(service.Service, StreamListener):
             # Called in the writer thread; the recording is only ever touched in the reactor thread.
             call(recording.writer_event, event)
 
+        options = {
+            "fsync_interval": self.fsync_interval,
+            # A test's disk double has no directory to sync.
+            "sync_dir": fsync_directory if self.open_file is open_exclusive else None,
+            "segment_file": Mp4SegmentFile if self.format == "mp4" else SegmentFile,
+            **self.writer_options,
+        }
         return RecordingWriter(
             report,
             open_file=self.open_file,
             max_queue_bytes=self.max_queue_bytes,
             name=f"rtmpd-recording {recording.stream_key}",
-            **self.writer_options,
+            **options,
         )
 
     def forget(self, recording: StreamRecording) -> None:

@@ -2,13 +2,16 @@
 
 This module owns the per-stream state machine, in the reactor thread:
 ``waiting`` (no frame yet, so no file) -> ``recording`` -> ``finalizing`` ->
-``finished``, or ``failed`` from any of them. For each relayed message it
-does the cheap part: decide whether it belongs in the file (a file starts at
-a frame a player can start from), rebase its timestamp so every file starts
-at 0, decide when to start the next segment, and queue the payload for the
-writer thread (``rtmpd.recording.writer``). A file's first bytes (header,
-onMetaData with placeholders, sequence headers) are built from the stream's
-late-join cache when the file starts (``rtmpd.recording.flvfile``).
+``finished``, or ``failed`` from any of them; ``refused`` (over a limit of
+``rtmpd.recording.admission``, no file) until a file may start. For each
+relayed message it does the cheap part: decide whether it belongs in the
+file (a file is created only at a frame a player can start from, never at
+publish), place it on the file's timeline (``rtmpd.recording.timeline``),
+decide when to start the next file, and queue the payload for the writer
+thread (``rtmpd.recording.writer``). A file's first bytes are built from
+the stream's late-join cache when it starts (``rtmpd.recording.prologue``).
+An MP4 file also ends when a codec configuration changes (its ``moov``
+cannot say it); the next one starts with the new configuration.
 
 It reads no payload: what a message is comes with it, in the relay's
 ``rtmpd.core.classify.MediaInfo`` (``is_config``, ``is_keyframe``,
@@ -30,8 +33,12 @@ from twisted.logger import Logger
 from rtmpd.core.classify import MediaInfo
 from rtmpd.core.flv import TAG_AUDIO, TAG_SCRIPT, TAG_VIDEO
 from rtmpd.core.messages import Message, MessageType
-from rtmpd.recording.flvfile import TAG_OVERHEAD, build_prologue, publisher_metadata
+from rtmpd.recording.admission import RecordingAdmission
+from rtmpd.recording.announce import FileAnnouncer
+from rtmpd.recording.flvfile import TAG_OVERHEAD
+from rtmpd.recording.prologue import file_start
 from rtmpd.recording.throttle import PublisherThrottle
+from rtmpd.recording.timeline import MAX_BACKWARD_JUMP_MS, FileTimeline
 from rtmpd.recording.writer import (
     Drained,
     RecordingWriter,
@@ -47,12 +54,6 @@ if TYPE_CHECKING:
 
 __all__ = ["MAX_BACKWARD_JUMP_MS", "RecordingHost", "StreamRecording"]
 
-#: Interleaving puts audio and video tags somewhat out of order; a timestamp further back than this
-#: behind the file's latest is a jump of the publisher's clock.
-MAX_BACKWARD_JUMP_MS = 2000
-
-_HALF_RANGE = 0x80000000
-
 
 class RecordingHost(Protocol):
     """What a ``StreamRecording`` needs from the service that runs it: the ``Recorder``."""
@@ -65,6 +66,10 @@ class RecordingHost(Protocol):
     keyframe_slots: int
     #: Backlog bound of each writer.
     max_queue_bytes: int
+    #: The budgets of open recordings and new files.
+    admission: RecordingAdmission
+    #: The file format: "flv" or "mp4".
+    format: str
 
     def paths_for(self, key: str, when: float) -> tuple[str, Iterator[str]]:
         """The first path to try for a file of ``key`` starting at ``when``, then every path in turn."""
@@ -79,16 +84,13 @@ class RecordingHost(Protocol):
         """Nothing of ``recording`` is open any more."""
 
 
-def _present(value: Any) -> bool:
-    return value is not None and value != ""
-
-
 class StreamRecording:
     """One stream's recording, from publish to unpublish, possibly in several files (segments).
 
     Read-only for everyone but the recorder: ``state`` is "waiting" (no
-    frame yet, so no file), "recording", "finalizing", "finished" or
-    "failed"; ``file`` the current (or last) file; ``bytes`` and
+    frame yet, so no file), "refused" (over a recording limit, no file yet),
+    "recording", "finalizing", "finished" or "failed"; ``file`` the current
+    (or last) file, None before the first; ``bytes`` and
     ``duration`` (seconds) describe that file as queued for writing;
     ``pending_bytes`` is the writer's backlog; ``files`` every file
     created; ``error`` why it failed; ``started_at`` when the stream was
@@ -113,21 +115,24 @@ class StreamRecording:
         self.segments = 0
         self.bytes = 0
         self.duration = 0.0
-        self._next_paths = host.paths_for(stream.key, when)
-        self.file: str | None = self._next_paths[0]
+        self.file: str | None = None
+        #: Whether this recording holds one of the admission's open-recording slots.
+        self._admitted = False
+        self._segment_refused = False
+        self._mp4 = host.format == "mp4"
+        #: MP4: the sequence headers the open file was started with.
+        self._configs: frozenset[bytes] = frozenset()
         self._writer: RecordingWriter | None = None
         self._open = False
         self._has_video = False
         self._video_started = False
         self._audio_seen = self._video_seen = False
-        self._base = 0
-        self._last = 0
+        self._timeline = FileTimeline()
         self._waiters: list[defer.Deferred] = []
         #: Bytes of this recording's earlier files (``bytes`` is the current file's): for the metrics.
         self.bytes_before = 0
         self.throttle = PublisherThrottle(host.clock, stream.key, host.max_queue_bytes, self._publication)
-        # Kept here: record_done may come after the stream object is gone.
-        self._notifier = stream.notifier
+        self._announce = FileAnnouncer(stream.notifier, stream.key)
 
     def __repr__(self) -> str:
         return (
@@ -175,7 +180,8 @@ class StreamRecording:
             tag_type = TAG_AUDIO
             self._audio_seen = True
         elif t == MessageType.DATA_AMF0:
-            if info.is_metadata:
+            if info.is_metadata or self._mp4:
+                # MP4 recordings hold audio and video only.
                 # The file's own onMetaData (with the patched duration) must stay the only one a
                 # player reads; an update goes into the next file's prologue from the cache.
                 return
@@ -187,10 +193,18 @@ class StreamRecording:
             # cache; a file starts at a frame a player can start from: a video keyframe, or audio.
             if header or not (keyframe or t == MessageType.AUDIO):
                 return
-            self._start_segment(message, self._next_paths)
-        rel = self._relative(message.timestamp)
+            if not (self._may_rotate() if self._admitted else self._admit()):
+                return
+            self._start_segment(message, self.host.paths_for(self.stream_key, self.host.clock.seconds()))
+        elif header and self._mp4:
+            # The MP4 file carries its configuration in its moov only: a new one needs a new file, at
+            # the next frame a player can start from (its prologue comes from the cache).
+            if self._config_changes(info, message.payload):
+                self._end_file()
+            return
+        rel = self._timeline.place(message.timestamp)
         if keyframe or (t == MessageType.AUDIO and not self._has_video):
-            if self._limit_reached(rel):
+            if self._limit_reached(rel) and self._may_rotate():
                 self._rotate(message, rel)
                 rel = 0
             if keyframe:
@@ -198,23 +212,44 @@ class StreamRecording:
         elif t == MessageType.VIDEO and not header and not self._video_started and info.error is None:
             # Frames before the file's first keyframe cannot be decoded.
             return
-        self._queue(tag_type, rel, message.payload, keyframe)
+        self._queue(tag_type, rel, message.payload, keyframe, info)
         if self._open and self._writer is not None:
             # A recording that failed on this tag holds nobody back.
             self.throttle.consider(message.timestamp, self._writer)
 
-    def _relative(self, timestamp: int) -> int:
-        """``timestamp`` on the file's timeline (0 at its first frame), across the 32-bit wrap."""
-        rel = (timestamp - self._base) & 0xFFFFFFFF
-        if rel >= _HALF_RANGE:
-            rel -= 0x100000000
-        if rel < self._last - MAX_BACKWARD_JUMP_MS:
-            # The publisher's clock went back (an encoder restart): go on from where the file is.
-            self._base = (timestamp - self._last) & 0xFFFFFFFF
-            return self._last
-        # A tag a little older than the file's first (audio interleaved late) goes at 0: FLV has no
-        # negative time.
-        return max(rel, 0)
+    def _admit(self) -> bool:
+        """Whether the first file may start now (taking a slot); a refusal makes the state "refused"."""
+        if self.state not in ("waiting", "refused"):
+            return False
+        if not self.host.admission.start(self.stream_key, first_try=self.state == "waiting"):
+            self.state = "refused"
+            return False
+        self._admitted = True
+        return True
+
+    def _may_rotate(self) -> bool:
+        """Whether the next segment may start now; if not, the current file goes on."""
+        allowed = self.host.admission.segment(self.stream_key, first_try=not self._segment_refused)
+        self._segment_refused = not allowed
+        return allowed
+
+    def _config_changes(self, info: MediaInfo, payload: bytes) -> bool:
+        first = info.first
+        return (
+            first is not None
+            and first.is_sequence_header
+            and first.packet_type == 0
+            and payload not in self._configs
+        )
+
+    def _end_file(self) -> None:
+        """Finalize the open file; the next frame a player can start from opens the next one."""
+        assert self._writer is not None
+        self._writer.end_segment(None)
+        self._open = False
+        self.log.info(
+            "recording file ends: codec configuration changed", stream_key=self.stream_key, file=self.file
+        )
 
     def _limit_reached(self, rel: int) -> bool:
         host = self.host
@@ -223,11 +258,11 @@ class StreamRecording:
             or (host.interval_ms is not None and rel >= host.interval_ms)
         )
 
-    def _queue(self, tag_type: int, rel: int, payload: bytes, keyframe: bool) -> None:
+    def _queue(self, tag_type: int, rel: int, payload: bytes, keyframe: bool, info: MediaInfo) -> None:
         writer = self._writer
         if writer is None or not self._open:
             return
-        if not writer.write(tag_type, rel, payload, keyframe):
+        if not writer.write(tag_type, rel, payload, keyframe, info if self._mp4 else None):
             self._fail(
                 f"writer queue full ({writer.pending_bytes} bytes waiting for the disk, "
                 f"limit {writer.max_queue_bytes})"
@@ -235,43 +270,37 @@ class StreamRecording:
             return
         size = len(payload) + TAG_OVERHEAD
         self.bytes += size
-        if rel > self._last:
-            self._last = rel
+        if self._timeline.advance(rel):
             self.duration = rel / 1000.0
 
     def _start_segment(self, message: Message, paths: tuple[str, Iterator[str]]) -> None:
         stream = self._stream()
         if stream is None:  # Cannot happen while the stream feeds us; nothing to build a file from.
             return
-        cache = stream.cache
-        metadata = publisher_metadata(cache.metadata.payload if cache.metadata is not None else None)
-        headers = [
-            (TAG_VIDEO if m.type_id == MessageType.VIDEO else TAG_AUDIO, m.payload)
-            for m in cache.codec_headers()
-        ]
-        has_video = bool(cache.video_headers) or self._video_seen or _present(metadata.get("videocodecid"))
-        has_audio = bool(cache.audio_headers) or self._audio_seen or _present(metadata.get("audiocodecid"))
-        prologue = build_prologue(
-            metadata,
-            headers,
-            has_audio=has_audio,
-            has_video=has_video,
+        start = file_start(
+            stream.cache,
+            self.host.format,
+            video_seen=self._video_seen,
+            audio_seen=self._audio_seen,
             keyframe_slots=self.host.keyframe_slots,
         )
+        self._configs = start.configs
+        has_video = start.has_video
         first, candidates = paths
         self._open = True
         self._has_video = has_video
         self._video_started = False
-        self._base = message.timestamp
-        self._last = 0
+        self._timeline.start(message.timestamp)
+        if self._writer is None:
+            self.log.info("recorder initialized", stream_key=self.stream_key, file=first)
         self.file = first
-        self.bytes = len(prologue.data)
+        self.bytes = start.size
         self.duration = 0.0
         self.segments += 1
         self.state = "recording"
         if self._writer is None:
             self._writer = self.host.new_writer(self)
-        self._writer.start_segment(candidates, prologue)
+        self._writer.start_segment(candidates, start.prologue)
 
     def _rotate(self, message: Message, rel: int) -> None:
         assert self._writer is not None
@@ -285,7 +314,7 @@ class StreamRecording:
     def close(self) -> defer.Deferred:
         """Finalize the open file and end the writer; the Deferred fires (with self) once it has."""
         d = self.when_closed()
-        if self.state in ("waiting", "recording"):
+        if self.state in ("waiting", "refused", "recording"):
             self.state = "finalizing"
             self._open = False
             self._stop_writer()
@@ -305,8 +334,9 @@ class StreamRecording:
         if self._writer is not None:
             self._writer.close()
         else:
-            # No frame ever came, so no file was created.
-            self.log.info("recording ended before any frame", stream_key=self.stream_key)
+            # No frame ever came (or the limits refused every one), so no file was created. Debug only:
+            # publishes without media cost an attacker nothing, and must not cost the log a line each.
+            self.log.debug("recording ended before any file", stream_key=self.stream_key, state=self.state)
             self.file = None
             self._closed()
 
@@ -320,7 +350,7 @@ class StreamRecording:
             bytes=fields.get("size", self.bytes),
             duration=fields.get("duration", round(self.duration, 3)),
         )
-        if self.state in ("waiting", "recording"):
+        if self.state in ("waiting", "refused", "recording"):
             self.state = "failed"
             self._open = False
             self._stop_writer()
@@ -330,6 +360,9 @@ class StreamRecording:
 
     def _closed(self) -> None:
         self._writer = None
+        if self._admitted:
+            self._admitted = False
+            self.host.admission.finish()
         if self.state != "failed":
             self.state = "finished"
         self.host.closed(self)
@@ -346,19 +379,9 @@ class StreamRecording:
         elif isinstance(event, SegmentOpened):
             self.file = event.path
             self.files.append(event.path)
-            self.log.info(
-                "recording started", stream_key=self.stream_key, file=event.path, segment=len(self.files)
-            )
-            self._notify("record_start", path=event.path, segment=len(self.files))
+            self._announce.started(event.path, len(self.files))
         elif isinstance(event, SegmentFinalized):
-            self.log.info(
-                "recording finalized",
-                stream_key=self.stream_key,
-                file=event.path,
-                duration=round(event.duration, 3),
-                bytes=event.size,
-            )
-            self._notify("record_done", path=event.path, duration=event.duration, bytes=event.size)
+            self._announce.finalized(event.path, event.duration, event.size, self.error)
         elif isinstance(event, WriterFailed):
             if event.path is not None:
                 self.file = event.path
@@ -368,18 +391,8 @@ class StreamRecording:
                 )
             self._fail(event.error, size=event.size, duration=round(event.duration, 3))
             if event.path in self.files:  # a file that was started ends here, cut short
-                self._notify("record_done", path=event.path, duration=event.duration, bytes=event.size)
+                self._announce.cut_short(event.path, event.duration, event.size, self.error)
             # A failed file keeps its bytes (cut back to the last whole tag): that is the file's size now.
             self.bytes = event.size
         elif isinstance(event, WriterClosed):
             self._closed()
-
-    def _notify(self, name: str, **fields: Any) -> None:
-        """Tell the server's notifier (``rtmpd.notify``) that a file started (``record_start``) or ended
-        (``record_done``: finalized, or cut short by the recording's ``error``)."""
-        if self._notifier.active:
-            app, _, stream_name = self.stream_key.partition("/")
-            if "duration" in fields:
-                fields["duration"] = round(fields["duration"], 3)
-                fields["error"] = self.error
-            self._notifier.emit(name, stream_key=self.stream_key, app=app, name=stream_name, **fields)

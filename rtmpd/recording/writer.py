@@ -10,7 +10,11 @@ a ``SegmentFile``:
   the queue is empty, and at least every ``flush_interval`` seconds when it
   never is (``write`` is then the only thing that can block, in this thread);
 - ``duration`` and ``filesize`` are patched every ``patch_interval`` seconds;
-- ``end_segment`` finalizes the file (index, numbers, fsync, close).
+- what reached the OS is fsynced every ``fsync_interval`` seconds (0: only
+  at the end), so a power cut loses at most that much of a recording;
+- ``end_segment`` finalizes the file (index, numbers, fsync, close);
+- the directory is fsynced (``sync_dir``) once a file is created and once it
+  is finalized, so the file's name survives a power cut too.
 
 What happens is reported through ``report(event)``, called in the writer
 thread; the recorder wraps it with ``reactor.callFromThread``. On request
@@ -30,6 +34,7 @@ from __future__ import annotations
 
 import errno
 import itertools
+import os
 import queue
 import threading
 import time
@@ -39,7 +44,7 @@ from typing import Any, BinaryIO
 
 from twisted.python.failure import Failure
 
-from rtmpd.recording.flvfile import TAG_OVERHEAD, SegmentFile, SegmentPrologue
+from rtmpd.recording.flvfile import TAG_OVERHEAD, SegmentFile
 
 __all__ = [
     "DEFAULT_MAX_QUEUE_BYTES",
@@ -51,6 +56,8 @@ __all__ = [
     "WriterEvent",
     "WriterFailed",
     "describe_error",
+    "fsync_directory",
+    "fsync_file",
     "open_exclusive",
 ]
 
@@ -62,6 +69,8 @@ FLUSH_INTERVAL = 1.0
 FLUSH_BYTES = 1024 * 1024
 #: How often duration and filesize are patched while a file grows (seconds).
 PATCH_INTERVAL = 1.0
+#: Open files are fsynced this often (seconds) by default.
+FSYNC_INTERVAL = 5.0
 #: How many numbered alternatives are tried when a file name is taken.
 MAX_NAME_ATTEMPTS = 1000
 
@@ -69,6 +78,27 @@ MAX_NAME_ATTEMPTS = 1000
 def open_exclusive(path: str) -> BinaryIO:
     """Create ``path`` for writing, unbuffered; FileExistsError if it exists (never truncates a file)."""
     return open(path, "xb", buffering=0)  # noqa: SIM115 - the writer owns and closes it
+
+
+def fsync_file(file: BinaryIO) -> None:
+    """fsync ``file`` if it is a real file (a test double without a descriptor is left alone)."""
+    fileno = getattr(file, "fileno", None)
+    if fileno is None:
+        return
+    try:
+        fd = fileno()
+    except (OSError, ValueError):
+        return
+    os.fsync(fd)
+
+
+def fsync_directory(path: str) -> None:
+    """fsync the directory holding ``path``, so that a file created or finished there survives a power cut."""
+    fd = os.open(os.path.dirname(path) or ".", os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def describe_error(error: BaseException) -> str:
@@ -141,6 +171,10 @@ class RecordingWriter:
         threaded: bool = True,
         name: str = "rtmpd-recording",
         sync_on_finalize: bool = True,
+        fsync_interval: float = FSYNC_INTERVAL,
+        sync_file: Callable[[BinaryIO], None] = fsync_file,
+        sync_dir: Callable[[str], None] | None = None,
+        segment_file: Callable[[BinaryIO, str, Any], Any] = SegmentFile,
     ) -> None:
         self._report = report
         self._open_file = open_file
@@ -149,6 +183,13 @@ class RecordingWriter:
         self._patch_interval = patch_interval
         self._now = monotonic
         self._sync = sync_on_finalize
+        self._fsync_interval = fsync_interval
+        self._sync_file = sync_file
+        self._sync_dir = sync_dir
+        self._segment_file = segment_file
+        self._last_fsync = 0.0
+        #: Bytes of the open file known to be on disk (fsynced).
+        self._synced = 0
         self._queue: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._pending = 0
@@ -157,7 +198,7 @@ class RecordingWriter:
         self._closing = False
         #: Set in the writer thread when a write failed; read by anyone.
         self.failed = False
-        self._segment: SegmentFile | None = None
+        self._segment: Any = None
         self._last_flush = self._last_patch = 0.0
         self._thread: threading.Thread | None = None
         if threaded:
@@ -171,18 +212,22 @@ class RecordingWriter:
         """Bytes of tags queued and not yet taken by the writer thread."""
         return self._pending
 
-    def start_segment(self, paths: Iterator[str], prologue: SegmentPrologue) -> None:
+    def start_segment(self, paths: Iterator[str], prologue: Any) -> None:
         """Queue: finalize any open file, create the first free path of ``paths``, write ``prologue``."""
         self._submit((_START, paths, prologue))
 
-    def write(self, tag_type: int, timestamp: int, payload: bytes, keyframe: bool = False) -> bool:
-        """Queue one tag; False (and nothing queued) if it would take the backlog past the budget."""
+    def write(
+        self, tag_type: int, timestamp: int, payload: bytes, keyframe: bool = False, info: Any = None
+    ) -> bool:
+        """Queue one tag; False (and nothing queued) if it would take the backlog past the budget.
+
+        ``info`` (the relay's ``MediaInfo``) goes with it to the file, which may use it (MP4 does)."""
         size = len(payload) + TAG_OVERHEAD
         with self._lock:
             if self._pending + size > self.max_queue_bytes:
                 return False
             self._pending += size
-        self._submit((_TAG, tag_type, timestamp, payload, keyframe, size))
+        self._submit((_TAG, tag_type, timestamp, payload, keyframe, size, info))
         return True
 
     def report_drained(self, mark: int | None) -> bool:
@@ -241,15 +286,18 @@ class RecordingWriter:
     def _wait_time(self) -> float:
         if self._segment is None:
             return 3600.0
-        # Buffered bytes are flushed when the queue empties, so only the patch timer is left to wake for.
-        return max(0.05, self._last_patch + self._patch_interval - self._now())
+        # Buffered bytes are flushed when the queue empties, so only the timers are left to wake for.
+        due = self._last_patch + self._patch_interval
+        if self._fsync_interval > 0:
+            due = min(due, self._last_fsync + self._fsync_interval)
+        return max(0.05, due - self._now())
 
     def _handle(self, item: tuple[Any, ...]) -> None:
         op = item[0]
         if op == _TAG:
             self._take(item[5])
             if self._segment is not None and not self.failed:
-                self._guard(self._segment.append, item[1], item[2], item[3], item[4])
+                self._guard(self._segment.append, item[1], item[2], item[3], item[4], item[6])
         elif op == _START:
             if not self.failed:
                 self._finish_segment(None)
@@ -289,6 +337,11 @@ class RecordingWriter:
         if not self.failed and now - self._last_patch >= self._patch_interval:
             self._last_patch = now
             self._guard(segment.patch_progress)
+        if not self.failed and self._fsync_interval > 0 and now - self._last_fsync >= self._fsync_interval:
+            self._last_fsync = now
+            if segment.written > self._synced:
+                self._synced = segment.written
+                self._guard(self._sync_file, segment.file)
 
     def _guard(self, action: Callable[..., Any], *args: Any) -> None:
         try:
@@ -305,15 +358,18 @@ class RecordingWriter:
             duration, size = segment.salvage()
         self._report(WriterFailed(path, describe_error(error), duration, size, failure))
 
-    def _open_segment(self, paths: Iterator[str], prologue: SegmentPrologue) -> None:
+    def _open_segment(self, paths: Iterator[str], prologue: Any) -> None:
         path = None
         for path in itertools.islice(paths, MAX_NAME_ATTEMPTS):
             try:
                 file = self._open_file(path)
             except FileExistsError:
                 continue
-            self._segment = SegmentFile(file, path, prologue)
-            self._last_flush = self._last_patch = self._now()
+            self._segment = self._segment_file(file, path, prologue)
+            self._last_flush = self._last_patch = self._last_fsync = self._now()
+            self._synced = 0
+            if self._sync_dir is not None:
+                self._sync_dir(path)
             self._report(SegmentOpened(path))
             return
         raise FileExistsError(errno.EEXIST, "no free file name", path)
@@ -328,4 +384,10 @@ class RecordingWriter:
             self._fail(e, None if isinstance(e, OSError) else Failure())
             return
         self._segment = None
+        if self._sync_dir is not None:
+            try:
+                self._sync_dir(segment.path)
+            except Exception as e:
+                self._fail(e, None if isinstance(e, OSError) else Failure())
+                return
         self._report(SegmentFinalized(segment.path, duration, size))

@@ -22,10 +22,12 @@ import rtmpd
 from rtmpd import logs
 from rtmpd.access.options import AUTH_PARAMETERS, AccessOptions, choice, on_loopback
 from rtmpd.access.settings import AccessSettings
+from rtmpd.admin.manhole_options import MANHOLE_PARAMETERS, manhole_limits
 from rtmpd.config import ServerConfig
 from rtmpd.core.limits import Limits
 from rtmpd.core.messages import MAX_CHUNK_SIZE
 from rtmpd.hooks.options import HOOK_PARAMETERS, HookOptions
+from rtmpd.recording.options import RECORDING_PARAMETERS, recording_config
 from rtmpd.remote.options import REMOTE_PARAMETERS, RemoteOptions
 from rtmpd.server.listening import ListeningService
 from rtmpd.tap.access import install_access
@@ -98,6 +100,7 @@ class Options(AccessOptions, HookOptions, RemoteOptions, usage.Options):
             "Start a new recording file every this many seconds",
             _positive(float),
         ],
+        *RECORDING_PARAMETERS,
         [
             "publisher-timeout",
             None,
@@ -198,6 +201,7 @@ class Options(AccessOptions, HookOptions, RemoteOptions, usage.Options):
             "rtmpd_host_key",
             "SSH host key file for the manhole (created if missing)",
         ],
+        *MANHOLE_PARAMETERS,
     ]
 
     optParameters += AUTH_PARAMETERS
@@ -290,6 +294,7 @@ class Options(AccessOptions, HookOptions, RemoteOptions, usage.Options):
             record_match=tuple(self["record-match"]),
             record_max_size=self["record-max-size"],
             record_interval=self["record-interval"],
+            **recording_config(self),
         )
 
 
@@ -349,6 +354,7 @@ def makeService(options: Options) -> service.MultiService:
                 passwd_file=options["manhole-passwd"],
                 host_key_file=options["manhole-host-key"],
                 reload_access=reloader.reload if reloader is not None else None,
+                limits=manhole_limits(options),
             )
         except ManholeError as e:
             sys.exit(f"rtmpd: error: {e}")

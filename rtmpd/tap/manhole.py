@@ -9,6 +9,7 @@ from twisted.application import service
 from rtmpd.server.listening import ListeningService
 
 if TYPE_CHECKING:
+    from rtmpd.admin.manhole_options import ManholeLimits
     from rtmpd.server.service import RTMPService
 
 
@@ -21,6 +22,7 @@ def manhole_service(
     host_key_file: str = "rtmpd_host_key",
     reactor: Any = None,
     reload_access: Any = None,
+    limits: ManholeLimits | None = None,
 ) -> service.MultiService:
     """The manhole collection, named "manhole": the bit-rate sampler its views read, and an SSH listener
     on ``description`` (loopback unless it names an interface).
@@ -29,7 +31,7 @@ def manhole_service(
     host key (see ``rtmpd.admin.manhole.manhole_factory``).
     """
     # Imported here: conch and cryptography are heavy, and only the manhole needs them.
-    from rtmpd.admin.manhole import loopback_default, manhole_factory
+    from rtmpd.admin.manhole import manhole_endpoint, manhole_factory
     from rtmpd.admin.namespace import make_namespace
     from rtmpd.admin.rates import RateSampler
 
@@ -39,11 +41,16 @@ def manhole_service(
         return make_namespace(top, user, sampler, reactor, top.factory.access, reload_access)
 
     factory = manhole_factory(
-        namespace, keys_file=keys_file, passwd_file=passwd_file, host_key_file=host_key_file
+        namespace,
+        keys_file=keys_file,
+        passwd_file=passwd_file,
+        host_key_file=host_key_file,
+        limits=limits,
+        clock=reactor,
     )
     manhole = service.MultiService()
     manhole.setName("manhole")
     sampler.setServiceParent(manhole)
-    listener = ListeningService(loopback_default(description), factory, what="Manhole", reactor=reactor)
+    listener = ListeningService(manhole_endpoint(description), factory, what="Manhole", reactor=reactor)
     listener.setServiceParent(manhole)
     return manhole

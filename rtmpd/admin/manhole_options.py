@@ -1,0 +1,85 @@
+"""The manhole's limits against strangers, and the command-line options that set them.
+
+Kept apart from ``rtmpd.admin.manhole`` so that ``rtmpd.tap`` can list the
+options without importing conch. ``ManholeLimits`` is what
+``rtmpd.admin.manhole.manhole_factory`` takes; ``MANHOLE_PARAMETERS`` are
+the options and ``manhole_limits(options)`` reads them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["MANHOLE_PARAMETERS", "ManholeLimits", "manhole_limits"]
+
+
+@dataclass(frozen=True)
+class ManholeLimits:
+    """How long, how often and how many: the manhole's answers to a stranger at its door."""
+
+    #: An SSH connection not logged in this many seconds after it opened is closed.
+    login_grace: float = 30.0
+    #: This many failed logins from one address within ``lockout`` seconds lock it out for ``lockout``.
+    max_failures: int = 5
+    lockout: float = 600.0
+    #: Connections not yet logged in, at once; more are closed as they arrive.
+    max_unauthenticated: int = 10
+
+
+_defaults = ManholeLimits()
+
+
+def _positive_float(value: str) -> float:
+    number = float(value)
+    if not 0 < number < float("inf"):
+        raise ValueError(f"must be a positive number, got {value}")
+    return number
+
+
+_positive_float.coerceDoc = "A positive number of seconds."
+
+
+def _at_least_one(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise ValueError(f"must be at least 1, got {value}")
+    return number
+
+
+_at_least_one.coerceDoc = "An integer, at least 1."
+
+
+MANHOLE_PARAMETERS: list[list[Any]] = [
+    [
+        "manhole-login-grace",
+        None,
+        _defaults.login_grace,
+        "Close a manhole SSH connection not logged in after this many seconds",
+        _positive_float,
+    ],
+    [
+        "manhole-max-failures",
+        None,
+        _defaults.max_failures,
+        "Failed manhole logins from one address that lock it out (for --manhole-lockout seconds)",
+        _at_least_one,
+    ],
+    [
+        "manhole-lockout",
+        None,
+        _defaults.lockout,
+        "Seconds over which manhole failures are counted, and an address stays locked out",
+        _positive_float,
+    ],
+]
+
+
+def manhole_limits(options: Mapping[str, Any]) -> ManholeLimits:
+    """The limits these options set."""
+    return ManholeLimits(
+        login_grace=options["manhole-login-grace"],
+        max_failures=options["manhole-max-failures"],
+        lockout=options["manhole-lockout"],
+    )
