@@ -27,6 +27,7 @@ from rtmpd.config import ServerConfig
 from rtmpd.core.limits import Limits
 from rtmpd.core.messages import MAX_CHUNK_SIZE
 from rtmpd.server.listening import ListeningService
+from rtmpd.server.options import LIMIT_PARAMETERS, config_fields
 
 if TYPE_CHECKING:
     from rtmpd.access.reloading import ReloadOnHangup
@@ -191,6 +192,7 @@ class Options(AccessOptions, usage.Options):
     ]
 
     optParameters += AUTH_PARAMETERS
+    optParameters += LIMIT_PARAMETERS
 
     def __init__(self) -> None:
         super().__init__()
@@ -263,6 +265,7 @@ class Options(AccessOptions, usage.Options):
             record_match=tuple(self["record-match"]),
             record_max_size=self["record-max-size"],
             record_interval=self["record-interval"],
+            **config_fields(self),
         )
 
 

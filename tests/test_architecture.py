@@ -81,6 +81,13 @@ CONNECTION_INTERNALS = frozenset(
         "bytes_since_pause",
         "accept_connect",
         "peer_host",  # the client address access control is asked about
+        # Connection limits and deadlines (rtmpd.server.admission, rtmpd.server.deadlines).
+        "aborted",
+        "admitted_host",
+        "closing_since",
+        "connected_at",
+        "handshake_done_at",
+        "idle_since",
     }
 )
 
