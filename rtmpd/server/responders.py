@@ -41,8 +41,8 @@ from rtmpd.relay.names import IllegalName, split_stream_name, validate_app
 from rtmpd.relay.peer import Peer
 from rtmpd.relay.player import Player
 from rtmpd.relay.registry import Publication, Stream
-from rtmpd.server.dispatch import MAX_STRING_ARGUMENT, Boolean, Integer, Object, Reply, String, responder
 from rtmpd.server.clienttext import LOGGED_TEXT_LENGTH, client_text
+from rtmpd.server.dispatch import MAX_STRING_ARGUMENT, Boolean, Integer, Object, Reply, String, responder
 from rtmpd.server.gate import AccessGate
 
 if TYPE_CHECKING:
