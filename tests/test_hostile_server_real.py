@@ -45,6 +45,12 @@ HONEST_CONNECT_SECONDS = 1.0
 ATTACKER_ADDRESS = "127.0.0.2"
 
 
+def kernel_send_buffer_max() -> int:
+    """The most a TCP socket's send buffer may grow to (the third value of net.ipv4.tcp_wmem)."""
+    with open("/proc/sys/net/ipv4/tcp_wmem") as f:
+        return int(f.read().split()[2])
+
+
 def raw_connection(port: int, source: str = ATTACKER_ADDRESS) -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind((source, 0))
@@ -87,10 +93,12 @@ class AttackTestCase(RealClientTestCase):
     """A stream published by ffmpeg and played by ffmpeg while each test attacks the server."""
 
     server_args: tuple[str, ...] = ("--play-timeout", "5")
+    #: More ffmpeg options for the publisher.
+    publisher_options: tuple[str, ...] = ()
 
     def setUp(self) -> None:
         super().setUp()
-        self.publisher = self.publish("live", 90)
+        self.publisher = self.publish("live", 90, extra=list(self.publisher_options))
         self.wait_live("live")
         self.player = self.ffmpeg_player("live")
         self.player.wait_frames(FPS // 2)
@@ -215,7 +223,10 @@ class IdleTimeoutTests(AttackTestCase):
 
 
 class RepeatedPlayTests(AttackTestCase):
-    """``play`` over and over from a client that never reads."""
+    """``play`` over and over from a client that never reads, on an 8 Mb/s stream (GOPs of about 2 MB)."""
+
+    publisher_options = ("-b:v", "8M", "-minrate", "8M", "-maxrate", "8M", "-bufsize", "2M",
+                         "-x264-params", "nal-hrd=cbr")  # fmt: skip
 
     def test_repeated_play_neither_requeues_the_cache_nor_lasts(self) -> None:
         start = self.start_real_time()
@@ -239,10 +250,18 @@ class RepeatedPlayTests(AttackTestCase):
         plays_taken = [e for e in self.server.messages("play command") if e["conn_id"] == conn_id]
         # The default --max-stream-requests is 128, and createStream was one of them.
         self.assertEqual(len(plays_taken), 127)
-        # One burst of the cache: the later plays found output unsent and got only the configuration.
+        # Bursts of the cache only while they fit in --max-queue-bytes (4 MiB) with the unsent backlog;
+        # the other plays got only the configuration.
         skipped = [e for e in self.server.messages("Late-join burst skipped: output backlog")
                    if e["conn_id"] == conn_id]
-        self.assertGreater(len(skipped), 100)
+        self.assertTrue(skipped)
+        for event in skipped:
+            self.assertGreater(event["buffered_bytes"] + event["gop_bytes"], 4 * 1024 * 1024)
+        # What was not skipped went to the server's buffer (at most 4 MiB) or the kernel's.
+        smallest_gop = min(e["gop_bytes"] for e in skipped)
+        self.assertGreater(smallest_gop, 1024 * 1024)
+        bursts = len(plays_taken) - len(skipped)
+        self.assertLessEqual(bursts, (4 * 1024 * 1024 + kernel_send_buffer_max()) // smallest_gop + 2)
         self.assertHonestClientServed()
         self.assertKeptRealTime(start)
         self.assertRSSBounded()

@@ -155,6 +155,7 @@ class Player:
                 stream_key=stream.key,
                 conn_id=peer.conn_id,
                 buffered_bytes=backlog,
+                gop_bytes=stream.cache.gop_bytes,
             )
             gop = []
         sid, chunk_size = self.stream_id, peer.chunk_size
