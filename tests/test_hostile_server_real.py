@@ -236,9 +236,7 @@ class RepeatedPlayTests(AttackTestCase):
         stream_id = attacker.start_playing("live")
         attacker.sock.setblocking(True)
         plays = b"".join(
-            attacker.protocol.writer.write(
-                8, encode_command("play", 0, None, "live", stream_id=stream_id)
-            )
+            attacker.protocol.writer.write(8, encode_command("play", 0, None, "live", stream_id=stream_id))
             for _ in range(200)
         )
         sender = threading.Thread(target=self._send_quietly, args=(attacker.sock, plays), daemon=True)
@@ -252,8 +250,11 @@ class RepeatedPlayTests(AttackTestCase):
         self.assertEqual(len(plays_taken), 127)
         # Bursts of the cache only while they fit in --max-queue-bytes (4 MiB) with the unsent backlog;
         # the other plays got only the configuration.
-        skipped = [e for e in self.server.messages("Late-join burst skipped: output backlog")
-                   if e["conn_id"] == conn_id]
+        skipped = [
+            e
+            for e in self.server.messages("Late-join burst skipped: output backlog")
+            if e["conn_id"] == conn_id
+        ]
         self.assertTrue(skipped)
         for event in skipped:
             self.assertGreater(event["buffered_bytes"] + event["gop_bytes"], 4 * 1024 * 1024)
@@ -391,7 +392,9 @@ class LateJoinAtFullSpeedTests(RealClientTestCase):
     PLAY_SECONDS = 8.0
 
     def test_late_joiner_reading_at_full_speed_gets_every_frame_from_its_first_keyframe(self) -> None:
-        publisher = self.cleanup_process(publish_hd(self.server.url("hd"), self.JOIN_AT + self.PLAY_SECONDS + 2))
+        publisher = self.cleanup_process(
+            publish_hd(self.server.url("hd"), self.JOIN_AT + self.PLAY_SECONDS + 2)
+        )
         self.wait_live("hd")
         live_since = time.monotonic()
         # Waiting for a moment in the stream, not for an event: this is the test's premise.

@@ -61,7 +61,8 @@ def expired(conn: RTMPProtocol, now: float, config: ServerConfig) -> Expired | N
         conn.idle_since = None
         return None
     if conn.idle_since is None:
-        conn.idle_since = now
+        # It stopped since the last sweep, on a command of its own: its last input is when.
+        conn.idle_since = min(conn.last_activity, now)
         return None
     waited = now - conn.idle_since
     limit = config.idle_timeout
