@@ -71,7 +71,9 @@ class ConnectionFactory(typing.Protocol):
 
     def next_conn_id(self) -> str: ...
     def uptime_ms(self) -> int: ...
-    def sweep_if_due(self, now: float) -> None: ...
+    next_sweep: float
+
+    def sweep(self) -> None: ...
 
 
 @implementer(IPushProducer)
@@ -208,9 +210,11 @@ class RTMPProtocol(FlowControl, Protocol):
         if self._closing:
             return
         self.last_activity = now = self.clock.seconds()
-        self.factory.sweep_if_due(now)
-        if self._closing:
-            return  # the sweep found this connection past a deadline
+        factory = self.factory
+        if now >= factory.next_sweep:  # the sweep is overdue (the reactor's timer waits on wall time)
+            factory.sweep()
+            if self._closing:
+                return  # past a deadline itself
         session = self.session
         outbox = self.factory.outbox
         outbox.hold()
