@@ -42,6 +42,8 @@ class Expired(NamedTuple):
 
 def expired(conn: RTMPProtocol, now: float, config: ServerConfig) -> Expired | None:
     """The deadline ``conn`` missed at ``now``, or None. Notes when it became idle (``conn.idle_since``)."""
+    if conn.aborted:
+        return None  # gone at the reactor's next turn
     if conn.closing_since is not None:
         waited = now - conn.closing_since
         if waited >= CLOSE_GRACE:
