@@ -43,6 +43,7 @@ from rtmpd.relay.player import Player
 from rtmpd.relay.registry import Publication, Stream
 from rtmpd.server.clienttext import LOGGED_TEXT_LENGTH, client_text
 from rtmpd.server.dispatch import MAX_STRING_ARGUMENT, Boolean, Integer, Object, Reply, String, responder
+from rtmpd.server.errors import TooManyStreamRequests
 from rtmpd.server.gate import AccessGate
 
 if TYPE_CHECKING:
@@ -54,10 +55,6 @@ if TYPE_CHECKING:
 FMS_VERSION = "FMS/3,5,7,7009"
 #: NetStreams one connection may create (publishers use one, players one or two).
 MAX_NET_STREAMS = 16
-
-
-class TooManyStreamRequests(CommandError):
-    """The connection made more createStream/publish/play requests than ``--max-stream-requests``."""
 
 
 @dataclass
@@ -126,9 +123,7 @@ class ServerCommands:
         self._stream_requests += 1
         limit = self.conn.config.max_stream_requests
         if self._stream_requests > limit:
-            raise TooManyStreamRequests(
-                f"{command.name}: more than {limit} stream requests on one connection"
-            )
+            raise TooManyStreamRequests(f"{command.name}: over {limit} stream requests on a connection")
 
     @property
     def registry(self) -> StreamRegistry:
