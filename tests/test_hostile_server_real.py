@@ -319,17 +319,18 @@ class GopCacheTests(AttackTestCase):
         empty = bytes([0x27, 0x01, 0, 0, 0])
         writer = attacker.protocol.writer
         sent_at = time.monotonic()
-        # 20,000 keyframes at one timestamp (20 MB), then 100,000 nearly empty frames.
-        burst = [writer.write(6, Message(MessageType.VIDEO, 0, stream_id, keyframe)) for _ in range(20_000)]
-        attacker.sock.sendall(b"".join(burst))
+        # 5,000 keyframes at one timestamp (5 MB: each once walked the whole cache and skipped the byte
+        # bound), then 30,000 nearly empty frames (past the 20,000-message cap; once nearly free).
+        flood = [writer.write(6, Message(MessageType.VIDEO, 0, stream_id, keyframe)) for _ in range(5_000)]
+        flood += [writer.write(6, Message(MessageType.VIDEO, 40, stream_id, empty)) for _ in range(30_000)]
+        attacker.sock.sendall(b"".join(flood))
+        # A command after the flood: once it is answered, the server has handled everything before it.
+        # (How fast a flood of messages is taken is the core's rate budget, not the cache's business.)
+        attacker.wait(attacker.protocol.call("_checkbw"), 30)
+        self.assertLess(time.monotonic() - sent_at, 10)
+        # While the attacker holds its stream with the cache as it left it:
         self.assertHonestClientServed()
-        burst = [writer.write(6, Message(MessageType.VIDEO, 40, stream_id, empty)) for _ in range(100_000)]
-        attacker.sock.sendall(b"".join(burst))
-        self.assertHonestClientServed()
-        # A marker after the flood: once the server relayed it, it handled everything before it.
-        attacker.sock.sendall(writer.write(6, Message(MessageType.VIDEO, 80, stream_id, keyframe)))
         self.assertLess(self.late_join_bytes("gop"), 2 * 1024 * 1024)
-        self.assertLess(time.monotonic() - sent_at, 20)
         self.assertKeptRealTime(start)
         self.assertRSSBounded()
         self.assertEqual(self.warnings_since_setup(), [])
