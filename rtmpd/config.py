@@ -45,3 +45,17 @@ class ServerConfig:
     record_fsync_interval: float = 5.0
     #: Recording file format: "flv" (every tag as received) or "mp4" (fragmented, rtmpd.recording.mp4file).
     record_format: str = "flv"
+    # -- hostile clients (issue 11, server and relay): connection limits, deadlines, request bounds --
+    #: Most connections at once (0: no limit). ``tap`` derives its default from the descriptor limit.
+    max_connections: int = 0
+    #: Most connections at once from one IP address (0: no limit). ``tap`` derives its default too.
+    max_connections_per_address: int = 0
+    #: Seconds from the end of the handshake to a successful ``connect``.
+    connect_timeout: float = 90.0
+    #: Seconds a connected client may spend neither publishing nor playing (from ``connect``, and
+    #: again whenever it stops its last publish or play).
+    idle_timeout: float = 120.0
+    #: ``createStream``, ``publish``, ``play`` and ``play2`` requests one connection may make in its life.
+    max_stream_requests: int = 128
+    #: Most messages in a stream's GOP cache (each also counts a fixed overhead against its bytes).
+    gop_cache_max_messages: int = 20_000

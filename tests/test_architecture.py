@@ -81,6 +81,13 @@ CONNECTION_INTERNALS = frozenset(
         "bytes_since_pause",
         "accept_connect",
         "peer_host",  # the client address access control is asked about
+        # Connection limits and deadlines (rtmpd.server.admission, rtmpd.server.deadlines).
+        "aborted",
+        "admitted_host",
+        "closing_since",
+        "connected_at",
+        "handshake_done_at",
+        "idle_since",
     }
 )
 
@@ -143,6 +150,7 @@ CONNECTION_ALLOWLIST: dict[tuple[str, str], str] = {
     ("rtmpd/testing.py", "self.session"): "MemoryServer.session(), a method that opens a test session",
     # The RTMP client's Twisted adapter is an adapter like rtmpd/server's: the transport is its own.
     ("rtmpd/remote/connection.py", "self.transport"): "the outgoing client connection's own transport",
+    ("rtmpd/remote/connection.py", "self.connected_at"): "the outgoing client connection's own start time",
 }
 
 _tree: Tree | None = None

@@ -15,6 +15,13 @@ multitrack message with many tracks): it fills each of their slots and is
 sent once. Within a kind, messages go out in the order they arrived, so a
 newer message for a track always comes after an older one that also
 covered it.
+
+The GOP is bounded on every path with constant work per message: in bytes
+(each message counts its payload plus ``MESSAGE_OVERHEAD``, so empty
+messages are not free), in messages and in duration. A GOP that outgrows a
+bound is dropped and restarts at the next keyframe; a keyframe checks the
+bounds too. So a late joiner is never sent more than the byte bound (plus
+the configuration messages).
 """
 
 from __future__ import annotations
@@ -24,14 +31,25 @@ import itertools
 from rtmpd.core.classify import HEADER, MediaInfo
 from rtmpd.core.messages import Message, MessageType
 
+#: Bytes each cached message counts beyond its payload (what holding it costs: the message, its
+#: classification, a list slot, and the chunk headers a player is sent with it).
+MESSAGE_OVERHEAD = 128
+#: Most same-timestamp video messages before a keyframe that move with it into the new GOP (the
+#: other tracks' keyframes of a multitrack stream): bounded, so a keyframe is constant work.
+MAX_CARRIED = 16
+
 
 class LateJoinCache:
-    """Holds what a late joiner needs, bounded in bytes and duration."""
+    """Holds what a late joiner needs; the GOP is bounded in bytes (with ``MESSAGE_OVERHEAD`` per
+    message), messages and duration."""
 
-    def __init__(self, *, gop_enabled: bool, max_bytes: int, max_duration_ms: int) -> None:
+    def __init__(
+        self, *, gop_enabled: bool, max_bytes: int, max_duration_ms: int, max_messages: int = 20_000
+    ) -> None:
         self.gop_enabled = gop_enabled
         self.max_bytes = max_bytes
         self.max_duration_ms = max_duration_ms
+        self.max_messages = max_messages
         self.metadata: Message | None = None
         #: (type_id, slot, track) -> (arrival number, message).
         self._config: dict[tuple[int, str, int], tuple[int, Message]] = {}
@@ -39,6 +57,7 @@ class LateJoinCache:
         self.gop: list[Message] = []
         #: The classification of each GOP message, in step with ``gop``.
         self._gop_infos: list[MediaInfo] = []
+        #: What the GOP counts against ``max_bytes``: payloads plus ``MESSAGE_OVERHEAD`` each.
         self.gop_bytes = 0
         #: False once the GOP outgrew its bounds; it restarts at the next keyframe.
         self._gop_valid = False
@@ -109,40 +128,57 @@ class LateJoinCache:
 
         ``info.is_keyframe`` holds only for a keyframe of the stream's primary
         video track: the GOP restarts there. Video messages of the same
-        timestamp just before it (other tracks' keyframes sent first) move
-        into the new GOP with it.
+        timestamp just before it (other tracks' keyframes sent first), at
+        most ``MAX_CARRIED``, move into the new GOP with it.
         """
         if not self.gop_enabled:
             return
         if info.is_keyframe:
-            ts = message.timestamp
-            start = len(self.gop)
-            while start and self.gop[start - 1].timestamp == ts:
-                start -= 1
-            carried = [i for i in range(start, len(self.gop)) if self.gop[i].type_id == MessageType.VIDEO]
-            self.gop = [self.gop[i] for i in carried] + [message]
-            self._gop_infos = [self._gop_infos[i] for i in carried] + [info]
-            self.gop_bytes = sum(len(m.payload) for m in self.gop)
-            self._gop_valid = True
+            self._restart_gop(message, info)
+        elif self._gop_valid:
+            self.gop.append(message)
+            self._gop_infos.append(info)
+            self.gop_bytes += len(message.payload) + MESSAGE_OVERHEAD
+        else:
             return
-        if not self._gop_valid:
-            return
-        self.gop.append(message)
-        self._gop_infos.append(info)
-        self.gop_bytes += len(message.payload)
-        duration = (message.timestamp - self.gop[0].timestamp) & 0xFFFFFFFF
-        if self.gop_bytes > self.max_bytes or duration > self.max_duration_ms:
+        gop = self.gop
+        if (
+            self.gop_bytes > self.max_bytes
+            or len(gop) > self.max_messages
+            or (message.timestamp - gop[0].timestamp) & 0xFFFFFFFF > self.max_duration_ms
+        ):
             self._drop_gop()
+
+    def _restart_gop(self, keyframe: Message, info: MediaInfo) -> None:
+        ts = keyframe.timestamp
+        gop, infos = self.gop, self._gop_infos
+        start = end = len(gop)
+        floor = max(0, end - MAX_CARRIED)
+        while start > floor and gop[start - 1].timestamp == ts:
+            start -= 1
+        carried = [i for i in range(start, end) if gop[i].type_id == MessageType.VIDEO]
+        self.gop = [gop[i] for i in carried] + [keyframe]
+        self._gop_infos = [infos[i] for i in carried] + [info]
+        self.gop_bytes = sum(len(m.payload) for m in self.gop) + MESSAGE_OVERHEAD * len(self.gop)
+        self._gop_valid = True
 
     # -- late join ------------------------------------------------------------------
 
     def late_join_messages(self, last_timestamp: int, primary_video_track: int) -> list[Message]:
         """What a player joining now receives: ``headers()`` then the GOP, stamped so time never goes back.
+        (``late_join_parts`` gives the two apart.)
 
         ``onMetaData`` goes at time 0 (ffmpeg's FLV demuxer takes a script tag
         with a non-zero timestamp for a subtitle stream); configuration goes at
         the GOP's first timestamp (or the stream's latest without a GOP).
         """
+        headers, gop = self.late_join_parts(last_timestamp, primary_video_track)
+        return headers + gop
+
+    def late_join_parts(
+        self, last_timestamp: int, primary_video_track: int
+    ) -> tuple[list[Message], list[Message]]:
+        """``late_join_messages`` as (the headers, the GOP)."""
         gop = self.gop
         start = gop[0].timestamp if gop else last_timestamp
         headers = [
@@ -151,7 +187,7 @@ class LateJoinCache:
         ]
         if gop and len(self.video_tracks()) > 1:
             gop = self._from_each_track_keyframe(primary_video_track)
-        return headers + gop
+        return headers, list(gop)
 
     def _from_each_track_keyframe(self, primary: int) -> list[Message]:
         """The GOP without the frames of other video tracks that precede that track's first keyframe in it.

@@ -4,6 +4,15 @@ The decision whether a relayed message goes to this player is the only
 per-player work on the hot path, so it is a handful of attribute checks.
 A player whose socket backs up is sent no video until the next keyframe
 (audio, data and sequence headers continue within the queue bound).
+
+The late-join burst is not slowness: it fills the socket at once by design.
+Until the peer's socket has drained after the burst, the player is judged
+by the bytes written to it beyond the burst (``Peer.over_queue_bound``), not
+by the socket being full, so a player that reads at full speed gets every
+frame after the burst. A connection gets a burst of GOP only when it has
+nothing left unsent, or when the burst fits within ``--max-queue-bytes``
+with what it has: a client that repeats ``play`` without reading gets the
+configuration again, never the cache again.
 """
 
 from __future__ import annotations
@@ -18,6 +27,7 @@ from rtmpd.relay.fanout import serialise
 from rtmpd.relay.latejoin import LateJoinCache
 
 if TYPE_CHECKING:
+    from rtmpd.config import ServerConfig
     from rtmpd.relay.peer import Peer
 
 
@@ -27,6 +37,7 @@ class PlayedStream(Protocol):
 
     key: str
     cache: LateJoinCache
+    config: ServerConfig
 
     @property
     def live(self) -> bool: ...
@@ -36,6 +47,8 @@ class PlayedStream(Protocol):
     def remove_player(self, player: Player) -> None: ...
 
     def late_join_messages(self) -> list[Message]: ...
+
+    def late_join_parts(self) -> tuple[list[Message], list[Message]]: ...
 
 
 class Player:
@@ -62,6 +75,8 @@ class Player:
         self.paused_by_client = False
         self.dropped_frames = 0
         self._dropping = False
+        #: True from the late-join burst until the peer's socket is no longer full.
+        self.in_burst = False
 
     def accepts(self, type_id: int, is_video: bool, is_header: bool, is_keyframe: bool) -> bool:
         """Whether a relayed message should be queued for this player now."""
@@ -74,8 +89,12 @@ class Player:
             if is_header:
                 return not peer.over_queue_bound
             if peer.congested:
-                self._drop()
-                return False
+                # During the burst only what was written beyond it counts (over_queue_bound).
+                if not self.in_burst or peer.over_queue_bound:
+                    self._drop()
+                    return False
+            elif self.in_burst:
+                self.in_burst = False
             if self.waiting_keyframe:
                 if not is_keyframe:
                     return False
@@ -127,8 +146,23 @@ class Player:
 
     def _send_late_join(self) -> None:
         stream, peer = self.stream, self.peer
-        for message in stream.late_join_messages():
-            peer.queue_media(serialise(message, self.stream_id, peer.chunk_size))
+        headers, gop = stream.late_join_parts()
+        backlog = peer.buffered_bytes
+        if gop and backlog and backlog + stream.cache.gop_bytes > stream.config.max_queue_bytes:
+            # Unsent output already (a repeated play, a second stream): no second burst; from a keyframe.
+            self.log.debug(
+                "Late-join burst skipped: output backlog",
+                stream_key=stream.key,
+                conn_id=peer.conn_id,
+                buffered_bytes=backlog,
+                gop_bytes=stream.cache.gop_bytes,
+            )
+            gop = []
+        sid, chunk_size = self.stream_id, peer.chunk_size
+        for message in headers:
+            peer.queue_media(serialise(message, sid, chunk_size))
+        for message in gop:
+            peer.queue_media(serialise(message, sid, chunk_size))
         if stream.cache.audio_headers:
             self.log.debug(
                 "Sent cached audio sequence header to subscriber",
@@ -142,12 +176,14 @@ class Player:
                 conn_id=self.peer.conn_id,
             )
         # A GOP starts at a keyframe: the player can take live frames at once.
-        self.waiting_keyframe = not stream.cache.gop
+        self.waiting_keyframe = not gop
+        self.in_burst = bool(gop)
         self.peer.flush_media()
 
     def publish_started(self) -> None:
         """Someone (re)started publishing the stream this player waits on."""
         self.waiting_keyframe = True
+        self.in_burst = False
         self.peer.send_control(user_control(UserControlEvent.STREAM_BEGIN, self.stream_id))
         self.peer.send_command(
             on_status(

@@ -13,6 +13,7 @@ and the publisher, the players and the other listeners go on.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +37,10 @@ if TYPE_CHECKING:
 _KNOWN_VIDEO_PACKET_TYPES = frozenset({None, 0, 1, 2, 3, 4, 5})
 _KNOWN_AUDIO_PACKET_TYPES = frozenset({None, 0, 1, 2, 4})
 _FRAME_COMMAND = 5
+#: Distinct unknown (kind, codec, packet type) a stream logs; past it, unknown tags are not noted.
+MAX_UNKNOWN_LOGGED = 32
+#: Tracks named one by one in a "Cached sequence header" line (a multitrack tag may carry hundreds).
+MAX_LOGGED_TRACKS = 8
 
 
 class Stream:
@@ -71,6 +76,7 @@ class Stream:
             gop_enabled=config.gop_cache,
             max_bytes=config.gop_cache_max_bytes,
             max_duration_ms=int(config.gop_cache_max_duration * 1000),
+            max_messages=config.gop_cache_max_messages,
         )
         self.stats = StreamStats()
         self.last_timestamp = 0
@@ -179,7 +185,7 @@ class Stream:
         message = Message(message.type_id, 0, message.stream_id, message.payload)
         self.cache.metadata = message
         width, height = values.get("width"), values.get("height")
-        if isinstance(width, (int, float)) and isinstance(height, (int, float)):
+        if _dimension(width) and _dimension(height):
             self.stats.width, self.stats.height = int(width), int(height)
         self._pass_on(message, METADATA)
 
@@ -229,7 +235,8 @@ class Stream:
             if t.codec.startswith("unknown") or t.packet_type not in known:
                 kind = "video" if is_video else "audio"
                 seen = (kind, t.codec, t.packet_type)
-                if seen not in self.stats.unknown_logged:
+                logged = self.stats.unknown_logged
+                if seen not in logged and len(logged) < MAX_UNKNOWN_LOGGED:
                     self.stats.unknown_logged.add(seen)
                     self.log.debug(
                         "Unknown media tag relayed untouched",
@@ -258,29 +265,37 @@ class Stream:
                 packet_type=info.tracks[0].packet_type,
             )
             return
+        # One line per message, not per track: a multitrack tag may name hundreds of tracks.
+        new_tracks = []
         for t in info.tracks:
             name = f"{kind}{t.track_id}"
-            new_track = name not in stats.tracks
+            if name not in stats.tracks:
+                new_tracks.append(t)
             stats.tracks[name] = t.codec
+        first = info.tracks[0]
+        self.log.info(
+            "Cached {kind} sequence header",
+            kind=kind,
+            stream_key=self.key,
+            conn_id=self._conn_id(),
+            size=len(message.payload),
+            codec=first.codec,
+            fourcc=first.fourcc,
+            track=first.track_id,
+            tracks=[t.track_id for t in info.tracks[:MAX_LOGGED_TRACKS]] if len(info.tracks) > 1 else None,
+            track_count=len(info.tracks),
+        )
+        if new_tracks and stats.codecs_logged and first.multitrack:
             self.log.info(
-                "Cached {kind} sequence header",
-                kind=kind,
+                "Track detected",
                 stream_key=self.key,
                 conn_id=self._conn_id(),
-                size=len(message.payload),
-                codec=t.codec,
-                fourcc=t.fourcc,
-                track=t.track_id,
+                kind=kind,
+                track=new_tracks[0].track_id,
+                codec=new_tracks[0].codec,
+                tracks=[t.track_id for t in new_tracks[:MAX_LOGGED_TRACKS]],
+                track_count=len(new_tracks),
             )
-            if new_track and stats.codecs_logged and t.multitrack:
-                self.log.info(
-                    "Track detected",
-                    stream_key=self.key,
-                    conn_id=self._conn_id(),
-                    kind=kind,
-                    track=t.track_id,
-                    codec=t.codec,
-                )
         if is_video:
             self.primary_video_track = cache.video_tracks()[0]
             stats.video_codec = stats.tracks[f"video{self.primary_video_track}"]
@@ -354,6 +369,20 @@ class Stream:
     def late_join_messages(self) -> list[Message]:
         """The cached messages a player joining now receives, stamped so time never goes backwards."""
         return self.cache.late_join_messages(self.last_timestamp, self.primary_video_track)
+
+    def late_join_parts(self) -> tuple[list[Message], list[Message]]:
+        """``late_join_messages`` as (configuration, GOP)."""
+        return self.cache.late_join_parts(self.last_timestamp, self.primary_video_track)
+
+
+def _dimension(value: Any) -> bool:
+    """True for a width or height worth keeping: a finite, positive number (AMF numbers may be NaN)."""
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and 0 < value < 1 << 20
+    )
 
 
 def _config_record(read: Callable[[bytes], dict], payload: bytes) -> dict:

@@ -19,6 +19,8 @@ from twisted.python.failure import Failure
 
 from rtmpd.access.decision import ALLOW, Action, Allow, Request
 from rtmpd.access.errors import AccessDenied
+from rtmpd.server.clienttext import client_text
+from rtmpd.server.dispatch import MAX_STRING_ARGUMENT
 
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IDelayedCall
@@ -62,8 +64,8 @@ class AccessGate:
             query,
             getattr(conn, "peer_host", ""),
             conn.conn_id,
-            str(params.get("tcUrl", "") or ""),
-            str(params.get("flashVer", "") or ""),
+            client_text(params.get("tcUrl"), MAX_STRING_ARGUMENT),
+            client_text(params.get("flashVer"), MAX_STRING_ARGUMENT),
         )
 
     def authorise(self, request: Request, allowed: Callable[..., Any], *args: Any) -> Deferred:

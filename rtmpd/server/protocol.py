@@ -5,10 +5,13 @@ gate, aggregates, ``@setDataFrame``); this adapter feeds it what the transport d
 returns with one small method, and writes what it has to send, in the manner of Twisted's
 ``twisted/web/_http2.py`` over h2.
 
-Errors end in one place. A ``RemoteProtocolError`` (the peer broke the protocol) goes to ``fail``: logged,
-answered where RTMP has a way, closed. Any other exception raised while one input is handled is our bug: it is
-logged with its traceback and the connection is closed cleanly, so one bad message never reaches the reactor
-as an "Unhandled Error".
+Every exception raised while one input is handled is caught in
+``dataReceived``. A ``RemoteProtocolError`` (the peer broke the protocol)
+goes to ``fail``: logged, answered where RTMP has a way, closed. Any other is
+our bug: logged once with its traceback and conn id, the connection closed
+cleanly, never an "Unhandled Error". (A failing command responder is
+answered by ``rtmpd.server.dispatch`` and the connection lives on.)
+Deadlines are checked by the factory's sweep (``rtmpd.server.deadlines``).
 
 The connection is the transport's push producer: when a player's socket backs up, the transport pauses it and
 the relay stops sending it video until it drains. It is also the relay's ``rtmpd.relay.peer.Peer``.
@@ -42,7 +45,9 @@ from rtmpd.core.messages import Message
 from rtmpd.core.session import ServerSession
 from rtmpd.server import lifecycle
 from rtmpd.server._fastwrite import write_chunks
+from rtmpd.server.clienttext import field_names
 from rtmpd.server.dispatch import Dispatcher
+from rtmpd.server.flow import FlowControl
 from rtmpd.server.responders import NetStream, ServerCommands
 
 if TYPE_CHECKING:
@@ -65,9 +70,13 @@ class ConnectionFactory(typing.Protocol):
     def next_conn_id(self) -> str: ...
     def uptime_ms(self) -> int: ...
 
+    next_sweep: float
+
+    def sweep(self) -> None: ...
+
 
 @implementer(IPushProducer)
-class RTMPProtocol(Protocol):
+class RTMPProtocol(FlowControl, Protocol):
     """One RTMP connection: a ``ServerSession`` on a Twisted transport, and a ``Peer`` for the relay.
 
     ``session`` decides what the bytes mean; this class acts on its events
@@ -96,13 +105,14 @@ class RTMPProtocol(Protocol):
         self._pending: list[bytes] = []
         self._closing = False
         self._close_reason = ""
-        self._handshake_timer = None
-        # Flow control: set by the transport when its buffer is full.
-        self.congested = False
+        self.aborted = False
+        #: The address ``factory.admission`` counted this connection under (released when it is lost).
+        self.admitted_host: str | None = None
+        #: For the deadlines (``rtmpd.server.deadlines``), on the factory's clock.
+        self.connected_at = self.handshake_done_at = 0.0
+        self.idle_since = self.closing_since = None
         self.chunk_size = self.session.chunk_size
-        self._input_holds = 0
-        self.paused_since = 0.0
-        self.bytes_since_pause = 0
+        FlowControl.__init__(self)
 
     # -- what the session knows -------------------------------------------------
 
@@ -125,6 +135,7 @@ class RTMPProtocol(Protocol):
     def accept_connect(self, app: str, params: dict) -> None:
         """``connect`` succeeded: the session is open for the other commands."""
         self.session.accept_connect(app, params)
+        self.idle_since = self.clock.seconds()
         lifecycle.connected(self, app, params)
 
     # -- connection lifecycle -------------------------------------------------
@@ -134,16 +145,15 @@ class RTMPProtocol(Protocol):
         peer = self.transport.getPeer()
         self.peer_addr = f"{getattr(peer, 'host', peer)}:{getattr(peer, 'port', '')}".rstrip(":")
         self.peer_host = str(getattr(peer, "host", "") or "")
-        self.last_activity = self.clock.seconds()
+        self.last_activity = self.connected_at = self.clock.seconds()
         self.factory.connections[self.conn_id] = self
         self.transport.registerProducer(self, True)
-        self._handshake_timer = self.clock.callLater(
-            self.config.limits.handshake_timeout, self._handshake_timed_out
-        )
         self.log.info("Connection accepted", conn_id=self.conn_id, peer_addr=self.peer_addr)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
-        self._cancel_handshake_timer()
+        if self.admitted_host is not None:
+            self.factory.admission.release(self.admitted_host)
+            self.admitted_host = None
         self.commands.gate.cancel_pending()  # a decision that comes after the client left starts nothing
         for ns in list(self.net_streams.values()):
             self.commands.close_net_stream(ns)
@@ -160,29 +170,21 @@ class RTMPProtocol(Protocol):
         )
         lifecycle.disconnected(self, why)
 
-    def _cancel_handshake_timer(self) -> None:
-        if self._handshake_timer is not None and self._handshake_timer.active():
-            self._handshake_timer.cancel()
-        self._handshake_timer = None
-
-    def _handshake_timed_out(self) -> None:
-        self._handshake_timer = None
-        self.log.warn(
-            "Handshake timed out", conn_id=self.conn_id, timeout=self.config.limits.handshake_timeout
-        )
-        self.abort("handshake timeout")
-
     def close(self, reason: str) -> None:
         """Close after what is already written has been sent."""
         if self._closing:
             return
         self._closing = True
         self._close_reason = reason
+        self.closing_since = self.clock.seconds()
         self.flush_media()
         self.transport.loseConnection()
 
     def abort(self, reason: str) -> None:
         """Close at once, discarding buffered output (a peer that does not read)."""
+        if self.aborted:
+            return
+        self.aborted = True
         self._closing = True
         self._close_reason = self._close_reason or reason
         self._pending = []
@@ -209,7 +211,12 @@ class RTMPProtocol(Protocol):
     def dataReceived(self, data: bytes) -> None:
         if self._closing:
             return
-        self.last_activity = self.clock.seconds()
+        self.last_activity = now = self.clock.seconds()
+        factory = self.factory
+        if now >= factory.next_sweep:  # the sweep is overdue (the reactor's timer waits on wall time)
+            factory.sweep()
+            if self._closing:
+                return  # past a deadline itself
         session = self.session
         outbox = self.factory.outbox
         outbox.hold()
@@ -233,7 +240,10 @@ class RTMPProtocol(Protocol):
             self._write_session_output()
             self.fail(e)
         except Exception:
-            self.log.failure("Unexpected error while handling client input", conn_id=self.conn_id)
+            # Our bug, triggered by this client: one line with the traceback, a clean close.
+            self.log.failure(
+                "Unexpected error while handling client input", conn_id=self.conn_id, peer_addr=self.peer_addr
+            )
             self.close("internal error")
         finally:
             outbox.release()
@@ -266,8 +276,8 @@ class RTMPProtocol(Protocol):
             )
 
     def _handshake_completed(self, digest: bool) -> None:
-        # OBS waits a few seconds before sending connect: only the handshake is timed.
-        self._cancel_handshake_timer()
+        # OBS waits a few seconds before sending connect: --connect-timeout is generous.
+        self.handshake_done_at = self.clock.seconds()
         self.log.info("Handshake completed", conn_id=self.conn_id, digest=digest)
 
     def _command(self, command: Command) -> None:
@@ -300,7 +310,11 @@ class RTMPProtocol(Protocol):
         stream = self.net_streams[message.stream_id].stream
         stream.set_metadata(message, values)
         self.log.info(
-            "Metadata received", conn_id=self.conn_id, stream_key=stream.key, fields=sorted(values)[:40]
+            "Metadata received",
+            conn_id=self.conn_id,
+            stream_key=stream.key,
+            fields=field_names(values),
+            field_count=len(values),
         )
 
     def _data(self, message: Message) -> None:
@@ -352,29 +366,7 @@ class RTMPProtocol(Protocol):
                 self.bytes_since_pause += size
             write_chunks(self.transport, pending)
 
-    @property
-    def over_queue_bound(self) -> bool:
-        return self.congested and self.bytes_since_pause >= self.config.max_queue_bytes
-
-    @property
-    def buffered_bytes(self) -> int:
-        """Bytes written but not yet taken by the kernel (best effort: Twisted keeps this private)."""
-        transport = self.transport
-        return len(getattr(transport, "dataBuffer", b"")) + getattr(transport, "_tempDataLen", 0)
-
-    # -- Peer: input hold, roles ------------------------------------------------
-
-    def hold_input(self) -> None:
-        self._input_holds += 1
-        if self._input_holds == 1 and self.transport is not None:
-            self.transport.pauseProducing()
-
-    def release_input(self) -> None:
-        if self._input_holds == 0:
-            return
-        self._input_holds -= 1
-        if self._input_holds == 0 and self.transport is not None and not self._closing:
-            self.transport.resumeProducing()
+    # -- Peer: roles ------------------------------------------------------------
 
     def roles(self) -> list[str]:
         roles = []
@@ -385,16 +377,5 @@ class RTMPProtocol(Protocol):
                 roles.append(f"play {ns.player.stream.key}")
         return roles
 
-    # -- IPushProducer ----------------------------------------------------------
-
-    def pauseProducing(self) -> None:
-        if not self.congested:
-            self.congested = True
-            self.paused_since = self.clock.seconds()
-            self.bytes_since_pause = 0
-
-    def resumeProducing(self) -> None:
-        self.congested = False
-
-    def stopProducing(self) -> None:
+    def stopProducing(self) -> None:  # IPushProducer; pause and resume are FlowControl's
         self._closing = True

@@ -41,7 +41,9 @@ from rtmpd.relay.names import IllegalName, split_stream_name, validate_app
 from rtmpd.relay.peer import Peer
 from rtmpd.relay.player import Player
 from rtmpd.relay.registry import Publication, Stream
-from rtmpd.server.dispatch import Boolean, Integer, Object, Reply, String, responder
+from rtmpd.server.clienttext import LOGGED_TEXT_LENGTH, client_text
+from rtmpd.server.dispatch import MAX_STRING_ARGUMENT, Boolean, Integer, Object, Reply, String, responder
+from rtmpd.server.errors import TooManyStreamRequests
 from rtmpd.server.gate import AccessGate
 
 if TYPE_CHECKING:
@@ -108,7 +110,20 @@ class ServerCommands:
         self.conn = conn
         self._next_stream_id = 1
         self._connecting = False
+        self._stream_requests = 0
         self.gate = AccessGate(conn)
+
+    @property
+    def connecting(self) -> bool:
+        """True while a ``connect`` waits for its authorisation."""
+        return self._connecting
+
+    def _count_stream_request(self, command: Command) -> None:
+        """One more createStream/publish/play: refused (and the connection closed) past the bound."""
+        self._stream_requests += 1
+        limit = self.conn.config.max_stream_requests
+        if self._stream_requests > limit:
+            raise TooManyStreamRequests(f"{command.name}: over {limit} stream requests on a connection")
 
     @property
     def registry(self) -> StreamRegistry:
@@ -132,7 +147,7 @@ class ServerCommands:
             raise CommandError("already connected")
         raw_app = params.get("app")
         app = validate_app(raw_app)
-        tc_url = str(params.get("tcUrl", "") or "")
+        tc_url = client_text(params.get("tcUrl"), MAX_STRING_ARGUMENT)
         query = (raw_app.partition("?")[2] if isinstance(raw_app, str) else "") or tc_url.partition("?")[2]
         self._connecting = True
         request = self.gate.request(Action.CONNECT, app, "", query, params)
@@ -150,8 +165,8 @@ class ServerCommands:
             "connect command",
             conn_id=conn.conn_id,
             app=app,
-            tcUrl=str(params.get("tcUrl", "")),
-            flashVer=str(params.get("flashVer", "")),
+            tcUrl=client_text(params.get("tcUrl"), LOGGED_TEXT_LENGTH),
+            flashVer=client_text(params.get("flashVer"), LOGGED_TEXT_LENGTH),
             enhanced=enhanced.summary(),
         )
         config = conn.config
@@ -170,8 +185,9 @@ class ServerCommands:
         )
         return Reply(properties, info)
 
-    @responder()
+    @responder(fatal_errors={TooManyStreamRequests: "NetConnection.Call.Failed"})
     def rtmp_createStream(self, command: Command) -> Reply:
+        self._count_stream_request(command)
         if len(self.conn.net_streams) >= MAX_NET_STREAMS:
             raise CommandError(f"more than {MAX_NET_STREAMS} streams on one connection")
         stream_id = self._next_stream_id
@@ -253,10 +269,12 @@ class ServerCommands:
             IllegalName: "NetStream.Publish.BadName",
             BadArgument: "NetStream.Publish.BadName",
             PublishDenied: "NetStream.Publish.BadName",
+            TooManyStreamRequests: "NetStream.Publish.Failed",
         },
     )
     def rtmp_publish(self, command: Command, name: str, kind: str) -> Deferred:
         conn = self.conn
+        self._count_stream_request(command)
         ns = self._net_stream(command)
         key, name, query = self._key(name)
         self.log.info("publish command", conn_id=conn.conn_id, stream_key=key, type=kind)
@@ -293,6 +311,7 @@ class ServerCommands:
         IllegalName: "NetStream.Play.StreamNotFound",
         BadArgument: "NetStream.Play.StreamNotFound",
         PlayDenied: "NetStream.Play.Failed",
+        TooManyStreamRequests: "NetStream.Play.Failed",
     }
 
     @responder(arguments=[("name", String())], fatal_errors=_PLAY_ERRORS)
@@ -305,6 +324,7 @@ class ServerCommands:
 
     def _play(self, command: Command, raw_name: Any, *, reset: bool) -> Deferred:
         conn = self.conn
+        self._count_stream_request(command)
         ns = self._net_stream(command)
         key, name, query = self._key(raw_name)
         self.log.info("play command", conn_id=conn.conn_id, stream_key=key)

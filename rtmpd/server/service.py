@@ -14,7 +14,7 @@ from twisted.internet import task
 from twisted.internet.interfaces import IReactorTime
 
 from rtmpd.config import ServerConfig
-from rtmpd.server.factory import RTMPServerFactory
+from rtmpd.server.factory import SWEEP_INTERVAL, RTMPServerFactory
 from rtmpd.server.listening import ListeningService
 from rtmpd.server.protocol import RTMPProtocol
 from rtmpd.server.reconnect import Reconnector
@@ -22,8 +22,6 @@ from rtmpd.server.reconnect import Reconnector
 if TYPE_CHECKING:
     from rtmpd.recording.recorder import Recorder
 
-#: How often idle publishers and stalled players are looked for (seconds).
-SWEEP_INTERVAL = 1.0
 #: Seconds that publishers asked to reconnect at shutdown get to leave before shutdown goes on.
 RECONNECT_GRACE = 5.0
 

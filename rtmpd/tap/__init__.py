@@ -30,6 +30,7 @@ from rtmpd.hooks.options import HOOK_PARAMETERS, HookOptions
 from rtmpd.recording.options import RECORDING_PARAMETERS, recording_config
 from rtmpd.remote.options import REMOTE_PARAMETERS, RemoteOptions
 from rtmpd.server.listening import ListeningService
+from rtmpd.server.options import LIMIT_PARAMETERS, config_fields
 from rtmpd.tap.access import install_access
 from rtmpd.tap.manhole import manhole_service
 from rtmpd.tap.metrics import METRICS_FLAGS, METRICS_PARAMETERS
@@ -215,6 +216,7 @@ class Options(AccessOptions, HookOptions, RemoteOptions, usage.Options):
         ["hls-part-duration", None, 0.25, "LL-HLS part duration in seconds", _positive(float)],
         ["hls-window", None, 6, "HLS segments listed in the playlist (kept in memory)", _positive(int)],
     ]
+    optParameters += LIMIT_PARAMETERS
 
     def __init__(self) -> None:
         super().__init__()
@@ -295,6 +297,7 @@ class Options(AccessOptions, HookOptions, RemoteOptions, usage.Options):
             record_max_size=self["record-max-size"],
             record_interval=self["record-interval"],
             **recording_config(self),
+            **config_fields(self),
         )
 
 
