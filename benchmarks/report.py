@@ -76,15 +76,19 @@ def _ingest(results: list[dict[str, Any]]) -> list[str]:
 
 
 def _fanout(results: list[dict[str, Any]]) -> list[str]:
-    header = ["N", "server", "CPU-s per GB", "vs nginx", "server CPU (sys)", "RSS MB", "rate min / median",
-              "real time", "latency p50 / p99 ms", "clients' CPU"]
+    modes = {r.get("client", "epoll") for r in results}
+    header = ["N", *(["client"] if len(modes) > 1 else []), "server", "CPU-s per GB", "vs nginx",
+              "server CPU (sys)", "RSS MB", "rate min / median", "real time", "latency p50 / p99 ms",
+              "clients' CPU"]
     rows = []
-    for r in results:
-        lead = [str(r["players"]), r["server"]]
+    ordered = sorted(results, key=lambda r: (r["players"], r.get("client", "epoll")))
+    for r in ordered if len(modes) > 1 else results:
+        mode = r.get("client", "epoll")
+        lead = [str(r["players"]), *([mode] if len(modes) > 1 else []), r["server"]]
         if "error" in r:
             rows.append(_error_row(r, lead, len(header)))
             continue
-        ref = _reference(results, players=r["players"])
+        ref = _reference(results, players=r["players"], client=mode)
         is_ref = r["server"] == REFERENCE
         realtime = f"{r['realtime_players']}/{r['normal_players']}"
         if r["failed_players"]:
@@ -139,6 +143,26 @@ def _slow(results: list[dict[str, Any]]) -> list[str]:
     return _table(header, rows)
 
 
+def _push(pushes: list[dict[str, Any]], results: list[dict[str, Any]]) -> list[str]:
+    header = ["destinations", "server", "server CPU (sys)", "CPU-s per GB", "sink rate", "RSS MB",
+              "same N of local players: server CPU", "push / players"]
+    rows = []
+    for r in pushes:
+        lead = [str(r["players"]), r["server"]]
+        if "error" in r:
+            rows.append(_error_row(r, lead, len(header)))
+            continue
+        local = next((b for b in results if b["scenario"] == "B" and b["server"] == r["server"]
+                      and b["players"] == r["players"] and "error" not in b), None)
+        rows.append(lead + [
+            f"{_pct(r['server_cpu_share'])} ({_pct(r['server_sys_share'])})", _num(r["cpu_s_per_gb"]),
+            _num(r["sink_rate_share"], 3), _num(r["rss_mb"], 1),
+            _pct(local["server_cpu_share"]) if local else "–",
+            _ratio(r["server_cpu_share"], local and local["server_cpu_share"]) if local else "–",
+        ])
+    return _table(header, rows)
+
+
 def render(results: list[dict[str, Any]], preamble: list[str] | None = None) -> str:
     """The whole report: ``preamble`` lines, then one table per scenario that has results."""
     lines = list(preamble or [])
@@ -157,6 +181,15 @@ def render(results: list[dict[str, Any]], preamble: list[str] | None = None) -> 
         ("C", "C. Server-added latency", _latency,
          "Time from the publisher's completed write of a message to the sampled player's read of its last "
          "byte (same CLOCK_MONOTONIC), over every audio and video message in the window."),
+        ("H", "H. Fan-out to low-latency HLS viewers", _fanout,
+         "N viewers (benchmarks.hlsclient: blocking playlist reloads, every part fetched once), against "
+         "N RTMP players in table B. CPU-s per GB = server CPU-seconds per GB of init segments and parts "
+         "delivered (playlists not counted); latency is not sampled."),
+        ("P", "P. Push to other servers", _push,
+         "One real-time publisher and no players, pushed on (--push) to that many stream names on an "
+         "nginx-rtmp sink whose CPU is not counted; compared with the same number of local RTMP players "
+         "(table B). Sink rate: what one player on the sink received / what was published (1.000 = real "
+         "time); CPU-s per GB counts every destination as carrying that much."),
         ("D", "D. One stalled player among 10 normal ones", _slow,
          "The stalled player connects, plays and then never reads again. RSS sampled every second."),
     ]
@@ -164,10 +197,15 @@ def render(results: list[dict[str, Any]], preamble: list[str] | None = None) -> 
         chosen = [r for r in results if r["scenario"] == key]
         if not chosen:
             continue
-        lines += ["", f"### {title}", "", *render_table(chosen), "", legend]
+        table = _push(chosen, results) if key == "P" else render_table(chosen)
+        lines += ["", f"### {title}", "", *table, "", legend]
         notes = [f"- {_what(r)}: {error}" for r in chosen for error in r.get("server_errors", [])]
         if notes:
             lines += ["", "Errors the servers logged:", *notes]
+        scraped = [f"- {_what(r)}: {r['scrapes']} scrapes of /metrics ({r['scrape_bytes']} bytes the last), "
+                   f"{r['scrape_failures']} failed" for r in chosen if "scrapes" in r]
+        if scraped:
+            lines += ["", "Metrics scraped during the runs:", *scraped]
     return "\n".join(lines) + "\n"
 
 

@@ -25,16 +25,21 @@ from typing import Any
 from benchmarks import report
 from benchmarks.media import DEFAULT_SECONDS, ensure_media, load_media
 from benchmarks.profile import py_spy, summarize
-from benchmarks.scenarios import Settings, fanout, ingest
+from benchmarks.scenarios import CLIENTS, Settings, fanout, ingest, push
 from benchmarks.servers import nginx_available
 
-SCENARIOS = ("A", "B", "C", "D")
+SCENARIOS = ("A", "B", "C", "D", "H", "P")
 DEFAULTS: dict[str, Any] = {"players": [1, 10, 100, 250, 1000], "duration": 20.0, "ingest_duration": 10.0,
                             "slow_duration": 30.0, "warmup": 3.0}
 QUICK_DEFAULTS: dict[str, Any] = {"players": [1, 10, 100], "duration": 5.0, "ingest_duration": 5.0,
                                   "slow_duration": 10.0, "warmup": 2.0}
 LATENCY_PLAYERS = 100
 SLOW_NORMAL_PLAYERS = 10
+
+
+def _ref(name: str) -> str:
+    """The git ref of an "rtmpd@REF" server name (with or without "+metrics")."""
+    return name.removesuffix("+metrics").split("@", 1)[1]
 
 
 def _csv(kind):
@@ -52,9 +57,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--servers", type=_csv(str), default=["nginx", "rtmpd"],
                         help="comma-separated: nginx, rtmpd (working tree), rtmpd@GITREF "
                         "(default nginx,rtmpd)")
-    parser.add_argument("--scenarios", type=_csv(str.upper), default=list(SCENARIOS),
-                        help="subset of A,B,C,D")
+    parser.add_argument("--scenarios", type=_csv(str.upper), default=["A", "B", "C", "D"],
+                        help="subset of A,B,C,D,H,P (default A,B,C,D)")
     parser.add_argument("--players", type=_csv(int), help="N for scenario B (default 1,10,100,250,1000)")
+    parser.add_argument("--clients", type=_csv(str), default=["epoll"],
+                        help="load clients of scenario B, comma-separated: epoll (benchmarks.loadclient), "
+                        "asyncio (benchmarks.asyncclient: small reads, acks at half the window), ffmpeg, "
+                        "rtmpdump (real player processes, only at N <= --proc-max-players) (default epoll)")
+    parser.add_argument("--proc-max-players", type=int, default=10,
+                        help="largest N run with real player processes (10)")
+    parser.add_argument("--hls-viewers", type=int, default=50, help="N of scenario H: LL-HLS viewers, "
+                        "measured against N RTMP players (rtmpd only; not in the default scenarios)")
+    parser.add_argument("--push-destinations", type=int, default=3, help="destinations of scenario P "
+                        "(rtmpd only; measured against as many RTMP players)")
+    parser.add_argument("--hls-arg", action="append", default=None, help="rtmpd option turning HLS on for "
+                        "scenario H (repeatable; default --hls)")
     parser.add_argument("--duration", type=float, help="measurement window of B and C, seconds (20)")
     parser.add_argument("--ingest-duration", type=float, help="window of A, seconds (10)")
     parser.add_argument("--ingest-rate", type=float, default=50.0, help="MB/s of the paced ingest run with "
@@ -78,11 +95,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--workdir",
                         help="keep logs and results here (default: a temporary directory, removed)")
     args = parser.parse_args(argv)
+    bad_clients = set(args.clients) - set(CLIENTS)
+    if bad_clients:
+        parser.error(f"unknown load clients: {', '.join(sorted(bad_clients))} (known: {', '.join(CLIENTS)})")
     unknown = set(args.scenarios) - set(SCENARIOS)
     if unknown:
         parser.error(f"unknown scenarios: {', '.join(sorted(unknown))}")
     for name in args.servers:
-        if name not in ("nginx", "rtmpd") and not name.startswith("rtmpd@"):
+        base = name.removesuffix("+metrics")
+        if base not in ("nginx", "rtmpd") and not base.startswith("rtmpd@"):
             parser.error(f"unknown server {name!r}")
     if "nginx" in args.servers and not nginx_available():
         parser.error("nginx with libnginx-mod-rtmp is not installed: install it or pass --servers rtmpd")
@@ -103,11 +124,23 @@ def _plan(args: argparse.Namespace) -> list[tuple[str, dict[str, Any]]]:
         if args.ingest_rate:
             plan.append(("A", {"record": True, "rate_mb": args.ingest_rate}))
     if "B" in args.scenarios:
-        plan += [("B", {"players": n}) for n in args.players]
+        for client in args.clients:
+            real = client in ("ffmpeg", "rtmpdump")
+            plan += [("B", {"players": n, "client": client}) for n in args.players
+                     if not real or n <= args.proc_max_players]
     if "C" in args.scenarios and not ("B" in args.scenarios and LATENCY_PLAYERS in args.players):
         plan.append(("C", {"players": LATENCY_PLAYERS}))
     if "D" in args.scenarios:
         plan.append(("D", {"players": SLOW_NORMAL_PLAYERS}))
+    if "H" in args.scenarios:
+        plan.append(("H", {"players": args.hls_viewers}))
+        if not ("B" in args.scenarios and args.hls_viewers in args.players):
+            plan.append(("B", {"players": args.hls_viewers}))
+    if "P" in args.scenarios:
+        plan.append(("P", {"players": args.push_destinations}))
+        planned = {p["players"] for k, p in plan if k == "B"}
+        if args.push_destinations not in planned:
+            plan.append(("B", {"players": args.push_destinations}))
     return plan
 
 
@@ -118,7 +151,11 @@ def _measure(kind: str, params: dict[str, Any], server: str, settings: Settings,
     if kind == "D":
         return fanout(server, settings, params["players"], stalled=1, scenario="D",
                       duration=args.slow_duration)
-    return fanout(server, settings, params["players"], scenario=kind)
+    if kind == "H":
+        return fanout(server, settings, params["players"], scenario="H", viewers="hls")
+    if kind == "P":
+        return push(server, settings, params["players"])
+    return fanout(server, settings, params["players"], scenario=kind, client=params.get("client", "epoll"))
 
 
 def _git(*cmd: str) -> str:
@@ -173,9 +210,11 @@ def _preamble(args: argparse.Namespace, argv: list[str], media_path: str, payloa
         f"- Servers: rtmpd {rtmpd.__version__}, working tree at {commit or 'unknown commit'}{dirty}; "
         f"{_nginx_version()} with libnginx-mod-rtmp; both one process, chunk size 4096, "
         "logging at warning level",
-        *[f"- {name}: rtmpd/ as of commit {_git('rev-parse', '--short', name.split('@', 1)[1]) or '?'} "
-          f"({_git('log', '-1', '--format=%s', name.split('@', 1)[1])})"
+        *[f"- {name}: rtmpd/ as of commit {_git('rev-parse', '--short', _ref(name)) or '?'} "
+          f"({_git('log', '-1', '--format=%s', _ref(name))})"
           for name in args.servers if name.startswith("rtmpd@")],
+        *[f"- {name}: with --http, its /metrics fetched every second during each run"
+          for name in args.servers if name.endswith("+metrics")],
         f"- Stream: {os.path.basename(media_path)}: 1280x720 30 fps H.264 (2 s GOP, CBR 3 Mb/s) + AAC 48 kHz "
         f"stereo; audio+video payload {payload_rate * 8 / 1e6:.2f} Mb/s",
         f"- Windows: B/C {args.duration:g} s, A {args.ingest_duration:g} s, D {args.slow_duration:g} s, "
@@ -202,7 +241,8 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings(media=os.path.abspath(media_path), workdir=workdir, duration=args.duration,
                         warmup=args.warmup, sample=args.sample, workers=args.workers,
                         rtmpd_args=tuple(args.rtmpd_arg),
-                        profile_dir=os.path.abspath(args.profile) if args.profile else None)
+                        profile_dir=os.path.abspath(args.profile) if args.profile else None,
+                        hls_args=tuple(args.hls_arg or ["--hls"]))
     settings_ingest = Settings(**{**settings.__dict__, "duration": args.ingest_duration})
     results: list[dict[str, Any]] = []
     plan = _plan(args)
@@ -213,6 +253,8 @@ def main(argv: list[str] | None = None) -> int:
             servers = args.servers if index % 2 == 0 else list(reversed(args.servers))
             measured = []
             for server in servers:
+                if kind in ("H", "P") and not server.startswith("rtmpd"):
+                    continue  # nginx-rtmp makes no low-latency HLS; its push is not what P measures
                 label = ", ".join(f"{k}={v}" for k, v in params.items())
                 print(f"[{kind} {label}] {server} ...", file=sys.stderr, flush=True)
                 result = _measure(kind, params, server, settings_ingest if kind == "A" else settings, args)
@@ -222,7 +264,8 @@ def main(argv: list[str] | None = None) -> int:
                 measured.append(result)
             measured.sort(key=lambda r: args.servers.index(r["server"]))
             results += measured
-            if kind == "B" and "C" in args.scenarios and params["players"] == LATENCY_PLAYERS:
+            if (kind == "B" and "C" in args.scenarios and params["players"] == LATENCY_PLAYERS
+                    and params.get("client") == "epoll"):
                 results += [{**r, "scenario": "C"} for r in measured]
     except KeyboardInterrupt:
         interrupted = True

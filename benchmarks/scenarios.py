@@ -11,6 +11,7 @@ counted as the server's.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import statistics
@@ -22,7 +23,7 @@ from typing import Any
 
 from benchmarks.procs import Child, RSSSampler, cpu_times, free_port, rss_bytes
 from benchmarks.profile import record_command
-from benchmarks.servers import make_server
+from benchmarks.servers import NginxServer, make_server
 
 __all__ = ["Settings", "fanout", "ingest", "split_players"]
 
@@ -45,6 +46,17 @@ class Settings:
     rtmpd_args: tuple[str, ...] = ()
     #: When set, rtmpd servers are profiled with py-spy over each fan-out window, into this directory.
     profile_dir: str | None = None
+    #: rtmpd options that turn HLS on (scenario H), besides the HTTP listener the benchmark gives it.
+    hls_args: tuple[str, ...] = ("--hls",)
+
+
+#: The load clients, by name: the module (and its leading arguments) that plays N players.
+CLIENTS: dict[str, tuple[str, ...]] = {
+    "epoll": ("benchmarks.loadclient",),
+    "asyncio": ("benchmarks.asyncclient",),
+    "ffmpeg": ("benchmarks.procclient", "--kind", "ffmpeg"),
+    "rtmpdump": ("benchmarks.procclient", "--kind", "rtmpdump"),
+}
 
 
 def split_players(players: int, workers: int) -> list[int]:
@@ -78,12 +90,17 @@ def _percentile(values: list[float], share: float) -> float:
 class _Run:
     """The processes of one measurement; ``close`` stops whatever was started."""
 
-    def __init__(self, server_name: str, settings: Settings, label: str) -> None:
+    def __init__(self, server_name: str, settings: Settings, label: str, viewers: str = "rtmp",
+                 client: str = "epoll") -> None:
         self.settings = settings
+        #: Which load client plays: see ``CLIENTS``.
+        self.client = client
         self.dir = os.path.join(settings.workdir, label)
         os.makedirs(self.dir, exist_ok=True)
-        self.server = make_server(server_name, os.path.join(self.dir, "server"), list(settings.rtmpd_args),
-                                  trees_dir=settings.workdir)
+        self.viewers = viewers
+        args = [*settings.rtmpd_args, *(settings.hls_args if viewers == "hls" else ())]
+        self.server = make_server(server_name, os.path.join(self.dir, "server"), args,
+                                  trees_dir=settings.workdir, http=viewers == "hls")
         self.port = free_port()
         self.publisher: Child | None = None
         self.clients: list[Child] = []
@@ -100,6 +117,8 @@ class _Run:
         return self.publisher.wait_event("ready", 30)
 
     def start_clients(self, players: int, stalled: int = 0) -> list[dict[str, Any]]:
+        if self.viewers == "hls":
+            return self._start_hls_clients(players)
         shares = split_players(players, _workers(self.settings, players))
         sample_left, stalled_left = self.settings.sample, stalled
         for i, share in enumerate(shares):
@@ -107,12 +126,23 @@ class _Run:
             stall = min(stalled_left, share)
             sample_left -= sample
             stalled_left -= stall
-            cmd = _python_module("benchmarks.loadclient", "--port", str(self.port), "--players", str(share),
+            cmd = _python_module(*CLIENTS[self.client], "--port", str(self.port), "--players", str(share),
                                  "--sample", str(sample), "--stalled", str(stall),
                                  "--ready-timeout", str(self.settings.ready_timeout), "--max-seconds", "900",
                                  "--out", os.path.join(self.dir, f"client{i}.json"))
             self.clients.append(Child(cmd, name=f"load client {i}",
                                       stderr_path=os.path.join(self.dir, f"client{i}.err"), cwd=_repo_root()))
+        return [c.wait_event("ready", self.settings.ready_timeout + 30) for c in self.clients]
+
+    def _start_hls_clients(self, viewers: int) -> list[dict[str, Any]]:
+        port = getattr(self.server, "http_port", 0)
+        if not port:
+            raise RuntimeError(f"{self.server.name} has no HTTP listener: HLS viewers need rtmpd")
+        cmd = _python_module("benchmarks.hlsclient", "--port", str(port), "--viewers", str(viewers),
+                             "--ready-timeout", str(self.settings.ready_timeout), "--max-seconds", "900",
+                             "--out", os.path.join(self.dir, "client0.json"))
+        err = os.path.join(self.dir, "client0.err")
+        self.clients.append(Child(cmd, name="HLS load client", stderr_path=err, cwd=_repo_root()))
         return [c.wait_event("ready", self.settings.ready_timeout + 30) for c in self.clients]
 
     def client_results(self) -> list[dict[str, Any]]:
@@ -135,6 +165,7 @@ class _Run:
             child.stop()
         self.server.stop()
         result["server_errors"] = self.server.errors()
+        result.update(self.server.extra_results())
 
 
 def _error(e: Exception) -> dict[str, str]:
@@ -204,12 +235,15 @@ def ingest(server_name: str, settings: Settings, *, record: bool, rate_mb: float
 
 
 def fanout(server_name: str, settings: Settings, players: int, *, stalled: int = 0,
-           scenario: str = "B", duration: float | None = None) -> dict[str, Any]:
-    """Scenarios B/C (``stalled=0``) and D: one real-time publisher, ``players`` players (+ ``stalled``)."""
+           scenario: str = "B", duration: float | None = None, viewers: str = "rtmp",
+           client: str = "epoll") -> dict[str, Any]:
+    """Scenarios B/C (``stalled=0``) and D: one real-time publisher, ``players`` players (+ ``stalled``);
+    H: the players are low-latency HLS viewers (``viewers="hls"``, ``benchmarks.hlsclient``).
+    ``client`` names the RTMP load client (``CLIENTS``)."""
     duration = settings.duration if duration is None else duration
-    run = _Run(server_name, settings, f"{scenario}-{players}-{server_name}")
+    run = _Run(server_name, settings, f"{scenario}-{players}-{client}-{server_name}", viewers, client)
     result: dict[str, Any] = {"scenario": scenario, "server": server_name, "players": players,
-                              "stalled": stalled}
+                              "stalled": stalled, "client": client if viewers == "rtmp" else "hls"}
     try:
         run.start_server()
         ready = run.start_publisher("realtime")
@@ -328,3 +362,58 @@ def _fanout_figures(clients: list[dict[str, Any]], sends: list[list[Any]],
         # Whether the server still held the stalled players' connections at the end of the window.
         "stalled_states": [p.get("tcp_state", "unknown") for p in stalled],
     }
+
+
+def push(server_name: str, settings: Settings, destinations: int) -> dict[str, Any]:
+    """Scenario P: one real-time publisher, no players, pushed on to ``destinations`` stream names on an
+    nginx-rtmp sink (its CPU is not counted); one player on the sink checks that the push flows."""
+    label = f"P-{destinations}-{server_name}"
+    sink = NginxServer(os.path.join(settings.workdir, label, "sink"))
+    sink_port = free_port()
+    sink_url = f"rtmp://127.0.0.1:{sink_port}/live"
+    pushes = tuple(f"--push=live/*={sink_url}/{{name}}-{i}" for i in range(destinations))
+    run = _Run(server_name, dataclasses.replace(settings, rtmpd_args=settings.rtmpd_args + pushes), label)
+    result: dict[str, Any] = {"scenario": "P", "server": server_name, "players": destinations}
+    checker = None
+    try:
+        sink.start(sink_port)
+        run.start_server()
+        ready = run.start_publisher("realtime")
+        payload_rate = ready["payload_rate"]
+        cmd = _python_module("benchmarks.loadclient", "--port", str(sink_port), "--key", "bench-0",
+                             "--players", "1", "--sample", "0", "--ready-timeout", "30",
+                             "--max-seconds", "900",
+                             "--out", os.path.join(run.dir, "sink-player.json"))
+        checker = Child(cmd, name="sink player", stderr_path=os.path.join(run.dir, "sink-player.err"),
+                        cwd=_repo_root())
+        checker.wait_event("ready", 60)
+        time.sleep(settings.warmup)
+        checker.send("start")
+        user0, sys0 = cpu_times(run.server.pid)
+        t0 = time.monotonic()
+        time.sleep(settings.duration)
+        checker.send("stop")
+        t1 = time.monotonic()
+        user1, sys1 = cpu_times(run.server.pid)
+        checker.wait_event("done", 60)
+        with open(os.path.join(run.dir, "sink-player.json")) as f:
+            sink_bytes = sum(p["bytes"] for p in json.load(f)["per_player"])
+        seconds = t1 - t0
+        cpu = (user1 - user0) + (sys1 - sys0)
+        # Every destination carries the stream the sink's player received from one of them.
+        delivered = sink_bytes * destinations
+        result.update(
+            seconds=seconds, server_cpu_s=cpu, server_cpu_share=cpu / seconds,
+            server_sys_share=(sys1 - sys0) / seconds, delivered_bytes=delivered,
+            sink_rate_share=sink_bytes / (payload_rate * seconds) if payload_rate else float("nan"),
+            cpu_s_per_gb=cpu / (delivered / _GB) if delivered else float("nan"),
+            rss_mb=rss_bytes(run.server.pid) / _MB,
+        )
+    except Exception as e:  # one failed measurement must not lose the others
+        result.update(_error(e))
+    finally:
+        if checker is not None:
+            checker.stop()
+        run.close(result)
+        sink.stop()
+    return result

@@ -13,9 +13,11 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
+import urllib.request
 from string import Template
 
-from benchmarks.procs import wait_listening
+from benchmarks.procs import free_port, wait_listening
 
 __all__ = ["NGINX_MODULE_PATHS", "NginxServer", "RtmpdServer", "Server", "export_tree", "make_server",
            "nginx_available"]
@@ -27,6 +29,8 @@ NGINX_MODULE_PATHS = (
 )
 _TEMPLATE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "nginx.conf.template")
 _START_TIMEOUT = 30.0
+#: Appended to an rtmpd server name: run it with /metrics on and scraped every second.
+METRICS_SUFFIX = "+metrics"
 
 
 def _nginx_module() -> str | None:
@@ -98,6 +102,10 @@ class Server:
         """The first ``limit`` error-level lines the server logged (for the report's notes)."""
         return []
 
+    def extra_results(self) -> dict:
+        """Figures of this server variant to add to each result (e.g. scrapes made)."""
+        return {}
+
     def stop(self, timeout: float = 15.0) -> int | None:
         """SIGTERM by PID, then SIGKILL if it does not exit in time. Returns the exit status."""
         process = self.process
@@ -123,19 +131,42 @@ class RtmpdServer(Server):
     name = "rtmpd"
 
     def __init__(self, workdir: str, extra_args: list[str] | None = None, *, name: str = "",
-                 source_tree: str | None = None) -> None:
+                 source_tree: str | None = None, scrape_metrics: bool = False, http: bool = False) -> None:
         super().__init__(workdir, name)
         self.extra_args = list(extra_args or [])
         if source_tree is not None:
             self.env["PYTHONPATH"] = os.pathsep.join(
                 p for p in (source_tree, os.environ.get("PYTHONPATH", "")) if p)
+        #: The HTTP listener's port (``--http``), or 0 when it has none.
+        self.http_port = free_port() if (http or scrape_metrics) else 0
+        #: With metrics: a thread of ours fetches /metrics every second.
+        self.scraper = MetricsScraper(self.http_port) if scrape_metrics else None
 
     def command(self, port: int, record_dir: str | None) -> list[str]:
         cmd = [_twistd(), "-n", "--pidfile=", "rtmpd", "--port", f"tcp:{port}:interface=127.0.0.1",
                "--log-level", "warn", "--log-format", "json", "--chunk-size", "4096"]
         if record_dir is not None:
             cmd += ["--record-dir", record_dir]
+        if self.http_port:
+            cmd += ["--http", f"tcp:{self.http_port}:interface=127.0.0.1"]
         return cmd + self.extra_args
+
+    def start(self, port: int, record_dir: str | None = None) -> None:
+        super().start(port, record_dir)
+        if self.scraper is not None:
+            assert self.process is not None
+            self.scraper.start(self.process)
+
+    def stop(self, timeout: float = 15.0) -> int | None:
+        if self.scraper is not None:
+            self.scraper.stop()
+        return super().stop(timeout)
+
+    def extra_results(self) -> dict:
+        if self.scraper is None:
+            return {}
+        return {"scrapes": self.scraper.scrapes, "scrape_failures": self.scraper.failures,
+                "scrape_bytes": self.scraper.last_size}
 
     def errors(self, limit: int = 3) -> list[str]:
         found = []
@@ -154,6 +185,38 @@ class RtmpdServer(Server):
         except OSError:
             pass
         return found
+
+
+class MetricsScraper:
+    """Fetches ``/metrics`` from 127.0.0.1:``port`` once a second in a thread, as Prometheus would with
+    ``scrape_interval: 1s``, counting scrapes and failures. Its CPU is the benchmark's, not the server's."""
+
+    def __init__(self, port: int, interval: float = 1.0) -> None:
+        self.port = port
+        self.interval = interval
+        self.scrapes = self.failures = self.last_size = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self, process: subprocess.Popen) -> None:
+        wait_listening(self.port, process, _START_TIMEOUT, "rtmpd's HTTP listener")
+        self._thread = threading.Thread(target=self._run, name="metrics scraper", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        url = f"http://127.0.0.1:{self.port}/metrics"
+        while not self._stop.wait(self.interval):
+            try:
+                with urllib.request.urlopen(url, timeout=5) as response:
+                    self.last_size = len(response.read())
+                self.scrapes += 1
+            except OSError:
+                self.failures += 1
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(10)
 
 
 class NginxServer(Server):
@@ -221,17 +284,20 @@ def export_tree(ref: str, directory: str) -> str:
 
 
 def make_server(name: str, workdir: str, rtmpd_args: list[str] | None = None,
-                trees_dir: str | None = None) -> Server:
-    """A server object for ``name``: "nginx", "rtmpd" (the working tree) or "rtmpd@REF" (a git commit).
+                trees_dir: str | None = None, http: bool = False) -> Server:
+    """A server object for ``name``: "nginx", "rtmpd" (the working tree) or "rtmpd@REF" (a git commit);
+    an rtmpd name ending in "+metrics" also serves /metrics, scraped every second during the run.
 
     Raises ValueError for any other name, RuntimeError if REF cannot be extracted.
     """
-    if name == "rtmpd":
-        return RtmpdServer(workdir, rtmpd_args)
-    if name.startswith("rtmpd@"):
-        ref = name.split("@", 1)[1]
+    base, scraped = (name[: -len(METRICS_SUFFIX)], True) if name.endswith(METRICS_SUFFIX) else (name, False)
+    if base == "rtmpd":
+        return RtmpdServer(workdir, rtmpd_args, name=name, scrape_metrics=scraped, http=http)
+    if base.startswith("rtmpd@"):
+        ref = base.split("@", 1)[1]
         tree = export_tree(ref, os.path.join(trees_dir or workdir, "tree-" + ref.replace("/", "_")))
-        return RtmpdServer(workdir, rtmpd_args, name=name, source_tree=tree)
+        return RtmpdServer(workdir, rtmpd_args, name=name, source_tree=tree, scrape_metrics=scraped,
+                           http=http)
     if name == "nginx":
         return NginxServer(workdir)
-    raise ValueError(f"unknown server {name!r}: nginx, rtmpd or rtmpd@GITREF")
+    raise ValueError(f"unknown server {name!r}: nginx, rtmpd or rtmpd@GITREF (+metrics)")

@@ -29,10 +29,19 @@ CORE = "rtmpd.core"
 LAYER_RULES: tuple[tuple[str, tuple[str, ...], str], ...] = (
     (
         "rtmpd.relay",
-        ("rtmpd.server", "rtmpd.recording", "rtmpd.admin"),
+        ("rtmpd.server", "rtmpd.recording", "rtmpd.admin", "rtmpd.http"),
         "the relay sees connections only through rtmpd.relay.peer.Peer and knows no service built on it",
     ),
-    ("rtmpd.recording", ("rtmpd.server",), "the recorder listens to the relay and never touches the server"),
+    (
+        "rtmpd.recording",
+        ("rtmpd.server", "rtmpd.http"),
+        "the recorder listens to the relay and never touches the server",
+    ),
+    (
+        "rtmpd.http",
+        ("rtmpd.server", "rtmpd.tap"),
+        "HTTP resources see the server through the relay and the admin views and actions, as the manhole",
+    ),
 )
 
 

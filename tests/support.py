@@ -91,6 +91,11 @@ class ServerProcess:
         self.port = int(listening["addr"].rsplit(":", 1)[1])
         return self
 
+    def port_of(self, what: str, timeout: float = 20.0) -> int:
+        """The port of the listener logged as ``{what} listening`` (``"HTTP server"``, ``"Manhole"``)."""
+        event = self.wait_for(lambda e: e.get("msg") == f"{what} listening", timeout)
+        return int(event["addr"].rsplit(":", 1)[1])
+
     def _read(self) -> None:
         assert self.process is not None and self.process.stdout is not None
         for line in self.process.stdout:

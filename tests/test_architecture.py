@@ -133,7 +133,9 @@ CONNECTION_ALLOWLIST: dict[tuple[str, str], str] = {
     ("rtmpd/admin/manhole.py", "channel.conn.sendRequest"): "the SSH connection service of that channel",
     # The tap is the one place that builds and wires services: it hands the RTMP service's factory to the
     # listeners it creates (a service's attribute, not a connection's).
-    ("rtmpd/tap.py", "top.factory"): "the tap wires the service's factory into its listeners",
+    ("rtmpd/tap/__init__.py", "top.factory"): "the tap wires the service's factory into its listeners",
+    ("rtmpd/tap/access.py", "top.factory"): "the tap gives the service's factory its access policy",
+    ("rtmpd/tap/manhole.py", "top.factory"): "the tap gives the manhole the service's access policy",
     # rtmpd.testing's RTMPTestClient is an RTMP client with its own handshake, chunk reader and writer,
     # commands and transport; MemoryServer builds server connections from the service's factory on purpose.
     ("rtmpd/testing.py", "self.handshake"): "the test client's own client handshake",

@@ -16,6 +16,7 @@ from twisted.logger import Logger
 
 from rtmpd.config import ServerConfig
 from rtmpd.core.errors import BadStreamName
+from rtmpd.notify import Notifier
 from rtmpd.relay.listener import StreamListener
 from rtmpd.relay.stream import Publication, Stream
 
@@ -32,6 +33,8 @@ class StreamRegistry:
         self._now = clock
         self.streams: dict[str, Stream] = {}
         self.listeners: list[StreamListener] = []
+        #: Lifecycle events of every stream and connection (``rtmpd.notify``).
+        self.notifier = Notifier(clock)
 
     def __iter__(self) -> Iterator[Stream]:
         return iter(list(self.streams.values()))
@@ -42,7 +45,9 @@ class StreamRegistry:
     def _stream(self, key: str) -> Stream:
         stream = self.streams.get(key)
         if stream is None:
-            stream = self.streams[key] = Stream(key, self.config, self.listeners, self.forget_if_idle)
+            stream = self.streams[key] = Stream(
+                key, self.config, self.listeners, self.forget_if_idle, self.notifier
+            )
         return stream
 
     def publish(self, key: str, publication: Publication) -> Stream:

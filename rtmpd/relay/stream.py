@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from twisted.logger import Logger, LogLevel
@@ -25,8 +24,10 @@ from rtmpd.core import media
 from rtmpd.core.classify import HEADER, METADATA, MediaInfo, classify
 from rtmpd.core.errors import MalformedTag
 from rtmpd.core.messages import Message, MessageType
+from rtmpd.notify import Notifier
 from rtmpd.relay.fanout import serialise
 from rtmpd.relay.latejoin import LateJoinCache
+from rtmpd.relay.publication import Publication, StreamStats
 
 if TYPE_CHECKING:
     from rtmpd.relay.peer import Peer
@@ -40,49 +41,6 @@ _FRAME_COMMAND = 5
 MAX_UNKNOWN_LOGGED = 32
 #: Tracks named one by one in a "Cached sequence header" line (a multitrack tag may carry hundreds).
 MAX_LOGGED_TRACKS = 8
-
-
-@dataclass
-class Publication:
-    """One publisher's hold on a stream."""
-
-    peer: Peer
-    stream_id: int
-    name: str
-    query: str
-    started_at: float
-    last_activity: float
-    bytes_in: int = 0
-    messages_in: int = 0
-    #: True while the recorder holds the publisher back (it is not idle then).
-    throttled: bool = False
-    #: Recording wish of whoever authorised the publish: False keeps it out of the recordings, True
-    #: records it even if no --record-match pattern matches, None leaves the recorder's settings.
-    record: bool | None = None
-    #: What access control allowed this publish on (an ``rtmpd.access`` request), for periodic
-    #: re-checks; opaque to the relay. None without access control.
-    authorisation: Any = None
-
-
-@dataclass
-class StreamStats:
-    """What the relay learnt about a stream's media, for logs and inspection."""
-
-    #: Codec of the primary (lowest-numbered) video/audio track: "H264", "H265", "AV1", "Opus"...
-    video_codec: str | None = None
-    audio_codec: str | None = None
-    width: int | None = None
-    height: int | None = None
-    #: Every track that sent a sequence header: "video0" -> "H265", "audio1" -> "Opus"...
-    tracks: dict[str, str] = field(default_factory=dict)
-    #: What the primary tracks' configuration records say (AVC profile/level, AAC rate/channels).
-    video_config: dict[str, int] = field(default_factory=dict)
-    audio_config: dict[str, int | None] = field(default_factory=dict)
-    #: True once any Enhanced RTMP multitrack tag was seen.
-    multitrack: bool = False
-    codecs_logged: bool = False
-    #: (kind, codec, packet type) of unknown tags already logged.
-    unknown_logged: set[tuple[str, str, int | None]] = field(default_factory=set)
 
 
 class Stream:
@@ -101,8 +59,11 @@ class Stream:
         config: ServerConfig,
         listeners: list[Any],
         forget: Callable[[Stream], None],
+        notifier: Notifier | None = None,
     ) -> None:
         self.key = key
+        #: Lifecycle events (publish, play, codecs) go here; see ``rtmpd.notify``.
+        self.notifier = notifier if notifier is not None else Notifier(lambda: 0.0)
         self.config = config
         #: The registry's ``rtmpd.relay.listener.StreamListener``s (shared, not copied).
         self._listeners = listeners
@@ -137,13 +98,23 @@ class Stream:
         for player in list(self.players):
             player.publish_started()
         self._tell("stream_published", self)
+        if self.notifier.active:
+            self.notifier.emit("publish_start", **self._peer_fields(publication.peer))
 
     def stop(self) -> None:
         """The publisher is gone: tell players and listeners; the players stay."""
-        if self.publisher is None:
+        publication = self.publisher
+        if publication is None:
             return
         self.publisher = None
         self._tell("stream_unpublished", self)
+        if self.notifier.active:
+            self.notifier.emit(
+                "publish_stop",
+                **self._peer_fields(publication.peer),
+                bytes_in=publication.bytes_in,
+                messages_in=publication.messages_in,
+            )
         for player in list(self.players):
             player.publish_stopped()
         self.cache.clear()
@@ -347,6 +318,17 @@ class Stream:
                 audio=stats.audio_config or None,
                 tracks=dict(stats.tracks) if stats.multitrack else None,
             )
+            if self.notifier.active:
+                self.notifier.emit(
+                    "codec_detected",
+                    stream_key=self.key,
+                    conn_id=self._conn_id(),
+                    video_codec=stats.video_codec,
+                    audio_codec=stats.audio_codec,
+                    video=dict(stats.video_config) if stats.video_config else None,
+                    audio=dict(stats.audio_config) if stats.audio_config else None,
+                    tracks=dict(stats.tracks),
+                )
 
     # -- players --------------------------------------------------------------
 
@@ -358,6 +340,8 @@ class Stream:
             conn_id=player.peer.conn_id,
             total_subscribers=len(self.players),
         )
+        if self.notifier.active:
+            self.notifier.emit("play_start", **self._peer_fields(player.peer))
 
     def remove_player(self, player: Player) -> None:
         try:
@@ -370,7 +354,17 @@ class Stream:
             conn_id=player.peer.conn_id,
             total_subscribers=len(self.players),
         )
+        if self.notifier.active:
+            self.notifier.emit(
+                "play_stop",
+                **self._peer_fields(player.peer),
+                dropped_frames=player.dropped_frames,
+            )
         self._forget(self)
+
+    def _peer_fields(self, peer: Peer) -> dict[str, Any]:
+        app, _, name = self.key.partition("/")
+        return dict(stream_key=self.key, app=app, name=name, conn_id=peer.conn_id, peer_addr=peer.peer_addr)
 
     def late_join_messages(self) -> list[Message]:
         """The cached messages a player joining now receives, stamped so time never goes backwards."""

@@ -18,6 +18,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from rtmpd.access.decision import ALLOW, Action, Allow, Request
+from rtmpd.access.errors import AccessDenied
 from rtmpd.server.clienttext import client_text
 from rtmpd.server.dispatch import MAX_STRING_ARGUMENT
 
@@ -76,8 +77,26 @@ class AccessGate:
             self._pending.add(d)
             d.addBoth(self._settled, d)
         d.addCallback(allowed, *args)
+        d.addErrback(self._tell_denied, request)
         d.addErrback(_quiet_when_cancelled)
         return d
+
+    def _tell_denied(self, failure: Failure, request: Request) -> Failure:
+        denied = failure.check(AccessDenied)
+        notifier = self.conn.factory.registry.notifier
+        if denied and notifier.active:
+            error = failure.value
+            notifier.emit(
+                "auth_denied",
+                conn_id=request.conn_id,
+                peer_addr=getattr(self.conn, "peer_addr", ""),
+                action=request.action,
+                app=request.app,
+                name=request.name,
+                reason=error.reason,
+                authoriser=error.authoriser,
+            )
+        return failure
 
     def _settled(self, result: Any, d: Deferred) -> Any:
         self._pending.discard(d)

@@ -1,10 +1,9 @@
 """The Twisted adapter: one ``RTMPProtocol`` per TCP connection, over ``rtmpd.core.session.ServerSession``.
 
-The session holds the connection's state machine (handshake, chunks,
-acknowledgements, pings, the connect gate, aggregates, ``@setDataFrame``);
-this adapter feeds it what the transport delivers, acts on each event it
-returns with one small method, and writes what it has to send, in the
-manner of Twisted's ``twisted/web/_http2.py`` over h2.
+The session holds the connection's state machine (handshake, chunks, acknowledgements, pings, the connect
+gate, aggregates, ``@setDataFrame``); this adapter feeds it what the transport delivers, acts on each event it
+returns with one small method, and writes what it has to send, in the manner of Twisted's
+``twisted/web/_http2.py`` over h2.
 
 Every exception raised while one input is handled is caught in
 ``dataReceived``. A ``RemoteProtocolError`` (the peer broke the protocol)
@@ -14,9 +13,8 @@ cleanly, never an "Unhandled Error". (A failing command responder is
 answered by ``rtmpd.server.dispatch`` and the connection lives on.)
 Deadlines are checked by the factory's sweep (``rtmpd.server.deadlines``).
 
-The connection is the transport's push producer: when a player's socket
-backs up, the transport pauses it and the relay stops sending it video until
-it drains. It is also the relay's ``rtmpd.relay.peer.Peer``.
+The connection is the transport's push producer: when a player's socket backs up, the transport pauses it and
+the relay stops sending it video until it drains. It is also the relay's ``rtmpd.relay.peer.Peer``.
 """
 
 from __future__ import annotations
@@ -45,6 +43,7 @@ from rtmpd.core.events import (
 )
 from rtmpd.core.messages import Message
 from rtmpd.core.session import ServerSession
+from rtmpd.server import lifecycle
 from rtmpd.server._fastwrite import write_chunks
 from rtmpd.server.clienttext import field_names
 from rtmpd.server.dispatch import Dispatcher
@@ -60,8 +59,7 @@ if TYPE_CHECKING:
 
 
 class ConnectionFactory(typing.Protocol):
-    """What a connection uses of the factory that built it (``rtmpd.server.factory.RTMPServerFactory``,
-    which imports this module: naming it here would close an import circle)."""
+    """What a connection uses of its factory (``RTMPServerFactory``, not named: it imports this module)."""
 
     config: ServerConfig
     clock: IReactorTime
@@ -137,6 +135,7 @@ class RTMPProtocol(FlowControl, Protocol):
         """``connect`` succeeded: the session is open for the other commands."""
         self.session.accept_connect(app, params)
         self.idle_since = self.clock.seconds()
+        lifecycle.connected(self, app, params)
 
     # -- connection lifecycle -------------------------------------------------
 
@@ -160,13 +159,15 @@ class RTMPProtocol(FlowControl, Protocol):
         self.net_streams.clear()
         self.factory.connections.pop(self.conn_id, None)
         self._pending = []
+        why = self._close_reason or reason.getErrorMessage()
         self.log.info(
             "Connection closed",
             conn_id=self.conn_id,
-            reason=self._close_reason or reason.getErrorMessage(),
+            reason=why,
             bytes_in=self.bytes_in,
             bytes_out=self.bytes_out,
         )
+        lifecycle.disconnected(self, why)
 
     def close(self, reason: str) -> None:
         """Close after what is already written has been sent."""

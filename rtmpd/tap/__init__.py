@@ -2,7 +2,8 @@
 
 ``twistd -n rtmpd --port 1935 --record-dir ./recordings`` runs ``makeService``:
 an ``RTMPService`` whose children are the recorder (with ``--record-dir``),
-one listening service per endpoint (``--port`` and each ``--listen``) and,
+one listening service per endpoint (``--port`` and each ``--listen``), with
+``--http`` the HTTP listener and what is mounted on it (``rtmpd.tap.http``), and,
 with ``--manhole``, the manhole collection (its bit-rate sampler and its SSH
 listener). Nothing else in rtmpd builds a service or gives one a parent.
 """
@@ -11,7 +12,6 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import TYPE_CHECKING, Any
 
 from twisted.application import service
 from twisted.internet import endpoints, reactor
@@ -20,18 +20,17 @@ from twisted.python import usage
 
 import rtmpd
 from rtmpd import logs
-from rtmpd.access.errors import CallbackConfigError, ConfigFileError, RuleError
 from rtmpd.access.options import AUTH_PARAMETERS, AccessOptions, choice, on_loopback
-from rtmpd.access.settings import AccessSettings, build_policy
+from rtmpd.access.settings import AccessSettings
 from rtmpd.config import ServerConfig
 from rtmpd.core.limits import Limits
 from rtmpd.core.messages import MAX_CHUNK_SIZE
 from rtmpd.server.listening import ListeningService
 from rtmpd.server.options import LIMIT_PARAMETERS, config_fields
+from rtmpd.tap.access import install_access
+from rtmpd.tap.manhole import manhole_service
 
-if TYPE_CHECKING:
-    from rtmpd.access.reloading import ReloadOnHangup
-    from rtmpd.server.service import RTMPService
+__all__ = ["Options", "install_access", "makeService", "manhole_service"]
 
 
 def endpoint_description(value: str) -> str:
@@ -181,6 +180,13 @@ class Options(AccessOptions, usage.Options):
             "Endpoint for the SSH admin shell, e.g. tcp:2222 (off when absent)",
             endpoint_description,
         ],
+        [
+            "http",
+            None,
+            None,
+            "HTTP listener (metrics, API, health), e.g. tcp:8080:interface=127.0.0.1 (off when absent)",
+            endpoint_description,
+        ],
         ["manhole-keys", None, None, "authorized_keys file of keys allowed into the manhole"],
         ["manhole-passwd", None, None, "user:password file for the manhole (hashed passwords supported)"],
         [
@@ -296,6 +302,10 @@ def makeService(options: Options) -> service.MultiService:
             "(see --auth-* options, docs/access.md)",
             listeners=", ".join(d for d in listeners if not on_loopback(d)),
         )
+    if options["http"]:
+        from rtmpd.tap.http import install_http
+
+        install_http(top, options["http"])
     if options["manhole"]:
         from rtmpd.admin.auth import ManholeError
 
@@ -312,71 +322,3 @@ def makeService(options: Options) -> service.MultiService:
             sys.exit(f"rtmpd: error: {e}")
         manhole.setServiceParent(top)
     return top
-
-
-def install_access(top: RTMPService, settings: AccessSettings, reactor: Any) -> ReloadOnHangup:
-    """Build the access policy, give it to the connection factory, and add the SIGHUP reloader.
-    Exits with one line when a file or setting is bad."""
-    from rtmpd.access.reloading import ReloadOnHangup
-
-    try:
-        policy = build_policy(settings, reactor)
-    except (ConfigFileError, RuleError, CallbackConfigError, ValueError) as e:
-        sys.exit(f"rtmpd: error: access control: {e}")
-    top.factory.access = policy
-    for line in policy.describe():
-        _log.info("Access control: {line}", line=line)
-
-    def revoke(key: str) -> None:
-        stream = top.registry.streams.get(key)
-        if stream is not None and stream.publisher is not None:
-            _log.warn("Publish key removed; ending its live publisher", stream_key=key)
-            stream.publisher.peer.close("publish key revoked")
-
-    reloader = ReloadOnHangup(policy, reactor, revoke if settings.revoke_live else None)
-    reloader.setServiceParent(top)
-    if settings.recheck_interval > 0:
-        from rtmpd.access.recheck import PublisherRecheck
-
-        def publications() -> list:
-            return [s.publisher for s in top.registry if s.publisher is not None]
-
-        PublisherRecheck(policy, publications, settings.recheck_interval, reactor).setServiceParent(top)
-    return reloader
-
-
-def manhole_service(
-    description: str,
-    top: RTMPService,
-    *,
-    keys_file: str | None = None,
-    passwd_file: str | None = None,
-    host_key_file: str = "rtmpd_host_key",
-    reactor: Any = None,
-    reload_access: Any = None,
-) -> service.MultiService:
-    """The manhole collection, named "manhole": the bit-rate sampler its views read, and an SSH listener
-    on ``description`` (loopback unless it names an interface).
-
-    Raises ManholeError (one line) when there is no usable credential source or
-    host key (see ``rtmpd.admin.manhole.manhole_factory``).
-    """
-    # Imported here: conch and cryptography are heavy, and only the manhole needs them.
-    from rtmpd.admin.manhole import loopback_default, manhole_factory
-    from rtmpd.admin.namespace import make_namespace
-    from rtmpd.admin.rates import RateSampler
-
-    sampler = RateSampler(top.connections, top.clock)
-
-    def namespace(user: str) -> dict[str, Any]:
-        return make_namespace(top, user, sampler, reactor, top.factory.access, reload_access)
-
-    factory = manhole_factory(
-        namespace, keys_file=keys_file, passwd_file=passwd_file, host_key_file=host_key_file
-    )
-    manhole = service.MultiService()
-    manhole.setName("manhole")
-    sampler.setServiceParent(manhole)
-    listener = ListeningService(loopback_default(description), factory, what="Manhole", reactor=reactor)
-    listener.setServiceParent(manhole)
-    return manhole
