@@ -136,6 +136,7 @@ CONNECTION_ALLOWLIST: dict[tuple[str, str], str] = {
     ("rtmpd/tap/__init__.py", "top.factory"): "the tap wires the service's factory into its listeners",
     ("rtmpd/tap/access.py", "top.factory"): "the tap gives the service's factory its access policy",
     ("rtmpd/tap/manhole.py", "top.factory"): "the tap gives the manhole the service's access policy",
+    ("rtmpd/tap/http.py", "top.factory"): "the tap gives HTTP players conn ids, the outbox, the policy",
     # rtmpd.testing's RTMPTestClient is an RTMP client with its own handshake, chunk reader and writer,
     # commands and transport; MemoryServer builds server connections from the service's factory on purpose.
     ("rtmpd/testing.py", "self.handshake"): "the test client's own client handshake",

@@ -23,7 +23,28 @@ def install_http(top: RTMPService, description: str) -> HTTPRoot:
     root.mount("healthz", Healthz())
     root.mount("readyz", Readyz(readiness_checks(top)))
     ListeningService(description, HTTPSite(root), what="HTTP server").setServiceParent(top)
+    install_flv_players(top, root)
     return root
+
+
+def install_flv_players(top: RTMPService, root: HTTPRoot) -> None:
+    """HTTP-FLV players at ``/APP/NAME.flv`` (the root's fallback), swept for stalls once a second."""
+    from twisted.application.internet import TimerService
+
+    from rtmpd.http.flv.resource import FLVPlayers
+
+    factory = top.factory
+    players = FLVPlayers(
+        top.registry,
+        next_conn_id=factory.next_conn_id,
+        access=lambda: factory.access,
+        clock=top.clock,
+        outbox=factory.outbox,
+    )
+    root.fallback = players
+    sweeper = TimerService(1.0, players.sweep)
+    sweeper.clock = top.clock
+    sweeper.setServiceParent(top)
 
 
 def readiness_checks(top: RTMPService) -> list:
