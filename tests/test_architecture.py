@@ -6,8 +6,8 @@
   ``rtmpd.server``.
 - No import cycle between modules; imports under ``if TYPE_CHECKING:`` and
   inside functions count.
-- Nothing outside ``rtmpd/server/`` reads a connection's internals: only what
-  ``rtmpd.relay.peer.Peer`` declares.
+- Nothing outside the connection adapters (``rtmpd/server/``, ``rtmpd/http/flv/``) reads a
+  connection's internals: only what ``rtmpd.relay.peer.Peer`` declares.
 - No module over 400 lines, except the pure codecs of the core.
 
 A failure names each file and line, and the import checks print the
@@ -64,6 +64,10 @@ PEER_MODULE, PEER_CLASS = "rtmpd/relay/peer.py", "Peer"
 #: Attributes of a connection (``RTMPProtocol`` and the Twisted ``Protocol`` it is) that are not on ``Peer``
 #: and are rare enough elsewhere to be searched for on any object: reading one outside rtmpd/server/ is
 #: reaching into a connection (``publication.conn.transport.pauseProducing()``, ``conn.writer.chunk_size``).
+#: The packages that implement connections (``Peer``s over their own transports): the RTMP server, and the
+#: HTTP-FLV and WebSocket-FLV players. Only they may read a transport and the like.
+CONNECTION_ADAPTERS = ("rtmpd.server", "rtmpd.http.flv")
+
 CONNECTION_INTERNALS = frozenset(
     {
         "transport",  # the socket: flow control and writes belong to the adapter
@@ -209,6 +213,7 @@ class ArchitectureTests(SynchronousTestCase):
             peer_members=self.peer_members(),
             connection_names=CONNECTION_NAMES,
             allowed=allowed,
+            exempt_prefixes=CONNECTION_ADAPTERS,
         )
 
     def test_no_connection_internals_outside_server(self) -> None:

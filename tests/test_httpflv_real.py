@@ -11,7 +11,7 @@ import urllib.request
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from rtmpd.core.flv import FLVReader
+from rtmpd.core.flv import FLVReader, encode_header
 from tests.support import ServerProcess, ffmpeg_publish, require
 from tests.test_access_real import SECRET
 from tests.test_relay_real import FfmpegPlayer
@@ -177,3 +177,101 @@ class HTTPFLVAccessTests(HTTPFLVTestCase):
         play_query = signed_query(SECRET.encode(), "play", "live", "cam", exp)
         with urllib.request.urlopen(self.flv_url("cam", play_query), timeout=10) as response:
             self.assertTrue(response.read(3) == b"FLV")
+
+
+class WebSocketClient:
+    """A minimal WebSocket client for the test: the opening handshake, then unmasked server frames."""
+
+    def __init__(self, port: int, path: str) -> None:
+        import base64
+
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        key = base64.b64encode(os.urandom(16)).decode()
+        self.sock.sendall(
+            f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+        )
+        self.buffer = b""
+        while b"\r\n\r\n" not in self.buffer:
+            data = self.sock.recv(65536)
+            if not data:
+                break
+            self.buffer += data
+        head, _, self.buffer = self.buffer.partition(b"\r\n\r\n")
+        self.status = int(head.split(b" ", 2)[1]) if head else 0
+
+    def messages(self, count: int) -> list[tuple[int, bytes]]:
+        """The next ``count`` frames as (opcode, payload)."""
+        out = []
+        while len(out) < count:
+            frame = self._frame()
+            if frame is None:
+                break
+            out.append(frame)
+        return out
+
+    def _need(self, size: int) -> bool:
+        while len(self.buffer) < size:
+            data = self.sock.recv(65536)
+            if not data:
+                return False
+            self.buffer += data
+        return True
+
+    def _frame(self) -> tuple[int, bytes] | None:
+        if not self._need(2):
+            return None
+        opcode, length = self.buffer[0] & 0x0F, self.buffer[1] & 0x7F
+        assert not self.buffer[1] & 0x80, "server frames are not masked"
+        offset = 2
+        if length == 126:
+            self._need(4)
+            length, offset = int.from_bytes(self.buffer[2:4], "big"), 4
+        elif length == 127:
+            self._need(10)
+            length, offset = int.from_bytes(self.buffer[2:10], "big"), 10
+        if not self._need(offset + length):
+            return None
+        payload, self.buffer = self.buffer[offset : offset + length], self.buffer[offset + length :]
+        return opcode, payload
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class WebSocketFLVTests(HTTPFLVTestCase):
+    def test_websocket_flv_one_tag_per_message_from_a_keyframe(self) -> None:
+        self.start()
+        self.publish("ws", 30)
+        client = WebSocketClient(self.http, "/live/ws.flv")
+        self.addCleanup(client.close)
+        self.assertEqual(client.status, 101)
+        frames = client.messages(60)
+        self.assertEqual({opcode for opcode, _ in frames}, {2}, "binary messages only")
+        self.assertEqual(frames[0][1], encode_header(True, True), "the FLV header first, alone")
+        reader = FLVReader()
+        tags = []
+        for _, payload in frames:
+            got = reader.feed(payload)
+            self.assertEqual(len(got), 0 if payload is frames[0][1] else 1, "one whole tag per message")
+            tags += got
+        video = [t for t in tags if t.tag_type == VIDEO]
+        self.assertEqual(video[0].payload[:2], b"\x17\x00")
+        self.assertEqual(video[1].payload[:2], b"\x17\x01")
+        started = self.server.wait_for_msg("WebSocket-FLV player started", 5, stream_key="live/ws")
+        client.close()
+        self.server.wait_for_msg("WebSocket-FLV player ended", 10, conn_id=started["conn_id"])
+
+    def test_refused_and_unknown_websocket_plays(self) -> None:
+        self.start("--auth-keys", self._keys())  # a key file with play lines: plays need a viewer key
+        self.assertEqual(WebSocketClient(self.http, "/live/ws.flv").status, 403)
+        self.assertEqual(WebSocketClient(self.http, "/live/a/b/c.flv").status, 404)
+        self.assertEqual(self.server.errors(), [])
+
+    def _keys(self) -> str:
+        directory = self.mktemp()
+        os.makedirs(directory)
+        path = os.path.join(directory, "keys.txt")
+        with open(path, "w") as f:
+            f.write("live pub-key-1 name=show\nlive view-key-1 play name=show\n")
+        return path

@@ -28,10 +28,12 @@ def install_http(top: RTMPService, description: str) -> HTTPRoot:
 
 
 def install_flv_players(top: RTMPService, root: HTTPRoot) -> None:
-    """HTTP-FLV players at ``/APP/NAME.flv`` (the root's fallback), swept for stalls once a second."""
+    """HTTP-FLV and WebSocket-FLV players at ``/APP/NAME.flv`` (the root's fallback), swept for stalls
+    once a second."""
     from twisted.application.internet import TimerService
 
     from rtmpd.http.flv.resource import FLVPlayers
+    from rtmpd.http.flv.websocket import websocket_resource
 
     factory = top.factory
     players = FLVPlayers(
@@ -41,6 +43,7 @@ def install_flv_players(top: RTMPService, root: HTTPRoot) -> None:
         clock=top.clock,
         outbox=factory.outbox,
     )
+    players.websocket = websocket_resource(players)
     root.fallback = players
     sweeper = TimerService(1.0, players.sweep)
     sweeper.clock = top.clock

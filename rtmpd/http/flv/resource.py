@@ -1,11 +1,12 @@
-"""``/{app}/{name}.flv``: an HTTP-FLV player per request, asked of access control like an RTMP ``play``."""
+"""``/{app}/{name}.flv``: an HTTP-FLV or WebSocket-FLV player per request, asked of access control like an
+RTMP ``play``."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
 
-from twisted.internet.defer import succeed
+from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import IResource, Resource
@@ -15,7 +16,7 @@ from rtmpd.access.decision import ALLOW, Action
 from rtmpd.access.decision import Request as AccessRequest
 from rtmpd.access.errors import AccessDenied
 from rtmpd.core.flv import encode_header
-from rtmpd.http.flv.peer import HTTPPeer
+from rtmpd.http.flv.peer import HTTPPeer, StreamingPeer
 from rtmpd.http.jsonio import ErrorResource, HTTPError, error_body
 from rtmpd.relay.names import IllegalName, split_stream_name
 from rtmpd.relay.player import Player
@@ -35,10 +36,22 @@ class HTTPPlayer(Player):
         self.peer.close("stream unpublished")
 
 
+def parse_path(app: str, file_name: str) -> tuple[str, str]:
+    """``("live", "cam.flv")`` → ("live", "cam"). Raises HTTPError(404) for anything else."""
+    raw = file_name[:-4] if file_name.endswith(".flv") else ""
+    try:
+        if not app or not raw or len(app) > MAX_NAME or len(raw) > MAX_NAME:
+            raise IllegalName("empty or too long")
+        return app, split_stream_name(raw)[0]
+    except IllegalName as e:
+        raise HTTPError(404, f"no such stream: {e}") from e
+
+
 class FLVPlayers(Resource):
     """Serves ``GET /APP/NAME.flv`` (mounted as the HTTP root's fallback): each request becomes an
-    ``HTTPPlayer`` of ``APP/NAME`` after access control allows a ``play`` (the signed-URL query of the
-    request is the query of that play). Unknown shapes of path are JSON 404s.
+    ``HTTPPlayer`` of ``APP/NAME`` once access control allows a ``play`` (the request's query is that
+    play's query, so signed URLs work); a request that upgrades to WebSocket gets the same stream as
+    WebSocket-FLV (``websocket``, set by the wiring). Unknown paths are JSON 404s, refusals JSON 403s.
 
     ``players`` holds the live ones by conn id; ``sweep`` ends those stalled past the play timeout.
     """
@@ -61,84 +74,65 @@ class FLVPlayers(Resource):
         self.clock = clock
         self.outbox = outbox
         self.players: dict[str, HTTPPlayer] = {}
+        #: The WebSocket-FLV resource (``rtmpd.http.flv.websocket``), or None.
+        self.websocket: Resource | None = None
 
     def getChild(self, path: bytes, request: Request) -> IResource:
         if len(request.postpath) == 1 and request.postpath[0].endswith(b".flv"):
             request.prepath.append(request.postpath.pop())
             return _OnePlay(
-                self, path.decode("utf-8", "replace"), request.prepath[-1][:-4].decode("utf-8", "replace")
+                self, path.decode("utf-8", "replace"), request.prepath[-1].decode("utf-8", "replace")
             )
         return ErrorResource(HTTPError(404, "no such path", path=request.path.decode("latin-1")[:200]))
 
-    def play(self, request: Request, app: str, raw_name: str) -> bytes | int:
-        try:
-            if not app or len(app) > MAX_NAME or len(raw_name) > MAX_NAME:
-                raise IllegalName("name too long or empty")
-            name, _ = split_stream_name(raw_name)
-        except IllegalName as e:
-            return error_body(request, HTTPError(404, f"no such stream: {e}"))
-        query = request.uri.split(b"?", 1)[1].decode("latin-1") if b"?" in request.uri else ""
-        conn_id = self.next_conn_id()
-        address = request.getClientAddress()
-        access_request = AccessRequest(
-            Action.PLAY, app, name, query, str(getattr(address, "host", "") or ""), conn_id
-        )
-        policy = self.access()
-        decision = succeed(ALLOW) if policy is None else policy.authorise(access_request)
-        finished = request.notifyFinish()
-        decision.addCallback(self._allowed, request, conn_id, app, name, finished)
-        decision.addErrback(self._refused, request, conn_id, f"{app}/{name}")
-        return NOT_DONE_YET
+    # -- shared by both kinds of player ------------------------------------------------
 
-    def _allowed(
-        self, allow: Any, request: Request, conn_id: str, app: str, name: str, finished: Any
-    ) -> None:
-        if finished.called:
-            return  # the client left while access control thought
-        if allow.name is not None:
-            name = split_stream_name(allow.name)[0]
-        config = self.registry.config
-        peer = HTTPPeer(
-            request,
-            conn_id,
-            app,
-            clock=self.clock,
-            outbox=self.outbox,
-            max_queue_bytes=config.max_queue_bytes,
-            on_gone=self._gone,
+    def decide(self, app: str, name: str, query: str, host: str, conn_id: str) -> Deferred:
+        """Ask access control for a ``play``: fires with the name to play, fails with HTTPError(403/500)."""
+        policy = self.access()
+        request = AccessRequest(Action.PLAY, app, name, query, host, conn_id)
+        decision = succeed(ALLOW) if policy is None else policy.authorise(request)
+        decision.addCallbacks(
+            lambda allow: split_stream_name(allow.name)[0] if allow.name is not None else name,
+            self._refused,
+            errbackArgs=(conn_id, f"{app}/{name}"),
         )
+        return decision
+
+    def _refused(self, failure: Failure, conn_id: str, key: str) -> None:
+        if failure.check(AccessDenied):
+            self.log.info("HTTP play refused", conn_id=conn_id, stream_key=key, reason=failure.value.reason)
+            raise HTTPError(403, failure.value.reason)
+        self.log.failure("HTTP play access check failed", failure, conn_id=conn_id, stream_key=key)
+        raise HTTPError(500, "access control failed")
+
+    def start(self, peer: StreamingPeer, app: str, name: str) -> None:
+        """Send the FLV header, then make ``peer`` a player of ``app/name`` (late join included)."""
         key = f"{app}/{name}"
         peer.playing = key
-        request.setHeader(b"content-type", b"video/x-flv")
-        request.setHeader(b"cache-control", b"no-cache, no-store")
-        request.setHeader(b"access-control-allow-origin", b"*")
         peer.write(encode_header(has_audio=True, has_video=True))
         player = HTTPPlayer(peer, _STREAM_ID, self.registry.subscribe(key), name)
-        self.players[conn_id] = player
-        self.log.info("HTTP-FLV player started", conn_id=conn_id, peer_addr=peer.peer_addr, stream_key=key)
+        self.players[peer.conn_id] = player
+        self.log.info(
+            f"{peer.kind} player started", conn_id=peer.conn_id, peer_addr=peer.peer_addr, stream_key=key
+        )
         player.start(False)
 
-    def _refused(self, failure: Failure, request: Request, conn_id: str, key: str) -> None:
-        if request.finished or getattr(request, "_disconnected", False):
-            return
-        if failure.check(AccessDenied):
-            error = HTTPError(403, failure.value.reason)
-            self.log.info(
-                "HTTP-FLV play refused", conn_id=conn_id, stream_key=key, reason=failure.value.reason
-            )
-        else:
-            error = HTTPError(500, "access control failed")
-            self.log.failure("HTTP-FLV access check failed", failure, conn_id=conn_id, stream_key=key)
-        request.write(error_body(request, error))
-        request.finish()
-
-    def _gone(self, peer: HTTPPeer, reason: str) -> None:
+    def gone(self, peer: StreamingPeer, reason: str) -> None:
         player = self.players.pop(peer.conn_id, None)
         if player is not None:
             player.stop()
             self.log.info(
-                "HTTP-FLV player ended", conn_id=peer.conn_id, reason=reason, bytes_out=peer.bytes_out
+                f"{peer.kind} player ended", conn_id=peer.conn_id, reason=reason, bytes_out=peer.bytes_out
             )
+
+    def peer_options(self) -> dict[str, Any]:
+        return {
+            "clock": self.clock,
+            "outbox": self.outbox,
+            "max_queue_bytes": self.registry.config.max_queue_bytes,
+            "on_gone": self.gone,
+        }
 
     def sweep(self) -> None:
         """End players whose socket has made no progress for the play timeout (as RTMP players)."""
@@ -153,16 +147,55 @@ class FLVPlayers(Resource):
                 )
                 peer.abort("play timeout")
 
+    # -- HTTP-FLV ------------------------------------------------------------------
+
+    def play(self, request: Request, app: str, file_name: str) -> bytes | int:
+        try:
+            app, name = parse_path(app, file_name)
+        except HTTPError as e:
+            return error_body(request, e)
+        query = request.uri.split(b"?", 1)[1].decode("latin-1") if b"?" in request.uri else ""
+        conn_id = self.next_conn_id()
+        host = str(getattr(request.getClientAddress(), "host", "") or "")
+        finished = request.notifyFinish()
+        finished.addErrback(lambda _: None)
+        decision = self.decide(app, name, query, host, conn_id)
+        decision.addCallbacks(
+            self._play_allowed,
+            self._play_refused,
+            (request, conn_id, app, finished),
+            errbackArgs=(request, finished),
+        )
+        return NOT_DONE_YET
+
+    def _play_allowed(self, name: str, request: Request, conn_id: str, app: str, finished: Deferred) -> None:
+        if finished.called:
+            return  # the client left while access control thought
+        request.setHeader(b"content-type", b"video/x-flv")
+        request.setHeader(b"cache-control", b"no-cache, no-store")
+        request.setHeader(b"access-control-allow-origin", b"*")
+        self.start(HTTPPeer(request, conn_id, app, **self.peer_options()), app, name)
+
+    def _play_refused(self, failure: Failure, request: Request, finished: Deferred) -> None:
+        if finished.called:
+            return
+        error = failure.value if failure.check(HTTPError) else HTTPError(500, "internal error")
+        request.write(error_body(request, error))
+        request.finish()
+
 
 class _OnePlay(Resource):
     isLeaf = True
 
-    def __init__(self, players: FLVPlayers, app: str, name: str) -> None:
+    def __init__(self, players: FLVPlayers, app: str, file_name: str) -> None:
         super().__init__()
-        self.players, self.app, self.name = players, app, name
+        self.players, self.app, self.file_name = players, app, file_name
 
     def render_GET(self, request: Request) -> bytes | int:
-        return self.players.play(request, self.app, self.name)
+        upgrade = (request.getHeader(b"upgrade") or b"").lower()
+        if upgrade == b"websocket" and self.players.websocket is not None:
+            return self.players.websocket.render(request)
+        return self.players.play(request, self.app, self.file_name)
 
     def render_HEAD(self, request: Request) -> bytes:
         request.setHeader(b"content-type", b"video/x-flv")
