@@ -11,6 +11,7 @@ from twisted.web.server import Request
 from zope.interface import implementer
 
 from rtmpd.core.messages import Message
+from rtmpd.fastwrite import write_chunks
 from rtmpd.relay.fanout import FLV_TAGS, Outbox
 
 
@@ -171,9 +172,19 @@ class HTTPPeer(StreamingPeer):
         return getattr(self.request.channel, "transport", None)
 
     def _send(self, chunks: list[bytes]) -> int:
-        data = b"".join(chunks) if len(chunks) > 1 else chunks[0]
-        self.request.write(data)
-        return len(data)
+        request = self.request
+        if not request.startedWriting:
+            data = b"".join(chunks)
+            request.write(data)  # the status line and headers go with the first bytes
+            return len(data)
+        size = sum(map(len, chunks))
+        if request.chunked:
+            # HTTP/1.1 chunked transfer, framed here as twisted.web's own ``write`` would.
+            chunks = [b"%x\r\n" % size, *chunks, b"\r\n"]
+        # Straight to the kernel when Twisted has nothing buffered (rtmpd.fastwrite): the fan-out's
+        # one system call per player per input, as for RTMP players.
+        write_chunks(self._transport(), chunks)
+        return size
 
     def _finish(self) -> None:
         self.request.unregisterProducer()
