@@ -1,10 +1,11 @@
-"""What an operator may do to a running server: kick a publisher, drop a connection, stop a recording,
-ask publishers to reconnect, reload the access-control files. Each action is logged with the operator's name.
+"""What an operator may do to a running server: kick a publisher, drop a connection, start or stop a
+recording, ask publishers to reconnect, reload the access-control files. Each action is logged with the
+operator's name and the front end it came through ("Manhole kick", "API kick").
 
-Shared by every front end (the manhole today, the HTTP API later): an action
-returns a ``Report`` (or, for a recording being finalised, a Deferred) or
-raises ``AdminError`` (``NotFound`` for an unknown stream or connection), and
-then nothing changed.
+Shared by every front end (the manhole, the HTTP API ``rtmpd.http.api``): an
+action returns a ``Report`` (or, for a recording being finalised, a Deferred)
+or raises ``AdminError`` (``NotFound`` for an unknown stream or connection),
+and then nothing changed.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ class Report(str):
 
 
 class Actions:
-    """Actions on ``server`` on behalf of the operator ``user``, whose name every log line carries.
+    """Actions on ``server`` on behalf of the operator ``user``, whose name every log line carries;
+    ``front`` names the front end in the log messages ("Manhole", "API").
 
     Connections are reached only through ``rtmpd.relay.peer.Peer``.
     """
@@ -42,11 +44,17 @@ class Actions:
         user: str,
         views: ServerViews | None = None,
         reload_access: Callable[[], Sequence[ReloadResult]] | None = None,
+        front: str = "Manhole",
     ) -> None:
         self.server = server
         self.user = user
+        self.front = front
         self.views = views if views is not None else ServerViews(server)
         self._reload_access = reload_access
+
+    def _message(self, action: str) -> str:
+        # The front end's name is ours, never a client's: no braces reach the log format.
+        return f"{self.front} {action}"
 
     def reload_auth(self) -> Report:
         """Reload the access-control files (key file, secrets), as SIGHUP does: live streams are untouched
@@ -54,7 +62,7 @@ class Actions:
         control has no file to reload."""
         if self._reload_access is None:
             raise AdminError("access control has no file to reload (no --auth-keys or --auth-secrets)")
-        self.log.info("Manhole access reload", user=self.user)
+        self.log.info(self._message("access reload"), user=self.user)
         results = self._reload_access()
         lines = [
             f"{r.authoriser}: {'reloaded' if r.ok else 'kept the old table'}: {r.summary}" for r in results
@@ -71,7 +79,11 @@ class Actions:
             raise AdminError(f"{key} has no publisher")
         peer = stream.publisher.peer
         self.log.info(
-            "Manhole kick", user=self.user, stream_key=key, conn_id=peer.conn_id, peer_addr=peer.peer_addr
+            self._message("kick"),
+            user=self.user,
+            stream_key=key,
+            conn_id=peer.conn_id,
+            peer_addr=peer.peer_addr,
         )
         # Abort rather than close: the publisher must be gone now, whatever it has not read.
         peer.abort(f"kicked by {self.user}")
@@ -86,7 +98,11 @@ class Actions:
             raise NotFound(f"no connection {conn_id!r}")
         role = ", ".join(peer.roles())
         self.log.info(
-            "Manhole drop", user=self.user, conn_id=peer.conn_id, peer_addr=peer.peer_addr, role=role or None
+            self._message("drop"),
+            user=self.user,
+            conn_id=peer.conn_id,
+            peer_addr=peer.peer_addr,
+            role=role or None,
         )
         peer.abort(f"dropped by {self.user}")
         return Report(f"dropped {peer.conn_id} ({peer.peer_addr}{', ' + role if role else ''})")
@@ -106,10 +122,28 @@ class Actions:
         result = recorder.stop_recording(key)
         if result is False:
             raise AdminError(f"{key} is not being recorded")
-        self.log.info("Manhole stop recording", user=self.user, stream_key=key, path=path)
+        self.log.info(self._message("stop recording"), user=self.user, stream_key=key, path=path)
         if isinstance(result, Deferred):
             return result
         return Report(f"stopped recording {key}" + (f" ({path})" if path else ""))
+
+    def start_recording(self, key: str) -> Report:
+        """Start a new recording of live stream ``key`` now, into a new file, whatever --record-match
+        says. Raises NotFound for an unknown stream, AdminError when rtmpd does not record, ``key``
+        has no publisher, or it is being recorded already."""
+        recorder = self.server.recorder
+        if recorder is None:
+            raise AdminError("rtmpd is not recording (started without --record-dir)")
+        stream = self.views.stream(key)
+        if stream.publisher is None:
+            raise AdminError(f"{key} has no publisher")
+        recording = recorder.start_recording(key)
+        if recording is None:
+            raise AdminError(f"{key} is being recorded already")
+        path = self.views.recording(key)
+        file = path["file"] if path is not None else None
+        self.log.info(self._message("start recording"), user=self.user, stream_key=key, path=file)
+        return Report(f"started recording {key}" + (f" ({file})" if file else ""))
 
     def reconnect(self, key: str | None = None, tc_url: str | None = None, force: bool = False) -> Report:
         """Ask publishers (of ``key``, or all) that advertised Enhanced RTMP Reconnect to reconnect,
@@ -126,5 +160,7 @@ class Actions:
                 + ("" if force else " (force=True asks them anyway)")
             )
         ids = [peer.conn_id for peer in asked]
-        self.log.info("Manhole reconnect request", user=self.user, stream_key=key, tcUrl=tc_url, conn_ids=ids)
+        self.log.info(
+            self._message("reconnect request"), user=self.user, stream_key=key, tcUrl=tc_url, conn_ids=ids
+        )
         return Report(f"asked {len(ids)} publisher(s) to reconnect: {', '.join(ids)}")
