@@ -11,6 +11,7 @@ and then nothing changed.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
@@ -23,7 +24,15 @@ __all__ = ["Actions", "AdminError", "NotFound", "Report"]
 
 
 class Report(str):
-    """The outcome of an action: a one-line string that shows without quotes at the prompt."""
+    """The outcome of an action: a one-line string that shows without quotes at the prompt, and in
+    ``data`` the same facts as plain values (conn_id, file, ...) for front ends that serve JSON."""
+
+    data: dict[str, Any]
+
+    def __new__(cls, text: str, **data: Any) -> Report:
+        report = super().__new__(cls, text)
+        report.data = data
+        return report
 
     def __repr__(self) -> str:
         return str(self)
@@ -67,10 +76,12 @@ class Actions:
         lines = [
             f"{r.authoriser}: {'reloaded' if r.ok else 'kept the old table'}: {r.summary}" for r in results
         ]
-        return Report("\n".join(lines) or "nothing to reload")
+        data = [{"authoriser": r.authoriser, "ok": r.ok, "summary": r.summary} for r in results]
+        return Report("\n".join(lines) or "nothing to reload", results=data)
 
-    def kick(self, key: str) -> Report:
+    def kick(self, key: str, reason: str | None = None) -> Report:
         """Disconnect the publisher of ``key``; its players get UnpublishNotify and stay subscribed.
+        ``reason`` goes into the log lines.
 
         Raises NotFound for an unknown stream, AdminError if it has no publisher.
         """
@@ -84,13 +95,20 @@ class Actions:
             stream_key=key,
             conn_id=peer.conn_id,
             peer_addr=peer.peer_addr,
+            reason=reason,
         )
         # Abort rather than close: the publisher must be gone now, whatever it has not read.
-        peer.abort(f"kicked by {self.user}")
-        return Report(f"kicked {peer.conn_id} ({peer.peer_addr}), the publisher of {key}")
+        peer.abort(f"kicked by {self.user}" + (f": {reason}" if reason else ""))
+        return Report(
+            f"kicked {peer.conn_id} ({peer.peer_addr}), the publisher of {key}",
+            key=key,
+            conn_id=peer.conn_id,
+            peer=peer.peer_addr,
+        )
 
-    def drop(self, conn_id: str | int) -> Report:
-        """Disconnect one connection (``'c000042'`` or ``42``). Raises NotFound if there is none such."""
+    def drop(self, conn_id: str | int, reason: str | None = None) -> Report:
+        """Disconnect one connection (``'c000042'`` or ``42``); ``reason`` goes into the log lines.
+        Raises NotFound if there is none such."""
         if isinstance(conn_id, int):
             conn_id = f"c{conn_id:06d}"
         peer = self.server.connections.get(conn_id)
@@ -103,16 +121,23 @@ class Actions:
             conn_id=peer.conn_id,
             peer_addr=peer.peer_addr,
             role=role or None,
+            reason=reason,
         )
-        peer.abort(f"dropped by {self.user}")
-        return Report(f"dropped {peer.conn_id} ({peer.peer_addr}{', ' + role if role else ''})")
+        roles = peer.roles()
+        peer.abort(f"dropped by {self.user}" + (f": {reason}" if reason else ""))
+        return Report(
+            f"dropped {peer.conn_id} ({peer.peer_addr}{', ' + role if role else ''})",
+            conn_id=peer.conn_id,
+            peer=peer.peer_addr,
+            roles=roles,
+        )
 
     def stop_recording(self, key: str) -> Report | Deferred:
         """Finalise the recording of ``key`` now (the stream goes on, unrecorded, until published again).
 
-        Returns the recorder's Deferred (it fires once the file is finalised)
-        or a Report. Raises AdminError when rtmpd does not record or ``key``
-        is not being recorded.
+        Returns a Report, or a Deferred that fires with one once the file is
+        finalised. Raises AdminError when rtmpd does not record or ``key`` is
+        not being recorded.
         """
         recorder = self.server.recorder
         if recorder is None:
@@ -123,9 +148,10 @@ class Actions:
         if result is False:
             raise AdminError(f"{key} is not being recorded")
         self.log.info(self._message("stop recording"), user=self.user, stream_key=key, path=path)
+        report = Report(f"stopped recording {key}" + (f" ({path})" if path else ""), key=key, file=path)
         if isinstance(result, Deferred):
-            return result
-        return Report(f"stopped recording {key}" + (f" ({path})" if path else ""))
+            return result.addCallback(lambda _: report)
+        return report
 
     def start_recording(self, key: str) -> Report:
         """Start a new recording of live stream ``key`` now, into a new file, whatever --record-match
@@ -143,7 +169,7 @@ class Actions:
         path = self.views.recording(key)
         file = path["file"] if path is not None else None
         self.log.info(self._message("start recording"), user=self.user, stream_key=key, path=file)
-        return Report(f"started recording {key}" + (f" ({file})" if file else ""))
+        return Report(f"started recording {key}" + (f" ({file})" if file else ""), key=key, file=file)
 
     def reconnect(self, key: str | None = None, tc_url: str | None = None, force: bool = False) -> Report:
         """Ask publishers (of ``key``, or all) that advertised Enhanced RTMP Reconnect to reconnect,
@@ -163,4 +189,4 @@ class Actions:
         self.log.info(
             self._message("reconnect request"), user=self.user, stream_key=key, tcUrl=tc_url, conn_ids=ids
         )
-        return Report(f"asked {len(ids)} publisher(s) to reconnect: {', '.join(ids)}")
+        return Report(f"asked {len(ids)} publisher(s) to reconnect: {', '.join(ids)}", conn_ids=ids)
