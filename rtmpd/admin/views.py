@@ -163,16 +163,19 @@ class ServerViews:
         return rows
 
     def server_info(self) -> dict[str, Any]:
-        """The server: version, uptime (None without start times), settings and limits, listeners
-        (what, endpoint description, bound address; None while not listening), and counts."""
+        """The server: version, uptime (None without start times), protocol ``limits`` and other
+        ``settings`` (the ServerConfig), listeners (what, endpoint description, bound address; None
+        while not listening), and counts of streams and connections."""
         from rtmpd import __version__
 
         config = self.server.config
         settings = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else {}
+        limits = settings.pop("limits", {})
         return {
             "version": str(__version__),
             "uptime": self.times.uptime() if self.times is not None else None,
-            "limits": settings,
+            "limits": limits,
+            "settings": settings,
             "listeners": listeners_of(self.server),
             "streams": len(list(self.server.registry)),
             "connections": len(self.server.connections),

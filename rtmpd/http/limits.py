@@ -102,9 +102,9 @@ class BoundedRequest(Request):
         )
         self.log.info("HTTP request refused", status=status, reason=message, client=_client(self))
         channel = self.channel
-        if channel is None or channel.transport is None:
+        if channel is None or not channel.connected:
             return
-        channel.transport.write(head + body)
+        channel.write(head + body)
         channel.loseConnection()
 
 

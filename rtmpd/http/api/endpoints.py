@@ -35,7 +35,9 @@ class Call:
 def _index(call: Call) -> dict[str, Any]:
     return {
         "version": "v1",
-        "endpoints": [f"{route.method} /api/v1/{route.path}" for route in ROUTES if route.pattern],
+        "endpoints": [
+            f"{route.method} /api/v1/{route.path.replace('+}', '}')}" for route in ROUTES if route.pattern
+        ],
     }
 
 

@@ -56,7 +56,7 @@ class APIResource(Resource):
         reload_access: Callable[[], Any] | None = None,
     ) -> None:
         super().__init__()
-        self.server = server
+        self.rtmp = server
         self.views = views
         self.auth = auth
         self.reload_access = reload_access
@@ -91,7 +91,7 @@ class APIResource(Resource):
 
     def _actions(self, request: Request) -> Actions:
         host = getattr(request.getClientAddress(), "host", None) or "local"
-        return Actions(self.server, f"api@{host}", self.views, self.reload_access, front="API")
+        return Actions(self.rtmp, f"api@{host}", self.views, self.reload_access, front="API")
 
     def _error(self, request: Request, error: BaseException, method: str) -> bytes:
         if isinstance(error, APIError):
