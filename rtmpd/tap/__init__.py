@@ -83,6 +83,7 @@ class Options(AccessOptions, usage.Options):
         ["no-gop-cache", None, "Do not cache the last group of pictures for late joiners."],
         ["version", None, "Print the rtmpd version and exit."],
         ["auth-revoke-live", None, "A key removed from --auth-keys on reload ends its live publisher."],
+        ["api-token-always", None, "The JSON API wants the token for reads from loopback too."],
     ]
     optParameters = [
         ["port", "p", "tcp:1935", "Port number or endpoint description to listen on", endpoint_description],
@@ -187,6 +188,7 @@ class Options(AccessOptions, usage.Options):
             "HTTP listener (metrics, API, health), e.g. tcp:8080:interface=127.0.0.1 (off when absent)",
             endpoint_description,
         ],
+        ["api-token-file", None, None, "File holding the JSON API's bearer token (changes are off without)"],
         ["manhole-keys", None, None, "authorized_keys file of keys allowed into the manhole"],
         ["manhole-passwd", None, None, "user:password file for the manhole (hashed passwords supported)"],
         [
@@ -303,9 +305,13 @@ def makeService(options: Options) -> service.MultiService:
             listeners=", ".join(d for d in listeners if not on_loopback(d)),
         )
     if options["http"]:
+        from rtmpd.tap.api import install_api
         from rtmpd.tap.http import install_http
 
-        install_http(top, options["http"])
+        root = install_http(top, options["http"])
+        install_api(
+            top, root, options["api-token-file"], options["api-token-always"], reloader and reloader.reload
+        )
     if options["manhole"]:
         from rtmpd.admin.auth import ManholeError
 

@@ -13,13 +13,16 @@ if TYPE_CHECKING:
 
 
 def install_http(top: RTMPService, description: str) -> HTTPRoot:
-    """Add an HTTP listener on ``description`` to ``top``, serving a new tree with ``/healthz`` and
-    ``/readyz``; return the tree so that other features mount their resources on it."""
+    """Add an HTTP listener on ``description`` to ``top``, serving a new tree with the dashboard at ``/``,
+    ``/healthz`` and ``/readyz``; return the tree so that other features mount their resources on it."""
+    from rtmpd.http.dashboard.resource import DashboardFiles, DashboardPage
     from rtmpd.http.health import Healthz, Readyz
     from rtmpd.http.root import HTTPRoot
     from rtmpd.http.site import HTTPSite
 
     root = HTTPRoot()
+    root.mount("", DashboardPage())
+    root.mount("dashboard", DashboardFiles())
     root.mount("healthz", Healthz())
     root.mount("readyz", Readyz(readiness_checks(top)))
     ListeningService(description, HTTPSite(root), what="HTTP server").setServiceParent(top)
