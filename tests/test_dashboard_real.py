@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import tempfile
+import time
 import urllib.error
 import urllib.request
 
@@ -16,6 +17,13 @@ from tests.support import ServerProcess, ffmpeg_publish
 from tests.test_ertmp_real import publish9
 
 TOKEN = "dashboard-test-token-0123456789"
+PREVIEW = """
+const card = document.querySelector(`.card[data-key="${arguments[0]}"]`);
+const video = card.querySelector('video'), q = video.getVideoPlaybackQuality();
+const note = card.querySelector('.note');
+return {time: video.currentTime, frames: q.totalVideoFrames, dropped: q.droppedVideoFrames,
+        note: note.hidden ? "" : note.textContent};
+"""
 CARDS = """
 return Array.from(document.querySelectorAll('.card')).map(c => ({
   key: c.dataset.key, codecs: c.querySelector('.codecs').textContent,
@@ -82,6 +90,7 @@ class DashboardTests(TestCase):
         )
         self.assertIn("H265 320×240", hevc["codecs"])
         self.assertIn("Opus", hevc["codecs"])
+        self.assertPreviewsPlay()
         screenshot(self.driver, "dashboard")
 
         # A publisher that goes away: its card goes too.
@@ -94,6 +103,34 @@ class DashboardTests(TestCase):
         self.driver.find_element("css selector", '.card[data-key="live/cam-b"] button.danger').click()
         self.server.wait_for_msg("Connection closed", 10, conn_id=kicked)
         wait_until(lambda: "live/cam-b" not in self.cards(), 10, "cam-b removed after the kick")
+
+    def preview(self, key: str) -> dict:
+        return self.driver.execute_script(PREVIEW, key)
+
+    def assertPreviewsPlay(self) -> None:
+        """The H.264 preview plays in step with the wall clock for 10 s; the HEVC one plays too where this
+        Chromium decodes HEVC, and says plainly that it cannot where it does not."""
+        wait_until(lambda: self.preview("live/cam-a")["time"] > 0.5, 15, "cam-a's preview starts")
+        hevc_supported = self.driver.execute_script(
+            "return MediaSource.isTypeSupported('video/mp4; codecs=\"hvc1.1.6.L93.B0\"')"
+        )
+        if hevc_supported:
+            wait_until(lambda: self.preview("live/cam-b")["time"] > 0.5, 15, "cam-b's preview starts")
+        else:
+            note = wait_until(lambda: self.preview("live/cam-b")["note"], 10, "cam-b's preview note")
+            self.assertIn("cannot decode H265", note)
+        keys = ["live/cam-a", *(["live/cam-b"] if hevc_supported else [])]
+        first = {key: (time.monotonic(), self.preview(key)) for key in keys}
+        time.sleep(10)  # the wall clock is what a preview keeps step with
+        for key in keys:
+            t0, before = first[key]
+            after, elapsed = self.preview(key), time.monotonic() - t0
+            advanced = after["time"] - before["time"]
+            self.assertLess(abs(advanced - elapsed), 1.5, f"{key}: {advanced:.2f} s of media in {elapsed:.2f} s")
+            self.assertGreater(after["frames"] - before["frames"], 20 * elapsed, key)
+            self.assertLess(
+                after["dropped"] - before["dropped"], 0.1 * (after["frames"] - before["frames"]), key
+            )
 
     def test_kick_without_token_asks_for_it_and_changes_nothing(self) -> None:
         self.publish(ffmpeg_publish(self.server.url("cam-c"), 30))

@@ -1,5 +1,5 @@
 """Serves the dashboard: the page at ``/``, its files at ``/dashboard/`` (ours from ``static/``, committed;
-hls.js from ``vendor/``, installed from npm by the build, never committed)."""
+hls.js and mpegts.js from ``vendor/``, installed from npm by the build, never committed)."""
 
 from __future__ import annotations
 
@@ -12,10 +12,13 @@ from twisted.web.static import File
 from rtmpd.http.jsonio import ErrorResource, HTTPError
 
 STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
-#: Where the build puts the npm packages the page uses (``npm install --prefix VENDOR_DIR hls.js``).
+#: Where the build puts the npm packages the page uses (scripts/install-dashboard-vendor).
 VENDOR_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "vendor")
 #: The vendor scripts the page may load, by the name it asks for: their path under VENDOR_DIR.
-VENDOR_FILES = {b"hls.min.js": os.path.join("node_modules", "hls.js", "dist", "hls.min.js")}
+VENDOR_FILES = {
+    b"hls.min.js": os.path.join("node_modules", "hls.js", "dist", "hls.min.js"),
+    b"mpegts.js": os.path.join("node_modules", "mpegts.js", "dist", "mpegts.js"),
+}
 #: Our own files, by name, with their content types (nothing else is served).
 STATIC_FILES = {
     b"app.js": "text/javascript; charset=utf-8",

@@ -10,7 +10,6 @@ const TOKEN_KEY = "rtmpd.apiToken";
 const state = {
   server: null,          // /api/v1/server
   streams: new Map(),    // key -> {data, card, history, hls}
-  hlsReady: null,        // Promise<boolean>: hls.js loaded
   lastPoll: 0,
   pollErrors: 0,
 };
@@ -98,44 +97,73 @@ function flash(button, text) {
 
 // -- previews ------------------------------------------------------------------
 
-function loadHls() {
-  if (!state.hlsReady) {
-    state.hlsReady = new Promise(resolve => {
-      const script = el("script", {src: "/dashboard/vendor/hls.min.js"});
-      script.onload = () => resolve(Boolean(window.Hls && window.Hls.isSupported()));
+const scripts = {};
+
+function loadScript(name) {
+  if (!scripts[name]) {
+    scripts[name] = new Promise(resolve => {
+      const script = el("script", {src: `/dashboard/vendor/${name}`});
+      script.onload = () => resolve(true);
       script.onerror = () => resolve(false);
       document.head.append(script);
     });
   }
-  return state.hlsReady;
+  return scripts[name];
 }
 
+// What the browser can decode, by the codec names the API reports.
+const MSE_CODECS = {H264: 'video/mp4; codecs="avc1.42E01E"', H265: 'video/mp4; codecs="hvc1.1.6.L93.B0"',
+                    AV1: 'video/mp4; codecs="av01.0.04M.08"', AAC: 'audio/mp4; codecs="mp4a.40.2"',
+                    Opus: 'audio/mp4; codecs="opus"'};
+
+function undecodable(s) {
+  const media = window.MediaSource || window.ManagedMediaSource;
+  if (!media) return "this browser has no Media Source Extensions";
+  for (const codec of [s.video_codec, s.audio_codec]) {
+    if (codec && MSE_CODECS[codec] && !media.isTypeSupported(MSE_CODECS[codec])) {
+      return `this browser cannot decode ${codec}`;
+    }
+  }
+  return "";
+}
+
+function showNote(entry, text) {
+  const note = entry.card.querySelector(".note");
+  note.textContent = text;
+  note.hidden = false;
+  entry.previewError = text;
+}
+
+// Sub-second preview: the stream's HTTP-FLV through mpegts.js; else its LL-HLS (hls.js or native).
 async function attachPreview(entry) {
   const video = entry.card.querySelector("video");
-  const note = entry.card.querySelector(".note");
-  const source = `/hls/${entry.data.key}/index.m3u8`;
-  if (await loadHls()) {
-    const hls = new window.Hls({lowLatencyMode: true, liveSyncDurationCount: 1, backBufferLength: 4});
-    entry.hls = hls;
-    hls.on(window.Hls.Events.ERROR, (event, data) => {
-      if (data.fatal) {
-        note.textContent = data.response && data.response.code === 404 ? "no preview: HLS is off (--hls)"
-          : `preview failed: ${data.details}`;
-        note.hidden = false;
-        entry.previewError = data.details;
-      }
-    });
-    hls.loadSource(source);
-    hls.attachMedia(video);
-  } else if (video.canPlayType("application/vnd.apple.mpegurl")) {
-    video.src = source;
-  } else {
-    note.textContent = "no preview: hls.js is not installed (see docs/dashboard.md)";
-    note.hidden = false;
+  video.addEventListener("playing", () => { entry.card.querySelector(".note").hidden = true; });
+  const cannot = undecodable(entry.data);
+  if (cannot) {
+    showNote(entry, `no preview: ${cannot}`);
     return;
   }
-  video.addEventListener("playing", () => { note.hidden = true; });
-  video.play().catch(() => { /* autoplay of a muted video is allowed; a refusal leaves the poster */ });
+  if (await loadScript("mpegts.js") && window.mpegts && window.mpegts.getFeatureList().mseLivePlayback) {
+    const player = window.mpegts.createPlayer({type: "flv", isLive: true, url: `/${entry.data.key}.flv`},
+      {enableStashBuffer: false, liveBufferLatencyChasing: true, liveBufferLatencyMaxLatency: 1.2,
+       liveBufferLatencyMinRemain: 0.3});
+    entry.player = player;
+    player.on(window.mpegts.Events.ERROR, (type, detail) => showNote(entry, `preview failed: ${type} ${detail}`));
+    player.attachMediaElement(video);
+    player.load();
+  } else if (await loadScript("hls.min.js") && window.Hls && window.Hls.isSupported()) {
+    const hls = new window.Hls({lowLatencyMode: true});
+    entry.player = hls;
+    hls.on(window.Hls.Events.ERROR, (event, data) => { if (data.fatal) showNote(entry, `preview failed: ${data.details}`); });
+    hls.loadSource(`/hls/${entry.data.key}/index.m3u8`);
+    hls.attachMedia(video);
+  } else if (video.canPlayType("application/vnd.apple.mpegurl")) {
+    video.src = `/hls/${entry.data.key}/index.m3u8`;
+  } else {
+    showNote(entry, "no preview: mpegts.js is not installed (scripts/install-dashboard-vendor)");
+    return;
+  }
+  video.play().catch(() => { /* a muted video may autoplay; a refusal leaves the first frame */ });
 }
 
 // -- the list of streams -------------------------------------------------------
@@ -236,7 +264,7 @@ function renderList(streams) {
     seen.add(data.key);
     let entry = state.streams.get(data.key);
     if (!entry) {
-      entry = {data, card: makeCard(data.key), history: [], hls: null};
+      entry = {data, card: makeCard(data.key), history: [], player: null};
       state.streams.set(data.key, entry);
       grid.append(entry.card);
       attachPreview(entry);
@@ -246,7 +274,7 @@ function renderList(streams) {
   }
   for (const [key, entry] of state.streams) {
     if (!seen.has(key)) {
-      if (entry.hls) entry.hls.destroy();
+      if (entry.player) entry.player.destroy();
       entry.card.remove();
       state.streams.delete(key);
     }
@@ -311,7 +339,7 @@ async function poll() {
 }
 
 window.addEventListener("hashchange", () => {
-  for (const entry of state.streams.values()) if (entry.hls) entry.hls.destroy();
+  for (const entry of state.streams.values()) if (entry.player) entry.player.destroy();
   state.streams.clear();
   document.getElementById("view").replaceChildren();
 });
