@@ -14,7 +14,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from rtmpd.core.flv import FLVReader, encode_header
 from tests.support import ServerProcess, ffmpeg_publish, require
 from tests.test_access_real import SECRET
-from tests.test_relay_real import FfmpegPlayer
+from tests.test_relay_real import FfmpegPlayer, rss_kib
 
 VIDEO = 9
 
@@ -129,6 +129,7 @@ class HTTPFLVBadClientTests(HTTPFLVTestCase):
             with urllib.request.urlopen(self.flv_url("cycle"), timeout=10) as response:
                 response.read(1000)
         before = open_fds(pid)
+        rss_before = rss_kib(pid)
         for _ in range(200):
             with socket.create_connection(("127.0.0.1", self.http)) as s:
                 s.sendall(b"GET /live/cycle.flv HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -139,6 +140,7 @@ class HTTPFLVBadClientTests(HTTPFLVTestCase):
             time.sleep(0.1)
         self.assertEqual(len(server.messages("HTTP-FLV player ended")), 205)
         self.assertLessEqual(open_fds(pid), before)
+        self.assertLess(rss_kib(pid) - rss_before, 8 * 1024, "RSS grew by more than 8 MiB over 200 players")
 
     def test_bad_requests_get_clean_errors(self) -> None:
         self.start()
