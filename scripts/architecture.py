@@ -541,9 +541,10 @@ def connection_internal_violations(
     peer_members: Iterable[str],
     connection_names: Iterable[str],
     allowed: Iterable[tuple[str, str]],
-    exempt_prefix: str = "rtmpd.server",
+    exempt_prefixes: Iterable[str] = ("rtmpd.server",),
 ) -> list[Violation]:
-    """Attribute reads and writes of a connection's internals outside ``exempt_prefix``.
+    """Attribute reads and writes of a connection's internals outside the connection adapters
+    (``exempt_prefixes``: the RTMP server, the HTTP players), which own their transports.
 
     Two kinds are found:
 
@@ -562,7 +563,7 @@ def connection_internal_violations(
     allowed = set(allowed)
     found = []
     for name, syntax in sorted(tree.syntax.items()):
-        if within(name, exempt_prefix):
+        if any(within(name, prefix) for prefix in exempt_prefixes):
             continue
         path = tree.modules[name].path
         for node in ast.walk(syntax):

@@ -6,8 +6,8 @@
   ``rtmpd.server``.
 - No import cycle between modules; imports under ``if TYPE_CHECKING:`` and
   inside functions count.
-- Nothing outside ``rtmpd/server/`` reads a connection's internals: only what
-  ``rtmpd.relay.peer.Peer`` declares.
+- Nothing outside the connection adapters (``rtmpd/server/``, ``rtmpd/http/flv/``) reads a
+  connection's internals: only what ``rtmpd.relay.peer.Peer`` declares.
 - No module over 400 lines, except the pure codecs of the core.
 
 A failure names each file and line, and the import checks print the
@@ -64,6 +64,10 @@ PEER_MODULE, PEER_CLASS = "rtmpd/relay/peer.py", "Peer"
 #: Attributes of a connection (``RTMPProtocol`` and the Twisted ``Protocol`` it is) that are not on ``Peer``
 #: and are rare enough elsewhere to be searched for on any object: reading one outside rtmpd/server/ is
 #: reaching into a connection (``publication.conn.transport.pauseProducing()``, ``conn.writer.chunk_size``).
+#: The packages that implement connections (``Peer``s over their own transports): the RTMP server, and the
+#: HTTP-FLV and WebSocket-FLV players. Only they may read a transport and the like.
+CONNECTION_ADAPTERS = ("rtmpd.server", "rtmpd.http.flv")
+
 CONNECTION_INTERNALS = frozenset(
     {
         "transport",  # the socket: flow control and writes belong to the adapter
@@ -138,6 +142,7 @@ CONNECTION_ALLOWLIST: dict[tuple[str, str], str] = {
     ("rtmpd/tap/manhole.py", "top.factory"): "the tap gives the manhole the service's access policy",
     ("rtmpd/tap/metrics.py", "top.factory"): "the tap gives the metrics the factory's close counts, policy",
     ("rtmpd/tap/hls.py", "top.factory"): "the tap gives HLS the service's access policy",
+    ("rtmpd/tap/http.py", "top.factory"): "the tap gives HTTP players conn ids, the outbox, the policy",
     # rtmpd.testing's RTMPTestClient is an RTMP client with its own handshake, chunk reader and writer,
     # commands and transport; MemoryServer builds server connections from the service's factory on purpose.
     ("rtmpd/testing.py", "self.handshake"): "the test client's own client handshake",
@@ -213,6 +218,7 @@ class ArchitectureTests(SynchronousTestCase):
             peer_members=self.peer_members(),
             connection_names=CONNECTION_NAMES,
             allowed=allowed,
+            exempt_prefixes=CONNECTION_ADAPTERS,
         )
 
     def test_no_connection_internals_outside_server(self) -> None:

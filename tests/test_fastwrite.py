@@ -1,7 +1,7 @@
 """The direct-send write path keeps Twisted's ordering and flow-control guarantees.
 
 These tests run over real loopback TCP so they fail if a Twisted upgrade
-changes the private buffer attributes rtmpd.server._fastwrite relies on.
+changes the private buffer attributes rtmpd.fastwrite relies on.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.trial.unittest import TestCase
 from zope.interface import implementer
 
-from rtmpd.server import _fastwrite as fastwrite
+from rtmpd import fastwrite
 
 
 @implementer(IPushProducer)

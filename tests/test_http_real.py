@@ -42,15 +42,14 @@ class HTTPListenerTests(TestCase):
                 got += chunk
             self.assertEqual(got[0], 3)
 
-    def test_healthz_and_index(self) -> None:
+    def test_healthz_and_dashboard(self) -> None:
         status, headers, body = get(self.base + "/healthz")
         self.assertEqual((status, body), (200, {"status": "ok"}))
         self.assertEqual(headers["Content-Type"], "application/json; charset=utf-8")
         self.assertEqual(headers["Cache-Control"], "no-store")
-        status, _, body = get(self.base + "/")
-        self.assertEqual(status, 200)
-        self.assertIn("/healthz", body["paths"])
-        self.assertIn("/readyz", body["paths"])
+        with urllib.request.urlopen(self.base + "/", timeout=10) as response:
+            self.assertEqual(response.headers["Content-Type"], "text/html; charset=utf-8")
+            self.assertIn(b"<title>rtmpd</title>", response.read())
 
     def test_readyz_follows_the_record_dir(self) -> None:
         status, _, body = get(self.base + "/readyz")

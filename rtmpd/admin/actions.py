@@ -1,15 +1,17 @@
-"""What an operator may do to a running server: kick a publisher, drop a connection, stop a recording,
-ask publishers to reconnect, reload the access-control files. Each action is logged with the operator's name.
+"""What an operator may do to a running server: kick a publisher, drop a connection, start or stop a
+recording, ask publishers to reconnect, reload the access-control files. Each action is logged with the
+operator's name and the front end it came through ("Manhole kick", "API kick").
 
-Shared by every front end (the manhole today, the HTTP API later): an action
-returns a ``Report`` (or, for a recording being finalised, a Deferred) or
-raises ``AdminError`` (``NotFound`` for an unknown stream or connection), and
-then nothing changed.
+Shared by every front end (the manhole, the HTTP API ``rtmpd.http.api``): an
+action returns a ``Report`` (or, for a recording being finalised, a Deferred)
+or raises ``AdminError`` (``NotFound`` for an unknown stream or connection),
+and then nothing changed.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
@@ -22,14 +24,23 @@ __all__ = ["Actions", "AdminError", "NotFound", "Report"]
 
 
 class Report(str):
-    """The outcome of an action: a one-line string that shows without quotes at the prompt."""
+    """The outcome of an action: a one-line string that shows without quotes at the prompt, and in
+    ``data`` the same facts as plain values (conn_id, file, ...) for front ends that serve JSON."""
+
+    data: dict[str, Any]
+
+    def __new__(cls, text: str, **data: Any) -> Report:
+        report = super().__new__(cls, text)
+        report.data = data
+        return report
 
     def __repr__(self) -> str:
         return str(self)
 
 
 class Actions:
-    """Actions on ``server`` on behalf of the operator ``user``, whose name every log line carries.
+    """Actions on ``server`` on behalf of the operator ``user``, whose name every log line carries;
+    ``front`` names the front end in the log messages ("Manhole", "API").
 
     Connections are reached only through ``rtmpd.relay.peer.Peer``.
     """
@@ -42,11 +53,17 @@ class Actions:
         user: str,
         views: ServerViews | None = None,
         reload_access: Callable[[], Sequence[ReloadResult]] | None = None,
+        front: str = "Manhole",
     ) -> None:
         self.server = server
         self.user = user
+        self.front = front
         self.views = views if views is not None else ServerViews(server)
         self._reload_access = reload_access
+
+    def _message(self, action: str) -> str:
+        # The front end's name is ours, never a client's: no braces reach the log format.
+        return f"{self.front} {action}"
 
     def reload_auth(self) -> Report:
         """Reload the access-control files (key file, secrets), as SIGHUP does: live streams are untouched
@@ -54,15 +71,17 @@ class Actions:
         control has no file to reload."""
         if self._reload_access is None:
             raise AdminError("access control has no file to reload (no --auth-keys or --auth-secrets)")
-        self.log.info("Manhole access reload", user=self.user)
+        self.log.info(self._message("access reload"), user=self.user)
         results = self._reload_access()
         lines = [
             f"{r.authoriser}: {'reloaded' if r.ok else 'kept the old table'}: {r.summary}" for r in results
         ]
-        return Report("\n".join(lines) or "nothing to reload")
+        data = [{"authoriser": r.authoriser, "ok": r.ok, "summary": r.summary} for r in results]
+        return Report("\n".join(lines) or "nothing to reload", results=data)
 
-    def kick(self, key: str) -> Report:
+    def kick(self, key: str, reason: str | None = None) -> Report:
         """Disconnect the publisher of ``key``; its players get UnpublishNotify and stay subscribed.
+        ``reason`` goes into the log lines.
 
         Raises NotFound for an unknown stream, AdminError if it has no publisher.
         """
@@ -71,14 +90,25 @@ class Actions:
             raise AdminError(f"{key} has no publisher")
         peer = stream.publisher.peer
         self.log.info(
-            "Manhole kick", user=self.user, stream_key=key, conn_id=peer.conn_id, peer_addr=peer.peer_addr
+            self._message("kick"),
+            user=self.user,
+            stream_key=key,
+            conn_id=peer.conn_id,
+            peer_addr=peer.peer_addr,
+            reason=reason,
         )
         # Abort rather than close: the publisher must be gone now, whatever it has not read.
-        peer.abort(f"kicked by {self.user}")
-        return Report(f"kicked {peer.conn_id} ({peer.peer_addr}), the publisher of {key}")
+        peer.abort(f"kicked by {self.user}" + (f": {reason}" if reason else ""))
+        return Report(
+            f"kicked {peer.conn_id} ({peer.peer_addr}), the publisher of {key}",
+            key=key,
+            conn_id=peer.conn_id,
+            peer=peer.peer_addr,
+        )
 
-    def drop(self, conn_id: str | int) -> Report:
-        """Disconnect one connection (``'c000042'`` or ``42``). Raises NotFound if there is none such."""
+    def drop(self, conn_id: str | int, reason: str | None = None) -> Report:
+        """Disconnect one connection (``'c000042'`` or ``42``); ``reason`` goes into the log lines.
+        Raises NotFound if there is none such."""
         if isinstance(conn_id, int):
             conn_id = f"c{conn_id:06d}"
         peer = self.server.connections.get(conn_id)
@@ -86,17 +116,28 @@ class Actions:
             raise NotFound(f"no connection {conn_id!r}")
         role = ", ".join(peer.roles())
         self.log.info(
-            "Manhole drop", user=self.user, conn_id=peer.conn_id, peer_addr=peer.peer_addr, role=role or None
+            self._message("drop"),
+            user=self.user,
+            conn_id=peer.conn_id,
+            peer_addr=peer.peer_addr,
+            role=role or None,
+            reason=reason,
         )
-        peer.abort(f"dropped by {self.user}")
-        return Report(f"dropped {peer.conn_id} ({peer.peer_addr}{', ' + role if role else ''})")
+        roles = peer.roles()
+        peer.abort(f"dropped by {self.user}" + (f": {reason}" if reason else ""))
+        return Report(
+            f"dropped {peer.conn_id} ({peer.peer_addr}{', ' + role if role else ''})",
+            conn_id=peer.conn_id,
+            peer=peer.peer_addr,
+            roles=roles,
+        )
 
     def stop_recording(self, key: str) -> Report | Deferred:
         """Finalise the recording of ``key`` now (the stream goes on, unrecorded, until published again).
 
-        Returns the recorder's Deferred (it fires once the file is finalised)
-        or a Report. Raises AdminError when rtmpd does not record or ``key``
-        is not being recorded.
+        Returns a Report, or a Deferred that fires with one once the file is
+        finalised. Raises AdminError when rtmpd does not record or ``key`` is
+        not being recorded.
         """
         recorder = self.server.recorder
         if recorder is None:
@@ -106,10 +147,29 @@ class Actions:
         result = recorder.stop_recording(key)
         if result is False:
             raise AdminError(f"{key} is not being recorded")
-        self.log.info("Manhole stop recording", user=self.user, stream_key=key, path=path)
+        self.log.info(self._message("stop recording"), user=self.user, stream_key=key, path=path)
+        report = Report(f"stopped recording {key}" + (f" ({path})" if path else ""), key=key, file=path)
         if isinstance(result, Deferred):
-            return result
-        return Report(f"stopped recording {key}" + (f" ({path})" if path else ""))
+            return result.addCallback(lambda _: report)
+        return report
+
+    def start_recording(self, key: str) -> Report:
+        """Start a new recording of live stream ``key`` now, into a new file, whatever --record-match
+        says. Raises NotFound for an unknown stream, AdminError when rtmpd does not record, ``key``
+        has no publisher, or it is being recorded already."""
+        recorder = self.server.recorder
+        if recorder is None:
+            raise AdminError("rtmpd is not recording (started without --record-dir)")
+        stream = self.views.stream(key)
+        if stream.publisher is None:
+            raise AdminError(f"{key} has no publisher")
+        recording = recorder.start_recording(key)
+        if recording is None:
+            raise AdminError(f"{key} is being recorded already")
+        path = self.views.recording(key)
+        file = path["file"] if path is not None else None
+        self.log.info(self._message("start recording"), user=self.user, stream_key=key, path=file)
+        return Report(f"started recording {key}" + (f" ({file})" if file else ""), key=key, file=file)
 
     def reconnect(self, key: str | None = None, tc_url: str | None = None, force: bool = False) -> Report:
         """Ask publishers (of ``key``, or all) that advertised Enhanced RTMP Reconnect to reconnect,
@@ -126,5 +186,7 @@ class Actions:
                 + ("" if force else " (force=True asks them anyway)")
             )
         ids = [peer.conn_id for peer in asked]
-        self.log.info("Manhole reconnect request", user=self.user, stream_key=key, tcUrl=tc_url, conn_ids=ids)
-        return Report(f"asked {len(ids)} publisher(s) to reconnect: {', '.join(ids)}")
+        self.log.info(
+            self._message("reconnect request"), user=self.user, stream_key=key, tcUrl=tc_url, conn_ids=ids
+        )
+        return Report(f"asked {len(ids)} publisher(s) to reconnect: {', '.join(ids)}", conn_ids=ids)

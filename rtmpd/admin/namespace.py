@@ -19,7 +19,7 @@ from typing import Any
 from rtmpd.access.policy import AccessPolicy
 from rtmpd.admin.actions import Actions, Report
 from rtmpd.admin.format import Column, Table, duration, kbps, size, text
-from rtmpd.admin.rates import SAMPLE_INTERVAL, RateSampler
+from rtmpd.admin.rates import WINDOW, RateSampler
 from rtmpd.admin.views import Server, ServerViews
 
 __all__ = ["make_namespace"]
@@ -186,7 +186,7 @@ class Helpers:
         """What the manhole offers; ``help(obj)`` is obj's documentation (the builtin help() would read the
         server's own stdin)."""
         if obj is _MISSING:
-            interval = self.sampler.interval if self.sampler is not None else SAMPLE_INTERVAL
+            interval = self.sampler.window if self.sampler is not None else WINDOW
             return Report(_HELP.format(interval=interval))
         return Report(pydoc.render_doc(obj, renderer=pydoc.plaintext))
 

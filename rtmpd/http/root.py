@@ -16,6 +16,8 @@ class HTTPRoot(Resource):
     def __init__(self) -> None:
         super().__init__()
         self.mounted: list[str] = []
+        #: Asked for any first path segment that nothing is mounted at (the HTTP-FLV players' ``/APP/...``).
+        self.fallback: IResource | None = None
 
     def mount(self, name: str, resource: IResource) -> None:
         """Serve ``resource`` at ``/name`` (``""``: at ``/``). A name is mounted once."""
@@ -27,6 +29,8 @@ class HTTPRoot(Resource):
     def getChild(self, path: bytes, request: Request) -> IResource:
         if path == b"" and not request.postpath:
             return self
+        if self.fallback is not None and path:
+            return self.fallback.getChildWithDefault(path, request)
         return ErrorResource(HTTPError(404, "no such path", path=request.path.decode("latin-1")[:200]))
 
     def render_GET(self, request: Request) -> bytes:

@@ -194,6 +194,16 @@ class Recorder(service.Service, StreamListener):
         self.log.info("recording stopped on request", stream_key=key, file=recording.file)
         return recording.close()
 
+    def start_recording(self, key: str) -> StreamRecording | None:
+        """Record live stream ``key`` from now on, into a new file, whatever --record-match says (an
+        operator's request). Returns the new recording, or None when ``key`` is not live or is being
+        recorded already."""
+        stream = self.registry.get(key)
+        if stream is None or not stream.live or stream in self.recordings:
+            return None
+        self.log.info("recording started on request", stream_key=key)
+        return self._record(stream)
+
     # -- registry listener ---------------------------------------------------------------
 
     def stream_published(self, stream: Stream) -> None:
@@ -204,6 +214,9 @@ class Recorder(service.Service, StreamListener):
         if wish is None and not self.matches(stream.key):
             self.log.debug("Stream not recorded (no --record-match pattern matches)", stream_key=stream.key)
             return
+        self._record(stream)
+
+    def _record(self, stream: Stream) -> StreamRecording:
         previous = self.recordings.get(stream)
         if previous is not None:
             previous.close()

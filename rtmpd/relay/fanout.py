@@ -4,6 +4,8 @@ Relayed media travels on chunk streams of its own, every message with a
 full (fmt 0) header, so the bytes made for one player are right for every
 player with the same outgoing chunk size and message stream id: a message is
 serialised once per such group (in practice once), not once per player.
+HTTP-FLV players form one more group: their "chunk size" is ``FLV_TAGS`` and
+they get the message as one FLV tag, made once for all of them.
 
 ``Outbox`` collects the peers that have media queued while one input is
 being handled (a publisher's ``dataReceived``) and flushes each of them once
@@ -16,6 +18,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from rtmpd.core.chunks import encode_message
+from rtmpd.core.flv import encode_tag
 from rtmpd.core.messages import Message, MessageType
 
 if TYPE_CHECKING:
@@ -33,8 +36,15 @@ def media_csid(type_id: int) -> int:
     return _CSID.get(type_id, DATA_CSID)
 
 
+#: The ``chunk_size`` of peers that take FLV tags (HTTP-FLV players), not RTMP chunks.
+FLV_TAGS = 0
+
+
 def serialise(message: Message, stream_id: int, chunk_size: int) -> bytes:
-    """``message`` as chunks for a player on message stream ``stream_id``."""
+    """``message`` as chunks for a player on message stream ``stream_id``, or as one FLV tag when
+    ``chunk_size`` is ``FLV_TAGS`` (an HTTP-FLV player: the stream id does not matter then)."""
+    if chunk_size == FLV_TAGS:
+        return encode_tag(message.type_id, message.timestamp, message.payload)
     out = Message(message.type_id, message.timestamp, stream_id, message.payload)
     return encode_message(media_csid(message.type_id), out, chunk_size)
 

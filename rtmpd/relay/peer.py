@@ -35,7 +35,7 @@ class Peer(Protocol):
     peer_addr: str
     #: The application the peer connected to ("live"); "" before connect.
     app: str
-    #: Outgoing chunk size: relayed media is serialised for it.
+    #: Outgoing chunk size: relayed media is serialised for it (``fanout.FLV_TAGS``: as FLV tags).
     chunk_size: int
     #: True while the peer's socket is full (the transport paused us); media for it is dropped.
     congested: bool

@@ -43,8 +43,8 @@ from rtmpd.core.events import (
 )
 from rtmpd.core.messages import Message
 from rtmpd.core.session import ServerSession
+from rtmpd.fastwrite import write_chunks
 from rtmpd.server import lifecycle
-from rtmpd.server._fastwrite import write_chunks
 from rtmpd.server.clienttext import field_names
 from rtmpd.server.dispatch import Dispatcher
 from rtmpd.server.flow import FlowControl

@@ -89,6 +89,7 @@ class Options(AccessOptions, HookOptions, RemoteOptions, usage.Options):
         ["version", None, "Print the rtmpd version and exit."],
         ["auth-revoke-live", None, "A key removed from --auth-keys on reload ends its live publisher."],
         ["hls", None, "Serve every live stream as LL-HLS under /hls/ on the --http listener."],
+        ["api-token-always", None, "The JSON API wants the token for reads from loopback too."],
     ]
     optParameters = [
         ["port", "p", "tcp:1935", "Port number or endpoint description to listen on", endpoint_description],
@@ -194,6 +195,7 @@ class Options(AccessOptions, HookOptions, RemoteOptions, usage.Options):
             "HTTP listener (metrics, API, health), e.g. tcp:8080:interface=127.0.0.1 (off when absent)",
             endpoint_description,
         ],
+        ["api-token-file", None, None, "File holding the JSON API's bearer token (changes are off without)"],
         ["manhole-keys", None, None, "authorized_keys file of keys allowed into the manhole"],
         ["manhole-passwd", None, None, "user:password file for the manhole (hashed passwords supported)"],
         [
@@ -329,11 +331,15 @@ def makeService(options: Options) -> service.MultiService:
             listeners=", ".join(d for d in listeners if not on_loopback(d)),
         )
     if options["http"]:
+        from rtmpd.tap.api import install_api
         from rtmpd.tap.http import install_http
         from rtmpd.tap.metrics import install_metrics
 
         root = install_http(top, options["http"])
         install_metrics(top, root, options)
+        install_api(
+            top, root, options["api-token-file"], options["api-token-always"], reloader and reloader.reload
+        )
         if options["hls"]:
             from rtmpd.tap.hls import hls_settings, install_hls
 

@@ -13,17 +13,44 @@ if TYPE_CHECKING:
 
 
 def install_http(top: RTMPService, description: str) -> HTTPRoot:
-    """Add an HTTP listener on ``description`` to ``top``, serving a new tree with ``/healthz`` and
-    ``/readyz``; return the tree so that other features mount their resources on it."""
+    """Add an HTTP listener on ``description`` to ``top``, serving a new tree with the dashboard at ``/``,
+    ``/healthz`` and ``/readyz``; return the tree so that other features mount their resources on it."""
+    from rtmpd.http.dashboard.resource import DashboardFiles, DashboardPage
     from rtmpd.http.health import Healthz, Readyz
     from rtmpd.http.root import HTTPRoot
     from rtmpd.http.site import HTTPSite
 
     root = HTTPRoot()
+    root.mount("", DashboardPage())
+    root.mount("dashboard", DashboardFiles())
     root.mount("healthz", Healthz())
     root.mount("readyz", Readyz(readiness_checks(top)))
     ListeningService(description, HTTPSite(root), what="HTTP server").setServiceParent(top)
+    install_flv_players(top, root)
     return root
+
+
+def install_flv_players(top: RTMPService, root: HTTPRoot) -> None:
+    """HTTP-FLV and WebSocket-FLV players at ``/APP/NAME.flv`` (the root's fallback), swept for stalls
+    once a second."""
+    from twisted.application.internet import TimerService
+
+    from rtmpd.http.flv.resource import FLVPlayers
+    from rtmpd.http.flv.websocket import websocket_resource
+
+    factory = top.factory
+    players = FLVPlayers(
+        top.registry,
+        next_conn_id=factory.next_conn_id,
+        access=lambda: factory.access,
+        clock=top.clock,
+        outbox=factory.outbox,
+    )
+    players.websocket = websocket_resource(players)
+    root.fallback = players
+    sweeper = TimerService(1.0, players.sweep)
+    sweeper.clock = top.clock
+    sweeper.setServiceParent(top)
 
 
 def readiness_checks(top: RTMPService) -> list:

@@ -1,0 +1,113 @@
+"""What each path of the JSON API answers: the admin views and actions (``rtmpd.admin``), as JSON.
+
+Every handler takes a ``Call`` and returns a JSON-able value or a Deferred
+of one. The data and the checks are the admin package's, shared with the
+manhole; this module only names them and wraps them in an object (``{"streams":
+[...]}``) so that fields can be added later without breaking clients.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.internet.defer import Deferred
+
+from rtmpd.admin.actions import Actions, Report
+from rtmpd.admin.views import ServerViews
+from rtmpd.http.api.routes import Route
+
+__all__ = ["Call", "ROUTES"]
+
+
+@dataclass
+class Call:
+    """One API request as the handlers see it: path parameters, the JSON body (a dict, {} when
+    none), the shared views, and the actions in the name of this client."""
+
+    params: dict[str, str]
+    body: dict[str, Any]
+    views: ServerViews
+    actions: Actions
+
+
+def _index(call: Call) -> dict[str, Any]:
+    return {
+        "version": "v1",
+        "endpoints": [
+            f"{route.method} /api/v1/{route.path.replace('+}', '}')}" for route in ROUTES if route.pattern
+        ],
+    }
+
+
+def _streams(call: Call) -> dict[str, Any]:
+    return {"streams": call.views.streams()}
+
+
+def _key(call: Call) -> str:
+    return f"{call.params['app']}/{call.params['name']}"
+
+
+def _stream(call: Call) -> dict[str, Any]:
+    return {"stream": call.views.stream_detail(_key(call))}
+
+
+def _connections(call: Call) -> dict[str, Any]:
+    return {"connections": call.views.connections()}
+
+
+def _server(call: Call) -> dict[str, Any]:
+    return {"server": call.views.server_info()}
+
+
+def _done(report: Report) -> dict[str, Any]:
+    return {"ok": True, "message": str(report), **report.data}
+
+
+def _answer(result: Report | Deferred) -> dict[str, Any] | Deferred:
+    if isinstance(result, Deferred):
+        return result.addCallback(_done)
+    return _done(result)
+
+
+def _kick(call: Call) -> dict[str, Any]:
+    return _done(call.actions.kick(_key(call), reason=call.body.get("reason")))
+
+
+def _drop(call: Call) -> dict[str, Any]:
+    return _done(call.actions.drop(call.params["conn_id"], reason=call.body.get("reason")))
+
+
+def _record_start(call: Call) -> dict[str, Any]:
+    return _done(call.actions.start_recording(_key(call)))
+
+
+def _record_stop(call: Call) -> dict[str, Any] | Deferred:
+    return _answer(call.actions.stop_recording(_key(call)))
+
+
+def _auth_reload(call: Call) -> dict[str, Any]:
+    return _done(call.actions.reload_auth())
+
+
+def _route(method: str, path: str, handler: Callable[[Call], Any], fields: tuple[str, ...] = ()) -> Route:
+    pattern = tuple(path.split("/")) if path else ()
+    return Route(method, pattern, handler, mutation=method != "GET", fields=frozenset(fields))
+
+
+_STREAM = "streams/{app}/{name+}"
+
+#: Every route of /api/v1/, in matching order.
+ROUTES = [
+    _route("GET", "", _index),
+    _route("GET", "streams", _streams),
+    _route("POST", f"{_STREAM}/kick", _kick, ("reason",)),
+    _route("POST", f"{_STREAM}/record/start", _record_start),
+    _route("POST", f"{_STREAM}/record/stop", _record_stop),
+    _route("GET", _STREAM, _stream),
+    _route("GET", "connections", _connections),
+    _route("POST", "connections/{conn_id}/drop", _drop, ("reason",)),
+    _route("GET", "server", _server),
+    _route("POST", "auth/reload", _auth_reload),
+]
