@@ -629,3 +629,40 @@ class TokenAuthTests(SynchronousTestCase):
         with self.assertRaises(TokenFileError) as raised:
             read_token_file(os.path.join(directory, "missing"))
         self.assertIn("--api-token-file", str(raised.exception))
+
+
+class WiringTests(SynchronousTestCase):
+    def options(self, *args: str):
+        from rtmpd.tap import Options
+
+        options = Options()
+        options.parseOptions(["--http", "tcp:0:interface=127.0.0.1", *args])
+        return options
+
+    def test_the_api_is_mounted_with_the_http_listener(self) -> None:
+        from rtmpd.tap import makeService
+
+        top = makeService(self.options("--http-max-body", "1000"))
+        site = [s for s in top if getattr(s, "what", None) == "HTTP server"][0].factory
+        self.assertEqual(site.max_body, 1000)
+        self.assertIn("api", site.resource.mounted)
+        self.assertIsNotNone(top.getServiceNamed("api-rates"))
+
+    def test_unusable_token_settings_stop_startup_with_one_line(self) -> None:
+        from rtmpd.tap import makeService
+
+        directory = tempfile.mkdtemp(prefix="rtmpd-api-")
+        self.addCleanup(shutil.rmtree, directory, True)
+        short = os.path.join(directory, "short")
+        with open(short, "w") as f:
+            f.write("abc\n")
+        for args in (
+            ("--api-token-always",),
+            ("--api-token-file", short),
+            ("--api-token-file", os.path.join(directory, "missing")),
+        ):
+            with self.assertRaises(SystemExit) as raised:
+                makeService(self.options(*args))
+            message = str(raised.exception.code)
+            self.assertTrue(message.startswith("rtmpd: error: "), message)
+            self.assertNotIn("\n", message)

@@ -12,17 +12,20 @@ if TYPE_CHECKING:
     from rtmpd.server.service import RTMPService
 
 
-def install_http(top: RTMPService, description: str) -> HTTPRoot:
+def install_http(top: RTMPService, description: str, max_body: int | None = None) -> HTTPRoot:
     """Add an HTTP listener on ``description`` to ``top``, serving a new tree with ``/healthz`` and
-    ``/readyz``; return the tree so that other features mount their resources on it."""
+    ``/readyz``; return the tree so that other features mount their resources on it. Request bodies
+    over ``max_body`` bytes are refused (default: ``rtmpd.http.limits.MAX_BODY_BYTES``)."""
     from rtmpd.http.health import Healthz, Readyz
+    from rtmpd.http.limits import MAX_BODY_BYTES
     from rtmpd.http.root import HTTPRoot
     from rtmpd.http.site import HTTPSite
 
     root = HTTPRoot()
     root.mount("healthz", Healthz())
     root.mount("readyz", Readyz(readiness_checks(top)))
-    ListeningService(description, HTTPSite(root), what="HTTP server").setServiceParent(top)
+    site = HTTPSite(root, max_body=max_body or MAX_BODY_BYTES)
+    ListeningService(description, site, what="HTTP server").setServiceParent(top)
     return root
 
 
