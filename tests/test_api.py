@@ -529,6 +529,34 @@ class BadInputTests(APITestCase):
         self.assertEqual(len((await self.get("streams"))["streams"]), 1)
 
 
+class ConnectionCapTests(APITestCase):
+    async def test_connections_past_the_cap_get_503_and_the_others_are_served(self) -> None:
+        from rtmpd.http.limits import ConnectionCap
+
+        capped = ConnectionCap(self.site, 2)
+        port = reactor.listenTCP(0, capped, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        endpoint = endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port)
+        holders = [_Raw(b"") for _ in range(2)]
+        for holder in holders:
+            await endpoints.connectProtocol(endpoint, holder)
+        with capturedLogs() as logs:
+            refused = _Raw(b"GET /api/v1/streams HTTP/1.1\r\nHost: x\r\n\r\n")
+            await endpoints.connectProtocol(endpoint, refused)
+            answer = await refused.closed.addTimeout(10, reactor)
+        self.assertTrue(answer.startswith(b"HTTP/1.1 503 "), answer[:100])
+        self.assertEqual(json.loads(answer.split(b"\r\n\r\n", 1)[1])["error"]["status"], 503)
+        self.assertEqual(
+            len([e for e in logs if e.get("log_format", "").startswith("HTTP connection limit")]), 1
+        )
+        # A held connection is still served.
+        holders[0].transport.write(b"GET /api/v1/streams HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        answer = await holders[0].closed.addTimeout(10, reactor)
+        self.assertTrue(answer.startswith(b"HTTP/1.1 200 "), answer[:100])
+        holders[1].transport.loseConnection()
+        await holders[1].closed
+
+
 # -- pieces -------------------------------------------------------------------------
 
 
@@ -642,9 +670,10 @@ class WiringTests(SynchronousTestCase):
     def test_the_api_is_mounted_with_the_http_listener(self) -> None:
         from rtmpd.tap import makeService
 
-        top = makeService(self.options("--http-max-body", "1000"))
-        site = [s for s in top if getattr(s, "what", None) == "HTTP server"][0].factory
-        self.assertEqual(site.max_body, 1000)
+        top = makeService(self.options("--http-max-body", "1000", "--http-max-connections", "7"))
+        capped = [s for s in top if getattr(s, "what", None) == "HTTP server"][0].factory
+        site = capped.wrappedFactory
+        self.assertEqual((site.max_body, capped.limit), (1000, 7))
         self.assertIn("api", site.resource.mounted)
         self.assertIsNotNone(top.getServiceNamed("api-rates"))
 

@@ -189,6 +189,7 @@ class Options(AccessOptions, usage.Options):
         ],
         ["api-token-file", None, None, "File holding the JSON API's bearer token (changes are off without)"],
         ["http-max-body", None, 64 * 1024, "Largest HTTP request body accepted, in bytes", _positive(int)],
+        ["http-max-connections", None, 256, "Most HTTP connections open at once", _positive(int)],
         ["manhole-keys", None, None, "authorized_keys file of keys allowed into the manhole"],
         ["manhole-passwd", None, None, "user:password file for the manhole (hashed passwords supported)"],
         [
@@ -306,7 +307,7 @@ def makeService(options: Options) -> service.MultiService:
         from rtmpd.tap.api import install_api
         from rtmpd.tap.http import install_http
 
-        root = install_http(top, options["http"], options["http-max-body"])
+        root = install_http(top, options["http"], options["http-max-body"], options["http-max-connections"])
         install_api(
             top, root, options["api-token-file"], options["api-token-always"], reloader and reloader.reload
         )

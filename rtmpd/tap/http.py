@@ -12,12 +12,15 @@ if TYPE_CHECKING:
     from rtmpd.server.service import RTMPService
 
 
-def install_http(top: RTMPService, description: str, max_body: int | None = None) -> HTTPRoot:
+def install_http(
+    top: RTMPService, description: str, max_body: int | None = None, max_connections: int | None = None
+) -> HTTPRoot:
     """Add an HTTP listener on ``description`` to ``top``, serving a new tree with ``/healthz`` and
     ``/readyz``; return the tree so that other features mount their resources on it. Request bodies
-    over ``max_body`` bytes are refused (default: ``rtmpd.http.limits.MAX_BODY_BYTES``)."""
+    over ``max_body`` bytes are refused, connections past ``max_connections`` too (defaults in
+    ``rtmpd.http.limits``)."""
     from rtmpd.http.health import Healthz, Readyz
-    from rtmpd.http.limits import MAX_BODY_BYTES
+    from rtmpd.http.limits import MAX_BODY_BYTES, MAX_CONNECTIONS, ConnectionCap
     from rtmpd.http.root import HTTPRoot
     from rtmpd.http.site import HTTPSite
 
@@ -25,7 +28,8 @@ def install_http(top: RTMPService, description: str, max_body: int | None = None
     root.mount("healthz", Healthz())
     root.mount("readyz", Readyz(readiness_checks(top)))
     site = HTTPSite(root, max_body=max_body or MAX_BODY_BYTES)
-    ListeningService(description, site, what="HTTP server").setServiceParent(top)
+    capped = ConnectionCap(site, max_connections or MAX_CONNECTIONS)
+    ListeningService(description, capped, what="HTTP server").setServiceParent(top)
     return root
 
 
