@@ -695,3 +695,32 @@ class WiringTests(SynchronousTestCase):
             message = str(raised.exception.code)
             self.assertTrue(message.startswith("rtmpd: error: "), message)
             self.assertNotIn("\n", message)
+
+
+class StartTimesTests(SynchronousTestCase):
+    def test_entries_come_and_go_with_the_events_and_stay_bounded(self) -> None:
+        from twisted.internet.task import Clock
+
+        from rtmpd.admin.uptimes import StartTimes
+        from rtmpd.notify import Notifier
+
+        clock, live = Clock(), {}
+        notifier = Notifier(clock.seconds)
+        times = StartTimes(clock.seconds, live)
+        times.subscribe_to(notifier)
+        live["c1"] = object()
+        notifier.emit("connect", conn_id="c1")
+        clock.advance(2)
+        notifier.emit("play_start", conn_id="c1", stream_key="live/a")
+        clock.advance(3)
+        self.assertEqual((times.connection_uptime("c1"), times.play_uptime("c1", "live/a")), (5, 3))
+        self.assertEqual(times.uptime(), 5)
+        notifier.emit("play_stop", conn_id="c1", stream_key="live/a")
+        self.assertIsNone(times.play_uptime("c1", "live/a"))
+        notifier.emit("disconnect", conn_id="c1")
+        self.assertIsNone(times.connection_uptime("c1"))
+        # Connections that never tell of their end are forgotten once they are gone from ``live``.
+        for i in range(1000):
+            notifier.emit("connect", conn_id=f"x{i}")
+            notifier.emit("play_start", conn_id=f"x{i}", stream_key="live/a")
+        self.assertLessEqual(len(times._connected) + len(times._playing), 4 * len(live) + 64 + 2)
