@@ -25,7 +25,7 @@ from __future__ import annotations
 import io
 import json
 
-from twisted.internet import protocol
+from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.protocols import policies
 from twisted.web.iweb import INonQueuedRequestFactory
@@ -53,12 +53,12 @@ def _error_response(status: int, message: str) -> bytes:
     return head + body
 
 
-class _Busy(protocol.Protocol):
+class _Busy(Protocol):
     """Answers 503 and closes: the connection cap is reached."""
 
-    def connectionMade(self) -> None:
-        self.transport.write(_error_response(503, "too many HTTP connections; try again later"))
-        self.transport.loseConnection()
+    def makeConnection(self, transport) -> None:
+        transport.write(_error_response(503, "too many HTTP connections; try again later"))
+        transport.loseConnection()
 
 
 class ConnectionCap(policies.WrappingFactory):
@@ -84,9 +84,7 @@ class ConnectionCap(policies.WrappingFactory):
             self.log.warn(
                 "HTTP connection limit reached; refusing new ones", limit=self.limit, refused=self.refused
             )
-        busy = _Busy()
-        busy.factory = self
-        return busy
+        return _Busy()
 
 
 @provider(INonQueuedRequestFactory)
