@@ -391,3 +391,34 @@ class APIBadInputRealTests(APIServerTestCase):
         self.assertGreaterEqual(player.decoded().get("video", 0), (seconds - 1.5) * FPS)
         self.assertEqual(publisher.wait(20), 0)
         self.assertEqual(self.server.messages("API kick"), [])
+
+
+class APIAuthReloadRealTests(APIServerTestCase):
+    def setUp(self) -> None:
+        self.keys = os.path.join(tempfile.mkdtemp(prefix="rtmpd-api-keys-"), "keys")
+        self.addCleanup(shutil.rmtree, os.path.dirname(self.keys), True)
+        with open(self.keys, "w") as f:
+            f.write("live cam\n")
+        self.extra_args = ("--auth-keys", self.keys, "--auth-revoke-live")
+        super().setUp()
+
+    def test_auth_reload_takes_the_new_key_file_and_ends_a_revoked_publisher(self) -> None:
+        publisher = self.cleanup_process(ffmpeg_publish(self.server.url("cam"), 60))
+        self.server.wait_for_msg("Codecs detected", 20, stream_key="live/cam")
+        with open(self.keys, "w") as f:
+            f.write("live cam2\n")
+        status, _, body = self.api("POST", "auth/reload")
+        self.assertEqual(status, 401, body)
+        self.assertIsNone(publisher.poll())
+
+        status, _, body = self.api("POST", "auth/reload", token=TOKEN)
+        self.assertEqual(status, 200, body)
+        [result] = body["results"]
+        self.assertTrue(result["ok"], result)
+        # --auth-revoke-live: the publisher of the removed key is ended; the new key publishes.
+        publisher.wait(20)
+        self.assertIsNone(self.stream()["conn_id"] if self.stream() else None)
+        second = self.cleanup_process(ffmpeg_publish(self.server.url("cam2"), 3))
+        self.server.wait_for_msg("Codecs detected", 20, stream_key="live/cam2")
+        self.assertEqual(second.wait(20), 0)
+        self.assertEqual(len(self.server.messages("API access reload")), 1)
