@@ -192,14 +192,18 @@ class APIRealTests(APIServerTestCase):
         unpublished = StatusWatcher(raw, "NetStream.Play.UnpublishNotify", 120)
         publisher_conn = self.server.messages("Codecs detected")[0]["conn_id"]
 
-        # GET streams: every field, once both bit rates have been sampled over the players too.
-        stream = wait_until(
-            lambda: (
-                (s := self.stream()) and s["subscribers"] == 3 and s["bitrate_out"] and s["bitrate_in"] and s
-            ),
-            20,
-            "rates of a stream with three players",
-        )
+        # GET streams: every field, once the publisher and all three players have been sampled twice.
+        def all_rated() -> bool:
+            detail = self.get("streams/live/cam")["stream"]
+            players = detail["players"]
+            return (
+                detail["bitrate_in"] is not None
+                and len(players) == 3
+                and all(p["bitrate_out"] is not None for p in players)
+            )
+
+        wait_until(all_rated, 20, "rates of the publisher and three players")
+        stream = self.stream()
         self.assertEqual(stream["conn_id"], publisher_conn)
         self.assertTrue(stream["publisher"].startswith("127.0.0.1:"), stream)
         self.assertEqual((stream["video_codec"], stream["audio_codec"]), ("H264", "AAC"))
