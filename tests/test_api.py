@@ -283,9 +283,13 @@ class ReadTests(APITestCase):
         self.assertIn("GET /api/v1/streams/{app}/{name}", body["endpoints"])
         self.assertIn("POST /api/v1/connections/{conn_id}/drop", body["endpoints"])
         self.assertEqual(len((await self.get("streams/"))["streams"]), 1)
-        status, headers, content = await self.request("HEAD", "streams")
+        with capturedLogs() as logs:
+            status, headers, content = await self.request("HEAD", "streams")
         self.assertEqual((status, content), (200, None))
         self.assertEqual(headers.getRawHeaders("content-type"), ["application/json; charset=utf-8"])
+        length = len(json.dumps(await self.get("streams"), separators=(",", ":"), default=str)) + 1
+        self.assertEqual(headers.getRawHeaders("content-length"), [str(length)])
+        self.assertEqual([e for e in logs if "HEAD" in e.get("log_format", "")], [])
 
     async def test_stream_names_with_slashes_and_escapes(self) -> None:
         client, sid = self.server.session()
