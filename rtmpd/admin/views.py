@@ -1,14 +1,16 @@
-"""What an operator sees of a running server, as plain data: streams, one stream's players, connections.
+"""What an operator sees of a running server, as plain data: streams, one stream's players, connections,
+the server itself.
 
-Every view is a list of dicts of raw values (str, int, float, None, and lists
-and dicts of those): ready to be served as JSON, or wrapped in a text table
-by the manhole (``rtmpd.admin.namespace``). Nothing here formats text for a
-person. Units: bytes, seconds, bits per second on the wire (RTMP framing
-included).
+Every view is a list (or dict) of dicts of raw values (str, int, float,
+None, and lists and dicts of those): served as is by the JSON API
+(``rtmpd.http.api``), or wrapped in a text table by the manhole
+(``rtmpd.admin.namespace``). Nothing here formats text for a person. Units:
+bytes, seconds, bits per second on the wire (RTMP framing included).
 
 The views read the registry, the server's connections (only through
-``rtmpd.relay.peer.Peer``), the bit-rate sampler and the recorder, at every
-call. They change nothing.
+``rtmpd.relay.peer.Peer``), the bit-rate sampler, the start times
+(``rtmpd.admin.uptimes``) and the recorder, at every call. They change
+nothing.
 """
 
 from __future__ import annotations
