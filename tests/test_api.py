@@ -283,9 +283,13 @@ class ReadTests(APITestCase):
         self.assertIn("GET /api/v1/streams/{app}/{name}", body["endpoints"])
         self.assertIn("POST /api/v1/connections/{conn_id}/drop", body["endpoints"])
         self.assertEqual(len((await self.get("streams/"))["streams"]), 1)
-        status, headers, content = await self.request("HEAD", "streams")
+        with capturedLogs() as logs:
+            status, headers, content = await self.request("HEAD", "streams")
         self.assertEqual((status, content), (200, None))
         self.assertEqual(headers.getRawHeaders("content-type"), ["application/json; charset=utf-8"])
+        length = len(json.dumps(await self.get("streams"), separators=(",", ":"), default=str)) + 1
+        self.assertEqual(headers.getRawHeaders("content-length"), [str(length)])
+        self.assertEqual([e for e in logs if "HEAD" in e.get("log_format", "")], [])
 
     async def test_stream_names_with_slashes_and_escapes(self) -> None:
         client, sid = self.server.session()
@@ -529,6 +533,34 @@ class BadInputTests(APITestCase):
         self.assertEqual(len((await self.get("streams"))["streams"]), 1)
 
 
+class ConnectionCapTests(APITestCase):
+    async def test_connections_past_the_cap_get_503_and_the_others_are_served(self) -> None:
+        from rtmpd.http.limits import ConnectionCap
+
+        capped = ConnectionCap(self.site, 2)
+        port = reactor.listenTCP(0, capped, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        endpoint = endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port)
+        holders = [_Raw(b"") for _ in range(2)]
+        for holder in holders:
+            await endpoints.connectProtocol(endpoint, holder)
+        with capturedLogs() as logs:
+            refused = _Raw(b"GET /api/v1/streams HTTP/1.1\r\nHost: x\r\n\r\n")
+            await endpoints.connectProtocol(endpoint, refused)
+            answer = await refused.closed.addTimeout(10, reactor)
+        self.assertTrue(answer.startswith(b"HTTP/1.1 503 "), answer[:100])
+        self.assertEqual(json.loads(answer.split(b"\r\n\r\n", 1)[1])["error"]["status"], 503)
+        self.assertEqual(
+            len([e for e in logs if e.get("log_format", "").startswith("HTTP connection limit")]), 1
+        )
+        # A held connection is still served.
+        holders[0].transport.write(b"GET /api/v1/streams HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        answer = await holders[0].closed.addTimeout(10, reactor)
+        self.assertTrue(answer.startswith(b"HTTP/1.1 200 "), answer[:100])
+        holders[1].transport.loseConnection()
+        await holders[1].closed
+
+
 # -- pieces -------------------------------------------------------------------------
 
 
@@ -629,3 +661,70 @@ class TokenAuthTests(SynchronousTestCase):
         with self.assertRaises(TokenFileError) as raised:
             read_token_file(os.path.join(directory, "missing"))
         self.assertIn("--api-token-file", str(raised.exception))
+
+
+class WiringTests(SynchronousTestCase):
+    def options(self, *args: str):
+        from rtmpd.tap import Options
+
+        options = Options()
+        options.parseOptions(["--http", "tcp:0:interface=127.0.0.1", *args])
+        return options
+
+    def test_the_api_is_mounted_with_the_http_listener(self) -> None:
+        from rtmpd.tap import makeService
+
+        top = makeService(self.options("--http-max-body", "1000", "--http-max-connections", "7"))
+        capped = [s for s in top if getattr(s, "what", None) == "HTTP server"][0].factory
+        site = capped.wrappedFactory
+        self.assertEqual((site.max_body, capped.limit), (1000, 7))
+        self.assertIn("api", site.resource.mounted)
+        self.assertIsNotNone(top.getServiceNamed("api-rates"))
+
+    def test_unusable_token_settings_stop_startup_with_one_line(self) -> None:
+        from rtmpd.tap import makeService
+
+        directory = tempfile.mkdtemp(prefix="rtmpd-api-")
+        self.addCleanup(shutil.rmtree, directory, True)
+        short = os.path.join(directory, "short")
+        with open(short, "w") as f:
+            f.write("abc\n")
+        for args in (
+            ("--api-token-always",),
+            ("--api-token-file", short),
+            ("--api-token-file", os.path.join(directory, "missing")),
+        ):
+            with self.assertRaises(SystemExit) as raised:
+                makeService(self.options(*args))
+            message = str(raised.exception.code)
+            self.assertTrue(message.startswith("rtmpd: error: "), message)
+            self.assertNotIn("\n", message)
+
+
+class StartTimesTests(SynchronousTestCase):
+    def test_entries_come_and_go_with_the_events_and_stay_bounded(self) -> None:
+        from twisted.internet.task import Clock
+
+        from rtmpd.admin.uptimes import StartTimes
+        from rtmpd.notify import Notifier
+
+        clock, live = Clock(), {}
+        notifier = Notifier(clock.seconds)
+        times = StartTimes(clock.seconds, live)
+        times.subscribe_to(notifier)
+        live["c1"] = object()
+        notifier.emit("connect", conn_id="c1")
+        clock.advance(2)
+        notifier.emit("play_start", conn_id="c1", stream_key="live/a")
+        clock.advance(3)
+        self.assertEqual((times.connection_uptime("c1"), times.play_uptime("c1", "live/a")), (5, 3))
+        self.assertEqual(times.uptime(), 5)
+        notifier.emit("play_stop", conn_id="c1", stream_key="live/a")
+        self.assertIsNone(times.play_uptime("c1", "live/a"))
+        notifier.emit("disconnect", conn_id="c1")
+        self.assertIsNone(times.connection_uptime("c1"))
+        # Connections that never tell of their end are forgotten once they are gone from ``live``.
+        for i in range(1000):
+            notifier.emit("connect", conn_id=f"x{i}")
+            notifier.emit("play_start", conn_id=f"x{i}", stream_key="live/a")
+        self.assertLessEqual(len(times._connected) + len(times._playing), 4 * len(live) + 64 + 2)

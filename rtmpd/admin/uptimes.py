@@ -43,14 +43,14 @@ class StartTimes:
             return
         if name == "connect":
             self._connected[conn_id] = self._now()
-            if len(self._connected) > 2 * len(self._connections) + 16:
-                self._prune()
+            self._bound()
         elif name == "disconnect":
             self._connected.pop(conn_id, None)
             for play in [p for p in self._playing if p[0] == conn_id]:
                 del self._playing[play]
         elif name == "play_start":
             self._playing[(conn_id, str(fields.get("stream_key")))] = self._now()
+            self._bound()
         elif name == "play_stop":
             self._playing.pop((conn_id, str(fields.get("stream_key"))), None)
 
@@ -67,6 +67,14 @@ class StartTimes:
     def uptime(self) -> float:
         """Seconds since the server started."""
         return self._now() - self.started
+
+    def _bound(self) -> None:
+        # Entries whose stop event never came (a connection closed before its session opened) go
+        # once there are clearly more entries than open connections.
+        live = self._connections
+        if len(self._connected) + len(self._playing) <= 4 * len(live) + 64:
+            return
+        self._prune()
 
     def _prune(self) -> None:
         live = self._connections

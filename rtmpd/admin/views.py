@@ -1,14 +1,16 @@
-"""What an operator sees of a running server, as plain data: streams, one stream's players, connections.
+"""What an operator sees of a running server, as plain data: streams, one stream's players, connections,
+the server itself.
 
-Every view is a list of dicts of raw values (str, int, float, None, and lists
-and dicts of those): ready to be served as JSON, or wrapped in a text table
-by the manhole (``rtmpd.admin.namespace``). Nothing here formats text for a
-person. Units: bytes, seconds, bits per second on the wire (RTMP framing
-included).
+Every view is a list (or dict) of dicts of raw values (str, int, float,
+None, and lists and dicts of those): served as is by the JSON API
+(``rtmpd.http.api``), or wrapped in a text table by the manhole
+(``rtmpd.admin.namespace``). Nothing here formats text for a person. Units:
+bytes, seconds, bits per second on the wire (RTMP framing included).
 
 The views read the registry, the server's connections (only through
-``rtmpd.relay.peer.Peer``), the bit-rate sampler and the recorder, at every
-call. They change nothing.
+``rtmpd.relay.peer.Peer``), the bit-rate sampler, the start times
+(``rtmpd.admin.uptimes``) and the recorder, at every call. They change
+nothing.
 """
 
 from __future__ import annotations
@@ -122,6 +124,8 @@ class ServerViews:
             "gop_cache_bytes": stream.cache.gop_bytes,
             "recording_file": recording["file"] if recording is not None else None,
             "recording_state": recording["state"] if recording is not None else None,
+            "recording_bytes": recording["bytes"] if recording is not None else None,
+            "recording_duration": recording["duration"] if recording is not None else None,
         }
 
     def players(self, key: str) -> list[dict[str, Any]]:
@@ -183,8 +187,9 @@ class ServerViews:
         }
 
     def recording(self, key: str) -> dict[str, Any] | None:
-        """The recording of stream ``key`` as ``{"file", "state"}``, the file relative to the record
-        directory when it is inside it (None before the first file); None when nothing is recorded."""
+        """The recording of stream ``key`` as ``{"file", "state", "bytes", "duration"}`` (the current
+        file: its path relative to the record directory when it is inside it, bytes and seconds
+        written to it so far); None when nothing is recorded."""
         recorder = self.server.recorder
         recording = recorder.recording_for(key) if recorder is not None else None
         if recording is None:
@@ -195,7 +200,12 @@ class ServerViews:
             inside = os.path.relpath(os.path.abspath(path), os.path.abspath(record_dir))
             if not inside.startswith(os.pardir):
                 path = inside
-        return {"file": path, "state": recording.state}
+        return {
+            "file": path,
+            "state": recording.state,
+            "bytes": getattr(recording, "bytes", None),
+            "duration": getattr(recording, "duration", None),
+        }
 
     def _rates(self, peer: Peer | None) -> tuple[float | None, float | None]:
         rates = self.sampler.rates(peer.conn_id) if self.sampler is not None and peer is not None else None

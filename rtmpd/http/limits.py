@@ -14,6 +14,10 @@ the bytes arrive:
 
 A refusal is a JSON body (``rtmpd.http.jsonio``'s shape), then the
 connection is closed: the unread rest of the body is never parsed.
+
+``ConnectionCap`` wraps the Site: past ``max_connections`` open HTTP
+connections, a new one is answered 503 and closed at once, so HTTP clients
+can never take the file descriptors the RTMP listeners need.
 """
 
 from __future__ import annotations
@@ -21,19 +25,66 @@ from __future__ import annotations
 import io
 import json
 
+from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
+from twisted.protocols import policies
 from twisted.web.iweb import INonQueuedRequestFactory
 from twisted.web.server import Request
 from zope.interface import provider
 
-__all__ = ["MAX_BODY_BYTES", "REQUEST_TIMEOUT", "BoundedRequest"]
+__all__ = ["MAX_BODY_BYTES", "MAX_CONNECTIONS", "REQUEST_TIMEOUT", "BoundedRequest", "ConnectionCap"]
 
 #: Largest request body accepted (bytes): the JSON API's bodies are tiny.
 MAX_BODY_BYTES = 64 * 1024
 #: Seconds a request has to arrive in full, from its first line to the end of its body.
 REQUEST_TIMEOUT = 30.0
+#: Most HTTP connections open at once.
+MAX_CONNECTIONS = 256
 
-_REASONS = {408: b"Request Timeout", 413: b"Content Too Large"}
+_REASONS = {408: b"Request Timeout", 413: b"Content Too Large", 503: b"Service Unavailable"}
+
+
+def _error_response(status: int, message: str) -> bytes:
+    body = json.dumps({"error": {"status": status, "message": message}}).encode() + b"\n"
+    head = (
+        b"HTTP/1.1 %d %s\r\ncontent-type: application/json; charset=utf-8\r\n"
+        b"content-length: %d\r\nconnection: close\r\n\r\n" % (status, _REASONS[status], len(body))
+    )
+    return head + body
+
+
+class _Busy(Protocol):
+    """Answers 503 and closes: the connection cap is reached."""
+
+    def makeConnection(self, transport) -> None:
+        transport.write(_error_response(503, "too many HTTP connections; try again later"))
+        transport.loseConnection()
+
+
+class ConnectionCap(policies.WrappingFactory):
+    """Serves ``site`` on at most ``limit`` connections at once; the next ones get 503 and are closed
+    (one WARN line a minute while that happens)."""
+
+    log = Logger()
+
+    def __init__(self, site, limit: int = MAX_CONNECTIONS, clock=None) -> None:
+        super().__init__(site)
+        self.limit = limit
+        self.refused = 0
+        self._clock = clock if clock is not None else getattr(site, "reactor", None)
+        self._warned_at: float | None = None
+
+    def buildProtocol(self, addr):
+        if len(self.protocols) < self.limit:
+            return super().buildProtocol(addr)
+        self.refused += 1
+        now = self._clock.seconds() if self._clock is not None else 0.0
+        if self._warned_at is None or now - self._warned_at >= 60:
+            self._warned_at = now
+            self.log.warn(
+                "HTTP connection limit reached; refusing new ones", limit=self.limit, refused=self.refused
+            )
+        return _Busy()
 
 
 @provider(INonQueuedRequestFactory)
@@ -95,16 +146,11 @@ class BoundedRequest(Request):
         still arriving, so twisted.web's response machinery cannot be used yet."""
         self.refused = True
         self._cancel_deadline()
-        body = json.dumps({"error": {"status": status, "message": message}}).encode() + b"\n"
-        head = (
-            b"HTTP/1.1 %d %s\r\ncontent-type: application/json; charset=utf-8\r\n"
-            b"content-length: %d\r\nconnection: close\r\n\r\n" % (status, _REASONS[status], len(body))
-        )
         self.log.info("HTTP request refused", status=status, reason=message, client=_client(self))
         channel = self.channel
         if channel is None or not channel.connected:
             return
-        channel.write(head + body)
+        channel.write(_error_response(status, message))
         channel.loseConnection()
 
 

@@ -225,6 +225,7 @@ class Recorder(service.Service, StreamListener):
         self.unfinished.add(recording)
         self._latest[stream] = recording
         self._streams[stream.key] = stream
+        return recording
 
     def stream_message(self, stream: Stream, message: Message, info: MediaInfo) -> None:
         recording = self.recordings.get(stream)

@@ -196,6 +196,8 @@ class Options(AccessOptions, HookOptions, RemoteOptions, usage.Options):
             endpoint_description,
         ],
         ["api-token-file", None, None, "File holding the JSON API's bearer token (changes are off without)"],
+        ["http-max-body", None, 64 * 1024, "Largest HTTP request body accepted, in bytes", _positive(int)],
+        ["http-max-connections", None, 256, "Most HTTP connections open at once", _positive(int)],
         ["manhole-keys", None, None, "authorized_keys file of keys allowed into the manhole"],
         ["manhole-passwd", None, None, "user:password file for the manhole (hashed passwords supported)"],
         [
@@ -335,7 +337,7 @@ def makeService(options: Options) -> service.MultiService:
         from rtmpd.tap.http import install_http
         from rtmpd.tap.metrics import install_metrics
 
-        root = install_http(top, options["http"])
+        root = install_http(top, options["http"], options["http-max-body"], options["http-max-connections"])
         install_metrics(top, root, options)
         install_api(
             top, root, options["api-token-file"], options["api-token-always"], reloader and reloader.reload

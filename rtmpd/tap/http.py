@@ -12,11 +12,16 @@ if TYPE_CHECKING:
     from rtmpd.server.service import RTMPService
 
 
-def install_http(top: RTMPService, description: str) -> HTTPRoot:
+def install_http(
+    top: RTMPService, description: str, max_body: int | None = None, max_connections: int | None = None
+) -> HTTPRoot:
     """Add an HTTP listener on ``description`` to ``top``, serving a new tree with the dashboard at ``/``,
-    ``/healthz`` and ``/readyz``; return the tree so that other features mount their resources on it."""
+    ``/healthz``, ``/readyz`` and the HTTP-FLV players; return the tree so that other features mount
+    their resources on it. Request bodies over ``max_body`` bytes are refused, connections past
+    ``max_connections`` too (defaults in ``rtmpd.http.limits``)."""
     from rtmpd.http.dashboard.resource import DashboardFiles, DashboardPage
     from rtmpd.http.health import Healthz, Readyz
+    from rtmpd.http.limits import MAX_BODY_BYTES, MAX_CONNECTIONS, ConnectionCap
     from rtmpd.http.root import HTTPRoot
     from rtmpd.http.site import HTTPSite
 
@@ -25,7 +30,9 @@ def install_http(top: RTMPService, description: str) -> HTTPRoot:
     root.mount("dashboard", DashboardFiles())
     root.mount("healthz", Healthz())
     root.mount("readyz", Readyz(readiness_checks(top)))
-    ListeningService(description, HTTPSite(root), what="HTTP server").setServiceParent(top)
+    site = HTTPSite(root, max_body=max_body or MAX_BODY_BYTES)
+    capped = ConnectionCap(site, max_connections or MAX_CONNECTIONS)
+    ListeningService(description, capped, what="HTTP server").setServiceParent(top)
     install_flv_players(top, root)
     return root
 

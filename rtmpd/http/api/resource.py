@@ -71,11 +71,11 @@ class APIResource(Resource):
             call = Call(params, body, self.views, self._actions(request))
             result = route.handler(call)
         except Exception as e:
-            return self._error(request, e, method)
+            return _head_aware(request, self._error(request, e, method))
         if isinstance(result, Deferred):
             self._answer_later(request, result, method)
             return NOT_DONE_YET
-        return json_body(request, result)
+        return _head_aware(request, json_body(request, result))
 
     def _resolve(self, request: Request, method: str) -> tuple[Route, dict[str, str]]:
         try:
@@ -125,6 +125,14 @@ class APIResource(Resource):
                 request.finish()
 
         result.addCallbacks(answer, failed)
+
+
+def _head_aware(request: Request, body: bytes) -> bytes:
+    """``body``, or for HEAD nothing but its length (twisted.web logs a warning for a HEAD body)."""
+    if request.method != b"HEAD":
+        return body
+    request.setHeader(b"content-length", b"%d" % len(body))
+    return b""
 
 
 def read_body(request: Request, route: Route) -> dict[str, Any]:
