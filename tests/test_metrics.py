@@ -438,8 +438,8 @@ class TapTests(SynchronousTestCase):
 
         mounted = {}
 
-        def spy(top, description):
-            root = mounted["root"] = install_http(top, description)
+        def spy(top, description, *limits):
+            root = mounted["root"] = install_http(top, description, *limits)
             return root
 
         import rtmpd.tap.http as tap_http
