@@ -14,12 +14,14 @@ import json
 import os
 import subprocess
 import threading
+import urllib.error
+import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from tests.browser import chromium, screenshot, wait_until
-from tests.support import ServerProcess, require
+from tests.support import IN_CI, ServerProcess, require
 
 #: Seconds of latency samples taken per run.
 WINDOW = 20.0
@@ -81,6 +83,13 @@ class BrowserLatencyTests(SynchronousTestCase):
         self.server = ServerProcess("--http", "tcp:0:interface=127.0.0.1", log_level="info").start()
         self.addCleanup(self.server.stop)
         self.origin = f"http://127.0.0.1:{self.server.port_of('HTTP server')}"
+        try:
+            urllib.request.urlopen(f"{self.origin}/dashboard/vendor/mpegts.js", timeout=10).close()
+        except urllib.error.HTTPError as e:
+            message = "mpegts.js is not installed (scripts/install-dashboard-vendor)"
+            if IN_CI:
+                raise AssertionError(message) from e
+            raise SkipTest(message) from e
         cmd = [
             ffmpeg,
             "-hide_banner",
