@@ -10,10 +10,13 @@ import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from rtmpd.core.errors import AMFDecodeError
+from rtmpd.core.errors import AMFBudgetExceeded, AMFDecodeError
 
 __all__ = [
+    "DEFAULT_MAX_DECODED_BYTES",
     "DEFAULT_MAX_DEPTH",
+    "DEFAULT_MAX_NODES",
+    "DecodeBudget",
     "MAX_DEPTH_CEILING",
     "UNDEFINED",
     "ECMAArray",
@@ -31,7 +34,38 @@ DEFAULT_MAX_DEPTH = 64
 #: chosen ``max_depth`` could meet Python's recursion limit instead of ours.
 MAX_DEPTH_CEILING = 200
 
+#: Defaults of the expansion budget; the same numbers as ``Limits.max_amf_nodes``
+#: and ``Limits.max_amf_decoded_bytes``.
+DEFAULT_MAX_NODES = 100_000
+DEFAULT_MAX_DECODED_BYTES = 8 * 1024 * 1024
+
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class DecodeBudget:
+    """What one AMF message may still decode to: values (``nodes``) and string/byte bytes (``size``).
+
+    The decoders charge every value they produce, and a reference the full
+    cost of the value it refers to each time it is used, so what a decoded
+    message costs anyone who walks it (``str``, re-encoding, logging) is
+    bounded however its references are arranged. ``charge`` raises
+    ``AMFBudgetExceeded`` when either count goes below zero. One budget is
+    shared by an AMF0 message and every AMF3 value inside it.
+    """
+
+    __slots__ = ("nodes", "size")
+
+    def __init__(self, nodes: int = DEFAULT_MAX_NODES, size: int = DEFAULT_MAX_DECODED_BYTES) -> None:
+        self.nodes = nodes
+        self.size = size
+
+    def charge(self, nodes: int, size: int) -> None:
+        self.nodes -= nodes
+        self.size -= size
+        if self.nodes < 0 or self.size < 0:
+            raise AMFBudgetExceeded(
+                "AMF value expands past its budget (too many values or bytes, references counted each use)"
+            )
 
 
 class Undefined:

@@ -37,6 +37,7 @@ from rtmpd.core.messages import (
     user_control,
     window_ack_size,
 )
+from rtmpd.core.text import client_text, url_without_query
 from rtmpd.relay.names import IllegalName, split_stream_name, validate_app
 from rtmpd.relay.peer import Peer
 from rtmpd.relay.player import Player
@@ -150,8 +151,8 @@ class ServerCommands:
             "connect command",
             conn_id=conn.conn_id,
             app=app,
-            tcUrl=str(params.get("tcUrl", "")),
-            flashVer=str(params.get("flashVer", "")),
+            tcUrl=client_text(url_without_query(params.get("tcUrl", ""))),  # no signed-URL token
+            flashVer=client_text(params.get("flashVer", "")),
             enhanced=enhanced.summary(),
         )
         config = conn.config
