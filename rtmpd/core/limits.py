@@ -48,7 +48,7 @@ class Limits:
     #: Before ``publish``: messages a second (commands, control, pings).
     command_messages_per_second: float = 100.0
     #: Before ``publish``: bytes a second (chunk headers counted, see ``chunk_cost``).
-    command_bytes_per_second: float = 256 * 1024
+    command_bytes_per_second: float = 256.0 * 1024
     #: After ``publish``: messages a second (real streams send under 1,000).
     media_messages_per_second: float = 10_000.0
     #: After ``publish``: bytes a second, 100 Mb/s (several times the highest real bitrates).
@@ -64,3 +64,29 @@ class Limits:
     max_tracks: int = 32
     #: Distinct codec FourCCs an Enhanced RTMP publisher may use (audio and video together).
     max_codecs: int = 16
+
+
+#: Command-line options of the hostile-client limits (``rtmpd.tap``): option name, ``Limits`` field,
+#: help. A rate option takes 0 for "no budget"; the others must be positive.
+OPTIONS: tuple[tuple[str, str, str], ...] = (
+    (
+        "max-partial-bytes",
+        "max_partial_message_bytes",
+        "Bytes all unfinished messages of a connection may announce",
+    ),
+    ("max-amf-nodes", "max_amf_nodes", "Values one AMF message may decode to (references counted each use)"),
+    ("max-amf-bytes", "max_amf_decoded_bytes", "String bytes one AMF message may decode to (references too)"),
+    ("max-command-name", "max_command_name", "Longest command name accepted, in characters"),
+    ("command-rate", "command_messages_per_second", "Messages a second before publish (0: no limit)"),
+    ("command-byte-rate", "command_bytes_per_second", "Bytes a second before publish (0: no limit)"),
+    ("media-rate", "media_messages_per_second", "Messages a second after publish (0: no limit)"),
+    ("media-byte-rate", "media_bytes_per_second", "Bytes a second after publish (0: no limit)"),
+    ("rate-window", "rate_window", "Seconds of each rate a connection may send at once"),
+    ("chunk-cost", "chunk_cost", "Bytes charged to the byte rate per chunk header"),
+    ("max-tracks", "max_tracks", "Enhanced RTMP tracks a publisher may use"),
+    ("max-codecs", "max_codecs", "Distinct Enhanced RTMP codecs (FourCCs) a publisher may use"),
+)
+#: The options above whose value may be 0.
+OPTIONS_ZERO_OK = frozenset(
+    {"command-rate", "command-byte-rate", "media-rate", "media-byte-rate", "chunk-cost"}
+)
