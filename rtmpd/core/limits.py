@@ -54,7 +54,7 @@ class Limits:
     #: After ``publish``: bytes a second, 100 Mb/s (several times the highest real bitrates).
     media_bytes_per_second: float = 12_500_000.0
     #: Seconds of each rate a connection may send at once (its budget starts full).
-    rate_window: float = 10.0
+    rate_window: float = 2.0
     #: Bytes charged to the byte budget per chunk, on top of its payload: a chunk
     #: costs the server a header parse whatever it carries, so chunk size 1 or
     #: empty messages pay for what they cost.
