@@ -135,15 +135,24 @@ class AMFExpansionAttackTests(HostileCoreTestCase):
 
 
 class AggregateAttackTests(HostileCoreTestCase):
-    def test_megabyte_of_nested_aggregates_before_connect(self) -> None:
+    def test_deeply_nested_aggregates_before_connect(self) -> None:
+        # 300 KiB (with its 128-byte chunks charged at 64 bytes each): within the command byte budget
+        # (512 KiB at once), so it is the nesting that is refused.
         attacker, conn_id = self.attacker()
         payload = b"\x17\x01\x00\x00\x00" + bytes(100)
-        while len(payload) < 1 << 20:
+        while len(payload) < 300 * 1024:
             header = bytes([22]) + len(payload).to_bytes(3, "big") + bytes(7)
             payload = header + payload + (11 + len(payload)).to_bytes(4, "big")
         attacker.send(4, Message(MessageType.AGGREGATE, 0, 1, payload))
         self.assertLess(self.honest_connect_seconds(), CONNECT_BOUND)
         self.assertAttackHandled(conn_id, "NestedAggregate", attacker.sock)
+
+    def test_megabyte_aggregate_before_connect_is_over_the_command_budget(self) -> None:
+        attacker, conn_id = self.attacker()
+        payload = bytes([22]) + (1 << 20).to_bytes(3, "big") + bytes(7) + bytes(1 << 20) + bytes(4)
+        attacker.send(4, Message(MessageType.AGGREGATE, 0, 1, payload))
+        self.assertLess(self.honest_connect_seconds(), CONNECT_BOUND)
+        self.assertAttackHandled(conn_id, "RateLimitExceeded", attacker.sock)
 
 
 class FloodAttackTests(HostileCoreTestCase):
@@ -190,7 +199,7 @@ class MultitrackAttackTests(HostileCoreTestCase):
         attacker, conn_id = self.attacker()
         attacker.connect_and_publish("tracks")
         self.wait_publishing("tracks")
-        tag = multitrack_video([(struct.pack(">I", i), i & 0xFF) for i in range(5000)], packet_type=0)
+        tag = multitrack_video([(struct.pack(">I", i), i & 0xFF) for i in range(6000)], packet_type=0)
         self.assertGreater(len(tag), 60_000)
         attacker.send(6, Message(9, 0, 1, tag))
         self.assertLess(self.honest_connect_seconds(), CONNECT_BOUND)
