@@ -265,7 +265,10 @@ class ChunkReader:
                 elif len(got) < 4 and ext.startswith(got):
                     return None
             if not stream.remaining:
-                self._begin(stream.length)
+                total = self._in_progress + stream.length
+                if total > self._limits.max_partial_message_bytes:
+                    self._too_much_in_progress(total)
+                self._in_progress = total
                 stream.timestamp = (stream.timestamp + stream.delta) & _MASK32
                 stream.remaining = stream.length
             return pos, stream
@@ -315,7 +318,10 @@ class ChunkReader:
             )
             if length > limit:
                 raise MessageTooLarge(f"message of type {type_id} announces {length} bytes, limit is {limit}")
-        self._begin(length if fmt != 2 else stream.length)  # type: ignore[union-attr]
+        total = self._in_progress + (length if fmt != 2 else stream.length)  # type: ignore[union-attr]
+        if total > self._limits.max_partial_message_bytes:
+            self._too_much_in_progress(total)
+        self._in_progress = total
         if stream is None:
             stream = self._streams[csid] = _InStream()
         if fmt == 0:
@@ -331,13 +337,9 @@ class ChunkReader:
         stream.remaining = stream.length
         return pos, stream
 
-    def _begin(self, length: int) -> None:
-        """Count a new message of ``length`` bytes in progress; raise if all of them announce too much."""
-        total = self._in_progress + length
-        if total > self._limits.max_partial_message_bytes:
-            limit = self._limits.max_partial_message_bytes
-            raise PartialMessagesTooLarge(f"messages in progress announce {total} bytes, limit is {limit}")
-        self._in_progress = total
+    def _too_much_in_progress(self, total: int) -> None:
+        limit = self._limits.max_partial_message_bytes
+        raise PartialMessagesTooLarge(f"messages in progress announce {total} bytes, limit is {limit}")
 
 
 class _InStream:
