@@ -85,14 +85,25 @@ class AMFExpansionTests(SynchronousTestCase):
         self.assertTrue(issubclass(AMFBudgetExceeded, AMFDecodeError))
 
     def test_a_reference_counts_everything_it_stands_for(self) -> None:
-        # 10 levels: 2**10 leaves, plus the arrays; within the default budget, and exactly counted.
-        value = amf0.decode(amf0_reference_bomb(10))[0]
+        # 10 levels: 2**10 leaves of 16 bytes, plus the arrays: 10,203 values and 32,752 bytes, exactly.
+        bomb = amf0_reference_bomb(10)
+        value = amf0.decode(bomb, budget=DecodeBudget(10_203, 32_752))[0]
         self.assertEqual(len(value[-1]), 2)
-        amf0.decode(amf0_reference_bomb(10), max_nodes=20_000)
         with self.assertRaises(AMFBudgetExceeded):
-            amf0.decode(amf0_reference_bomb(10), max_nodes=2**10)  # fewer nodes than leaves
+            amf0.decode(bomb, budget=DecodeBudget(10_202, 32_752))
         with self.assertRaises(AMFBudgetExceeded):
-            amf0.decode(amf0_reference_bomb(10), max_bytes=len(amf0_reference_bomb(10)) + 16 * 2**9)
+            amf0.decode(bomb, budget=DecodeBudget(10_203, 32_751))
+
+    def test_the_budget_grows_with_the_message_not_with_references(self) -> None:
+        # 139 bytes may stand for 2 * 139 + 256 values: not the 10,203 this one would.
+        with self.assertRaises(AMFBudgetExceeded):
+            amf0.decode(amf0_reference_bomb(10))
+        self.assertEqual(DecodeBudget.for_message(139).nodes, 2 * 139 + 256)
+        # The cap holds for large messages; the byte budget never refuses a message without references.
+        self.assertEqual(DecodeBudget.for_message(8_000_000, max_nodes=100_000).nodes, 100_000)
+        self.assertEqual(DecodeBudget.for_message(8_000_000, max_bytes=1000).size, 8_000_000)
+        strings = amf0.encode_many(*["s" * 60_000] * 100)  # 6 MB of text in 6 MB: fits
+        self.assertEqual(len(amf0.decode_all(strings)), 100)
 
     def test_honest_values_and_cycles_decode(self) -> None:
         connect = amf0.encode_many("connect", 1.0, CONNECT_PARAMS)
@@ -105,21 +116,21 @@ class AMFExpansionTests(SynchronousTestCase):
     def test_amf3_object_and_string_references(self) -> None:
         with self.assertRaises(AMFBudgetExceeded):
             amf3.decode(amf3_object_bomb(40))
-        self.assertEqual(len(amf3.decode(amf3_object_bomb(8))[0]), 9)
+        self.assertEqual(len(amf3.decode(amf3_object_bomb(4))[0]), 5)
         # One 1000-byte string, then 10,000 references to it: 10 MB of text from 21 kB.
         string_bomb = b"\x09" + amf3._u29(10_001 << 1 | 1) + b"\x01"  # a dense array of 10,001
         string_bomb += b"\x06" + amf3._u29(1000 << 1 | 1) + b"s" * 1000 + b"\x06\x00" * 10_000
         with self.assertRaises(AMFBudgetExceeded):
             amf3.decode(string_bomb)
-        value = amf3.decode(string_bomb, budget=DecodeBudget(100_000, 11_000_000))[0]
+        value = amf3.decode(string_bomb, budget=DecodeBudget(100_000, 10_001_000))[0]
         self.assertEqual(len(value), 10_001)
 
     def test_avmplus_values_share_the_message_budget(self) -> None:
         one = b"\x11" + amf3_object_bomb(6)
         # Alone, each fits; as many values of one message they exceed one shared budget.
-        amf0.decode_all(one, max_nodes=1000)
+        amf0.decode_all(one, budget=DecodeBudget(1000, 10_000))
         with self.assertRaises(AMFBudgetExceeded):
-            amf0.decode_all(one * 4, max_nodes=1000)
+            amf0.decode_all(one * 4, budget=DecodeBudget(1000, 10_000))
 
     def test_connect_bomb_is_a_typed_error_in_the_session(self) -> None:
         session, client = SessionTestCase().handshaken()

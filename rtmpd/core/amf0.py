@@ -219,6 +219,7 @@ def decode(
     max_depth: int = DEFAULT_MAX_DEPTH,
     max_nodes: int = DEFAULT_MAX_NODES,
     max_bytes: int = DEFAULT_MAX_DECODED_BYTES,
+    budget: DecodeBudget | None = None,
 ) -> tuple[Any, int]:
     """Decode one AMF0 value starting at ``offset``.
 
@@ -227,11 +228,14 @@ def decode(
     decoded earlier in this call, in the order they started; each call has
     its own reference table.
 
-    The expansion budget: the value may hold at most ``max_nodes`` values
-    and ``max(max_bytes, len(data))`` bytes of strings, a reference counting
-    everything the value it refers to holds each time it is used (a
-    reference to an enclosing value, a cycle, counts one). So whoever walks
-    the result (``str``, an encoder, a log line) does bounded work.
+    The expansion budget (``DecodeBudget.for_message``): the value may hold
+    at most ``min(max_nodes, 2 * len(data) + 256)`` values and about
+    ``min(max_bytes, 16 * len(data) + 64 KiB)`` bytes of strings, a
+    reference counting everything the value it refers to holds each time it
+    is used (a reference to an enclosing value, a cycle, counts one). So
+    whoever walks the result (``str``, an encoder, a log line, freeing it)
+    does work proportional to the bytes received. ``budget``, when given,
+    replaces that budget (to share one, or to set one exactly).
 
     :raises AMFDecodeError: on truncation, an unknown or reserved marker, a
         bad reference, invalid UTF-8, a date outside years 1-9999, or objects
@@ -241,7 +245,9 @@ def decode(
         0..200 (caller errors, not peer errors).
     """
     _check_args(offset, max_depth)
-    reader = _Reader(data, offset, max_depth, DecodeBudget(max_nodes, max(max_bytes, len(data))))
+    if budget is None:
+        budget = DecodeBudget.for_message(len(data), max_nodes, max_bytes)
+    reader = _Reader(data, offset, max_depth, budget)
     return reader.read_top_level(), reader.pos
 
 
@@ -251,6 +257,7 @@ def decode_all(
     max_depth: int = DEFAULT_MAX_DEPTH,
     max_nodes: int = DEFAULT_MAX_NODES,
     max_bytes: int = DEFAULT_MAX_DECODED_BYTES,
+    budget: DecodeBudget | None = None,
 ) -> list[Any]:
     """Decode consecutive AMF0 values until ``data`` is used up (an RTMP command body).
 
@@ -261,7 +268,9 @@ def decode_all(
         complete value do not form a value.
     """
     _check_args(0, max_depth)
-    reader = _Reader(data, 0, max_depth, DecodeBudget(max_nodes, max(max_bytes, len(data))))
+    if budget is None:
+        budget = DecodeBudget.for_message(len(data), max_nodes, max_bytes)
+    reader = _Reader(data, 0, max_depth, budget)
     values = []
     while reader.pos < len(reader.data):
         values.append(reader.read_top_level())

@@ -40,9 +40,7 @@ from datetime import datetime
 from typing import Any
 
 from rtmpd.core.amf_types import (
-    DEFAULT_MAX_DECODED_BYTES,
     DEFAULT_MAX_DEPTH,
-    DEFAULT_MAX_NODES,
     MAX_DEPTH_CEILING,
     UNDEFINED,
     DecodeBudget,
@@ -130,11 +128,7 @@ class Decoder:
         self._data = bytes(data)
         self._pos = offset
         self._max_depth = max_depth
-        self._budget = (
-            budget
-            if budget is not None
-            else DecodeBudget(DEFAULT_MAX_NODES, max(DEFAULT_MAX_DECODED_BYTES, len(data)))
-        )
+        self._budget = budget if budget is not None else DecodeBudget.for_message(len(data))
         value = self._value(0)
         return value, self._pos
 
@@ -382,10 +376,9 @@ def decode(
     resolve to the very Python object decoded earlier.
 
     ``budget`` is the expansion budget to charge (shared with an enclosing
-    AMF0 message); without one, the value may hold 100,000 values and
-    ``max(8 MiB, len(data))`` bytes of strings, a reference to a string or
-    object counting everything it stands for each time it is used (see
-    ``rtmpd.core.amf0.decode``).
+    AMF0 message); without one, ``DecodeBudget.for_message(len(data))``: a
+    reference to a string or object counts everything it stands for each
+    time it is used (see ``rtmpd.core.amf0.decode``).
 
     :raises AMFDecodeError: on truncation, an unknown marker, a bad reference,
         invalid UTF-8, an externalizable object, an unhashable dictionary key,

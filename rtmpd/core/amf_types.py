@@ -39,6 +39,12 @@ MAX_DEPTH_CEILING = 200
 DEFAULT_MAX_NODES = 100_000
 DEFAULT_MAX_DECODED_BYTES = 8 * 1024 * 1024
 
+#: How much a message may expand, per byte received and as a constant (``DecodeBudget.for_message``).
+NODES_PER_BYTE = 2
+NODES_SLACK = 256
+BYTES_PER_BYTE = 16
+BYTES_SLACK = 64 * 1024
+
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -58,6 +64,25 @@ class DecodeBudget:
     def __init__(self, nodes: int = DEFAULT_MAX_NODES, size: int = DEFAULT_MAX_DECODED_BYTES) -> None:
         self.nodes = nodes
         self.size = size
+
+    @classmethod
+    def for_message(
+        cls, length: int, max_nodes: int = DEFAULT_MAX_NODES, max_bytes: int = DEFAULT_MAX_DECODED_BYTES
+    ) -> DecodeBudget:
+        """The budget of a message of ``length`` bytes: what it may expand to grows with its size.
+
+        Without references a message decodes to at most one value and one
+        string byte per byte, so ``2 * length + 256`` values and
+        ``16 * length + 64 KiB`` string bytes leave honest messages (repeated
+        AMF3 keys, a shared object or two) far from the limit, while a few
+        hundred bytes can no longer stand for ``max_nodes`` values: the work of
+        decoding, walking and freeing a value stays proportional to the bytes
+        received. ``max_nodes``/``max_bytes`` cap both (the bytes cap never
+        below ``length``).
+        """
+        nodes = min(max_nodes, NODES_PER_BYTE * length + NODES_SLACK)
+        size = max(length, min(max_bytes, BYTES_PER_BYTE * length + BYTES_SLACK))
+        return cls(nodes, size)
 
     def charge(self, nodes: int, size: int) -> None:
         self.nodes -= nodes
