@@ -15,6 +15,8 @@ be read are left to the relay (media is relayed untouched).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from rtmpd.core.errors import MalformedTag, TooManyTracks
 from rtmpd.core.media import audio_tracks, video_tracks
 
@@ -70,7 +72,7 @@ class TrackCensus:
             infos = (video_tracks if is_video else audio_tracks)(payload, max_tracks=self.max_tracks)
         except MalformedTag:
             return  # relayed untouched; the relay logs what it cannot read
-        pairs = []
+        pairs: list[tuple[bytes, int]] = []
         for info in infos:
             fourcc = info.fourcc
             if fourcc is None:
@@ -79,7 +81,7 @@ class TrackCensus:
             pairs.append((raw, info.track_id))
         self._note(is_video, pairs)
 
-    def _note(self, is_video: bool, pairs) -> None:
+    def _note(self, is_video: bool, pairs: Iterable[tuple[bytes, int]]) -> None:
         for fourcc, track_id in pairs:
             if len(fourcc) == 4 and fourcc not in self.fourccs:
                 if len(self.fourccs) >= self.max_codecs:
