@@ -258,6 +258,12 @@ class RateTests(SessionTestCase):
         with self.assertRaises(RateLimitExceeded):
             budget.spend(50.0, 1, 0)
 
+    def test_after_a_step_back_time_counts_from_the_new_clock(self) -> None:
+        budget = RateBudget(Limits(command_messages_per_second=1, rate_window=2))
+        budget.spend(3600.0, 2, 0)
+        budget.spend(0.0, 0, 0)  # the clock stepped back an hour
+        budget.spend(2.0, 2, 0)  # two seconds later, two seconds' worth is back
+
     def test_chunk_size_one_flood_of_empty_messages_after_publish(self) -> None:
         session, client = self.connected()
         self.feed(session, client.command("publish", 5, None, "key", "live", stream_id=1))

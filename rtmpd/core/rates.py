@@ -75,9 +75,11 @@ class RateBudget:
             if last is None:
                 self._last = now
             else:
+                # A clock that steps back refills nothing, and counting goes on from the new time
+                # (an hour's step back must not stop refills for an hour).
+                self._last = now
                 elapsed = now - last
-                if elapsed > 0:  # a clock stepping back refills nothing
-                    self._last = now
+                if elapsed > 0:
                     window = self._limits.rate_window
                     rate = self._message_rate
                     if rate > 0:
