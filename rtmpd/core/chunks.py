@@ -133,6 +133,7 @@ class ChunkReader:
         self.messages_received = 0
         #: Announced lengths of the messages in progress, summed over all chunk streams.
         self._in_progress = 0
+        self._max_partial = limits.max_partial_message_bytes
         self._streams: dict[int, _InStream] = {}
         # Bytes of a chunk header that has not fully arrived yet.
         self._pending = b""
@@ -266,7 +267,7 @@ class ChunkReader:
                     return None
             if not stream.remaining:
                 total = self._in_progress + stream.length
-                if total > self._limits.max_partial_message_bytes:
+                if total > self._max_partial:
                     self._too_much_in_progress(total)
                 self._in_progress = total
                 stream.timestamp = (stream.timestamp + stream.delta) & _MASK32
@@ -319,7 +320,7 @@ class ChunkReader:
             if length > limit:
                 raise MessageTooLarge(f"message of type {type_id} announces {length} bytes, limit is {limit}")
         total = self._in_progress + (length if fmt != 2 else stream.length)  # type: ignore[union-attr]
-        if total > self._limits.max_partial_message_bytes:
+        if total > self._max_partial:
             self._too_much_in_progress(total)
         self._in_progress = total
         if stream is None:
