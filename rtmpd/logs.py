@@ -3,6 +3,14 @@
 Twisted's own ``jsonFileLogObserver`` writes RFC 7464 records of whole event
 dicts; log shippers want one flat object per line, so this module formats
 ``time``, ``level``, ``msg`` and then the event's own keyword fields.
+
+Field values often hold what a client sent (flashVer, stream names, command
+names), so every line is bounded and cannot be forged: each string in a
+field (at any depth) is cut to ``MAX_FIELD_CHARS`` and, in the text format,
+its control characters are escaped (``rtmpd.core.text.escape_controls``:
+a newline cannot start a fake line, an ANSI escape cannot reach a
+terminal); containers show at most ``MAX_ITEMS`` items, ``MAX_DEPTH`` deep.
+The JSON format escapes control characters as JSON does, and C1 controls too.
 """
 
 from __future__ import annotations
@@ -22,6 +30,8 @@ from twisted.logger import (
 )
 from zope.interface import implementer
 
+from rtmpd.core.text import escape_controls
+
 LEVELS = {"debug": LogLevel.debug, "info": LogLevel.info, "warn": LogLevel.warn, "error": LogLevel.error}
 FORMATS = ("text", "json")
 
@@ -35,16 +45,58 @@ def _fields(event: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in event.items() if not k.startswith("log_") and k not in _LEGACY_KEYS}
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, (str, int, float, bool)) or value is None:
+#: Characters kept of each string in a field; items kept of each list or dict; levels kept.
+MAX_FIELD_CHARS = 1024
+MAX_ITEMS = 64
+MAX_DEPTH = 6
+#: Characters kept of a formatted message (fields interpolated into it included).
+MAX_MESSAGE_CHARS = 4096
+
+
+def _cut(text: str, limit: int = MAX_FIELD_CHARS) -> str:
+    if len(text) > limit:
+        return f"{text[:limit]}…(+{len(text) - limit} chars)"
+    return text
+
+
+def _jsonable(value: Any, depth: int = 0) -> Any:
+    """A bounded plain value for a log record: cut strings, at most MAX_ITEMS items, MAX_DEPTH levels."""
+    if isinstance(value, str):
+        return _cut(value)
+    if isinstance(value, (int, float, bool)) or value is None:
         return value
+    if depth >= MAX_DEPTH:
+        return "…"
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        items = [_jsonable(v, depth + 1) for v in value[:MAX_ITEMS]]
+        if len(value) > MAX_ITEMS:
+            items.append(f"…(+{len(value) - MAX_ITEMS} items)")
+        return items
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        out = {}
+        for i, (k, v) in enumerate(value.items()):
+            if i == MAX_ITEMS:
+                out["…"] = f"+{len(value) - MAX_ITEMS} items"
+                break
+            out[_cut(str(k), 256)] = _jsonable(v, depth + 1)
+        return out
     if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    return repr(value)
+        return _cut(value[: MAX_FIELD_CHARS * 4].decode("utf-8", "replace"))
+    try:
+        return _cut(repr(value))
+    except Exception:  # a broken __repr__ must not lose the line
+        return f"<{type(value).__name__}>"
+
+
+def _text_value(value: Any) -> str:
+    """A field value as the text format shows it: bounded, with control characters escaped."""
+    value = _jsonable(value)
+    return escape_controls(value if isinstance(value, str) else str(value))
+
+
+# JSON escapes C0 controls itself; C1 controls (0x9b is a one-byte CSI) and the line
+# separators pass through ``ensure_ascii=False``, so they are escaped here.
+_JSON_EXTRA = str.maketrans({c: f"\\u{c:04x}" for c in (*range(0x7F, 0xA0), 0x2028, 0x2029)})
 
 
 def _time(event: dict[str, Any]) -> str:
@@ -70,8 +122,12 @@ def _traceback(event: dict[str, Any]) -> str | None:
 
 
 def format_json(event: dict[str, Any]) -> str:
-    """One flat JSON object: time, level, msg, then the event's fields."""
-    record: dict[str, Any] = {"time": _time(event), "level": _level(event), "msg": _message(event)}
+    """One flat JSON object: time, level, msg, then the event's fields (bounded, see the module docstring)."""
+    record: dict[str, Any] = {
+        "time": _time(event),
+        "level": _level(event),
+        "msg": _cut(_message(event), MAX_MESSAGE_CHARS),
+    }
     if event.get("log_namespace"):
         record["logger"] = event["log_namespace"]
     for key, value in _fields(event).items():
@@ -79,13 +135,17 @@ def format_json(event: dict[str, Any]) -> str:
     tb = _traceback(event)
     if tb:
         record["traceback"] = tb
-    return json.dumps(record, ensure_ascii=False, default=repr) + "\n"
+    return json.dumps(record, ensure_ascii=False, default=repr).translate(_JSON_EXTRA) + "\n"
 
 
 def format_text(event: dict[str, Any]) -> str:
-    """``time [level] msg key=value ...`` on one line (plus a traceback if any)."""
-    fields = " ".join(f"{k}={_jsonable(v)}" for k, v in _fields(event).items())
-    line = f"{_time(event)} [{_level(event)}] {_message(event)}"
+    """``time [level] msg key=value ...`` on one line (plus a traceback if any).
+
+    Every value, and the message, has its control characters escaped: one event is one line.
+    """
+    fields = " ".join(f"{escape_controls(_cut(k, 256))}={_text_value(v)}" for k, v in _fields(event).items())
+    message = escape_controls(_cut(_message(event), MAX_MESSAGE_CHARS))
+    line = f"{_time(event)} [{_level(event)}] {message}"
     if fields:
         line += " " + fields
     tb = _traceback(event)

@@ -33,9 +33,12 @@ from typing import Any
 
 from rtmpd.core import amf3
 from rtmpd.core.amf_types import (
+    DEFAULT_MAX_DECODED_BYTES,
     DEFAULT_MAX_DEPTH,
+    DEFAULT_MAX_NODES,
     MAX_DEPTH_CEILING,
     UNDEFINED,
+    DecodeBudget,
     ECMAArray,
     TypedObject,
     Undefined,
@@ -209,7 +212,15 @@ def _pack_u32(n: int) -> bytes:
 # --------------------------------------------------------------------- decoding
 
 
-def decode(data: bytes, offset: int = 0, *, max_depth: int = DEFAULT_MAX_DEPTH) -> tuple[Any, int]:
+def decode(
+    data: bytes,
+    offset: int = 0,
+    *,
+    max_depth: int = DEFAULT_MAX_DEPTH,
+    max_nodes: int = DEFAULT_MAX_NODES,
+    max_bytes: int = DEFAULT_MAX_DECODED_BYTES,
+    budget: DecodeBudget | None = None,
+) -> tuple[Any, int]:
     """Decode one AMF0 value starting at ``offset``.
 
     Returns ``(value, new_offset)``. References (0x07) resolve to the same
@@ -217,28 +228,49 @@ def decode(data: bytes, offset: int = 0, *, max_depth: int = DEFAULT_MAX_DEPTH) 
     decoded earlier in this call, in the order they started; each call has
     its own reference table.
 
+    The expansion budget (``DecodeBudget.for_message``): the value may hold
+    at most ``min(max_nodes, 2 * len(data) + 256)`` values and about
+    ``min(max_bytes, 16 * len(data) + 64 KiB)`` bytes of strings, a
+    reference counting everything the value it refers to holds each time it
+    is used (a reference to an enclosing value, a cycle, counts one). So
+    whoever walks the result (``str``, an encoder, a log line, freeing it)
+    does work proportional to the bytes received. ``budget``, when given,
+    replaces that budget (to share one, or to set one exactly).
+
     :raises AMFDecodeError: on truncation, an unknown or reserved marker, a
         bad reference, invalid UTF-8, a date outside years 1-9999, or objects
-        and arrays nested more than ``max_depth`` deep.
+        and arrays nested more than ``max_depth`` deep; its subclass
+        ``AMFBudgetExceeded`` past the expansion budget.
     :raises ValueError: when ``offset`` is negative or ``max_depth`` is not in
         0..200 (caller errors, not peer errors).
     """
     _check_args(offset, max_depth)
-    reader = _Reader(data, offset, max_depth)
+    if budget is None:
+        budget = DecodeBudget.for_message(len(data), max_nodes, max_bytes)
+    reader = _Reader(data, offset, max_depth, budget)
     return reader.read_top_level(), reader.pos
 
 
-def decode_all(data: bytes, *, max_depth: int = DEFAULT_MAX_DEPTH) -> list[Any]:
+def decode_all(
+    data: bytes,
+    *,
+    max_depth: int = DEFAULT_MAX_DEPTH,
+    max_nodes: int = DEFAULT_MAX_NODES,
+    max_bytes: int = DEFAULT_MAX_DECODED_BYTES,
+    budget: DecodeBudget | None = None,
+) -> list[Any]:
     """Decode consecutive AMF0 values until ``data`` is used up (an RTMP command body).
 
     Each value has its own reference table, as if ``decode`` were called
-    once per value.
+    once per value; the expansion budget is shared by all of them.
 
     :raises AMFDecodeError: as ``decode``; also when the bytes after the last
         complete value do not form a value.
     """
     _check_args(0, max_depth)
-    reader = _Reader(data, 0, max_depth)
+    if budget is None:
+        budget = DecodeBudget.for_message(len(data), max_nodes, max_bytes)
+    reader = _Reader(data, 0, max_depth, budget)
     values = []
     while reader.pos < len(reader.data):
         values.append(reader.read_top_level())
@@ -255,16 +287,20 @@ def _check_args(offset: int, max_depth: int) -> None:
 class _Reader:
     """A cursor over one top-level value: its position and reference table."""
 
-    def __init__(self, data: bytes, pos: int, max_depth: int) -> None:
+    def __init__(self, data: bytes, pos: int, max_depth: int, budget: DecodeBudget) -> None:
         # bytes(b) of a bytes object is free; anything else is copied once so
         # slices below are immutable bytes.
         self.data = bytes(data)
         self.pos = pos
         self.max_depth = max_depth
+        self.budget = budget
         self.references: list[Any] = []
+        #: (nodes, bytes) of each referenceable value once complete; None while it is being read.
+        self.costs: list[tuple[int, int] | None] = []
 
     def read_top_level(self) -> Any:
         self.references = []
+        self.costs = []
         return self.read_value(0)
 
     def take(self, n: int) -> bytes:
@@ -282,12 +318,18 @@ class _Reader:
         return _U32.unpack(self.take(4))[0]
 
     def text(self, length: int) -> str:
+        if length:
+            self.budget.charge(0, length)
         try:
             return self.take(length).decode("utf-8")
         except UnicodeDecodeError as e:
             raise AMFDecodeError(f"AMF0 string is not valid UTF-8: {e.reason}") from None
 
     def read_value(self, depth: int) -> Any:
+        budget = self.budget
+        budget.nodes -= 1
+        if budget.nodes < 0:
+            budget.charge(0, 0)  # raises AMFBudgetExceeded
         marker = self.take(1)[0]
         if marker == NUMBER:
             return _DOUBLE.unpack(self.take(8))[0]
@@ -312,6 +354,9 @@ class _Reader:
             index = self.u16()
             if index >= len(self.references):
                 raise AMFDecodeError(f"AMF0 reference {index} to an object not yet decoded")
+            cost = self.costs[index]
+            if cost is not None:  # None: an enclosing value (a cycle), which walkers stop at
+                budget.charge(*cost)
             return self.references[index]
         if marker in (OBJECT, ECMA_ARRAY, STRICT_ARRAY, TYPED_OBJECT):
             return self.read_complex(marker, depth + 1)
@@ -324,6 +369,16 @@ class _Reader:
     def read_complex(self, marker: int, depth: int) -> Any:
         if depth > self.max_depth:
             raise AMFDecodeError(f"AMF0 value nested deeper than {self.max_depth} levels")
+        budget = self.budget
+        slot = len(self.costs)
+        self.costs.append(None)
+        # The container's own node was charged by read_value: count it in its cost.
+        nodes, size = budget.nodes + 1, budget.size
+        value = self._read_complex(marker, depth)
+        self.costs[slot] = (nodes - budget.nodes, size - budget.size)
+        return value
+
+    def _read_complex(self, marker: int, depth: int) -> Any:
         if marker == STRICT_ARRAY:
             count = self.u32()
             # Every element takes at least one byte: a count larger than what
@@ -367,5 +422,7 @@ class _Reader:
             target[key] = self.read_value(depth)
 
     def read_amf3(self, depth: int) -> Any:
-        value, self.pos = amf3.decode(self.data, self.pos, max_depth=self.max_depth - depth)
+        value, self.pos = amf3.decode(
+            self.data, self.pos, max_depth=self.max_depth - depth, budget=self.budget
+        )
         return value

@@ -43,6 +43,7 @@ from rtmpd.core.amf_types import (
     DEFAULT_MAX_DEPTH,
     MAX_DEPTH_CEILING,
     UNDEFINED,
+    DecodeBudget,
     ECMAArray,
     TypedObject,
     XMLDocument,
@@ -104,11 +105,21 @@ class Decoder:
         self.objects: list[Any] = []
         #: (class name, sealed member names, dynamic) per trait.
         self.traits: list[tuple[str, tuple[str, ...], bool]] = []
+        #: (nodes, bytes) of each entry of ``objects`` once complete; None while it is being read.
+        self._costs: list[tuple[int, int] | None] = []
         self._data = b""
         self._pos = 0
         self._max_depth = DEFAULT_MAX_DEPTH
+        self._budget = DecodeBudget()
 
-    def decode(self, data: bytes, offset: int = 0, *, max_depth: int = DEFAULT_MAX_DEPTH) -> tuple[Any, int]:
+    def decode(
+        self,
+        data: bytes,
+        offset: int = 0,
+        *,
+        max_depth: int = DEFAULT_MAX_DEPTH,
+        budget: DecodeBudget | None = None,
+    ) -> tuple[Any, int]:
         """Decode one AMF3 value at ``offset`` with these tables; see ``decode``."""
         if offset < 0:
             raise ValueError("offset must not be negative")
@@ -117,6 +128,7 @@ class Decoder:
         self._data = bytes(data)
         self._pos = offset
         self._max_depth = max_depth
+        self._budget = budget if budget is not None else DecodeBudget.for_message(len(data))
         value = self._value(0)
         return value, self._pos
 
@@ -151,6 +163,7 @@ class Decoder:
         return (n << 8) | self._byte()
 
     def _text(self, length: int) -> str:
+        self._budget.charge(0, length)
         try:
             return self._take(length).decode("utf-8")
         except UnicodeDecodeError as e:
@@ -167,7 +180,9 @@ class Decoder:
     def _string(self) -> str:
         header = self._u29()
         if not header & 1:
-            return self._lookup(self.strings, header >> 1, "string")
+            text = self._lookup(self.strings, header >> 1, "string")
+            self._budget.charge(0, len(text))
+            return text
         length = self._length(header)
         if not length:
             return ""  # the empty string is never put in the table
@@ -186,6 +201,10 @@ class Decoder:
     # -- values
 
     def _value(self, depth: int) -> Any:
+        budget = self._budget
+        budget.nodes -= 1
+        if budget.nodes < 0:
+            budget.charge(0, 0)  # raises AMFBudgetExceeded
         marker = self._byte()
         if marker == UNDEFINED_MARKER:
             return UNDEFINED
@@ -206,11 +225,22 @@ class Decoder:
             raise AMFDecodeError(f"unknown AMF3 marker 0x{marker:02x} at offset {self._pos - 1}")
         header = self._u29()
         if not header & 1:
-            return self._lookup(self.objects, header >> 1, "object")
+            index = header >> 1
+            value = self._lookup(self.objects, index, "object")
+            cost = self._costs[index]
+            if cost is not None:  # None: an enclosing value (a cycle), which walkers stop at
+                budget.charge(*cost)
+            return value
         if marker in _NESTING:
             if depth + 1 > self._max_depth:
                 raise AMFDecodeError(f"AMF3 value nested deeper than {self._max_depth} levels")
-        return _COMPLEX[marker](self, marker, header, depth + 1)
+        # Every handler puts exactly one entry in ``objects``, before its children's.
+        slot = len(self._costs)
+        self._costs.append(None)
+        nodes, size = budget.nodes + 1, budget.size
+        value = _COMPLEX[marker](self, marker, header, depth + 1)
+        self._costs[slot] = (nodes - budget.nodes, size - budget.size)
+        return value
 
     def _xml(self, marker: int, header: int, depth: int) -> XMLDocument:
         value = XMLDocument(self._text(self._length(header)))
@@ -223,7 +253,9 @@ class Decoder:
         return value
 
     def _byte_array(self, marker: int, header: int, depth: int) -> bytes:
-        value = self._take(self._length(header))
+        length = self._length(header)
+        self._budget.charge(0, length)
+        value = self._take(length)
         self.objects.append(value)
         return value
 
@@ -231,6 +263,7 @@ class Decoder:
         code, size = _VECTOR_ITEMS[marker]
         self._take(1)  # fixed-length flag: meaningless to Python
         count = self._length(header, size)
+        self._budget.charge(count, 0)
         value = list(struct.unpack(f">{count}{code}", self._take(count * size)))
         self.objects.append(value)
         return value
@@ -334,6 +367,7 @@ def decode(
     *,
     max_depth: int = DEFAULT_MAX_DEPTH,
     context: Decoder | None = None,
+    budget: DecodeBudget | None = None,
 ) -> tuple[Any, int]:
     """Decode one AMF3 value starting at ``offset``; return ``(value, new_offset)``.
 
@@ -341,14 +375,20 @@ def decode(
     sequence; without it each call starts with empty tables. References
     resolve to the very Python object decoded earlier.
 
+    ``budget`` is the expansion budget to charge (shared with an enclosing
+    AMF0 message); without one, ``DecodeBudget.for_message(len(data))``: a
+    reference to a string or object counts everything it stands for each
+    time it is used (see ``rtmpd.core.amf0.decode``).
+
     :raises AMFDecodeError: on truncation, an unknown marker, a bad reference,
         invalid UTF-8, an externalizable object, an unhashable dictionary key,
-        a date outside years 1-9999, or nesting deeper than ``max_depth``.
+        a date outside years 1-9999, or nesting deeper than ``max_depth``;
+        its subclass ``AMFBudgetExceeded`` past the expansion budget.
     :raises ValueError: when ``offset`` is negative or ``max_depth`` is not in
         0..200 (caller errors, not peer errors).
     """
     decoder = context if context is not None else Decoder()
-    return decoder.decode(data, offset, max_depth=max_depth)
+    return decoder.decode(data, offset, max_depth=max_depth, budget=budget)
 
 
 # --------------------------------------------------------------------- encoding

@@ -10,10 +10,13 @@ import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from rtmpd.core.errors import AMFDecodeError
+from rtmpd.core.errors import AMFBudgetExceeded, AMFDecodeError
 
 __all__ = [
+    "DEFAULT_MAX_DECODED_BYTES",
     "DEFAULT_MAX_DEPTH",
+    "DEFAULT_MAX_NODES",
+    "DecodeBudget",
     "MAX_DEPTH_CEILING",
     "UNDEFINED",
     "ECMAArray",
@@ -31,7 +34,63 @@ DEFAULT_MAX_DEPTH = 64
 #: chosen ``max_depth`` could meet Python's recursion limit instead of ours.
 MAX_DEPTH_CEILING = 200
 
+#: Defaults of the expansion budget; the same numbers as ``Limits.max_amf_nodes``
+#: and ``Limits.max_amf_decoded_bytes``.
+DEFAULT_MAX_NODES = 100_000
+DEFAULT_MAX_DECODED_BYTES = 8 * 1024 * 1024
+
+#: How much a message may expand, per byte received and as a constant (``DecodeBudget.for_message``).
+NODES_PER_BYTE = 2
+NODES_SLACK = 256
+BYTES_PER_BYTE = 16
+BYTES_SLACK = 64 * 1024
+
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class DecodeBudget:
+    """What one AMF message may still decode to: values (``nodes``) and string/byte bytes (``size``).
+
+    The decoders charge every value they produce, and a reference the full
+    cost of the value it refers to each time it is used, so what a decoded
+    message costs anyone who walks it (``str``, re-encoding, logging) is
+    bounded however its references are arranged. ``charge`` raises
+    ``AMFBudgetExceeded`` when either count goes below zero. One budget is
+    shared by an AMF0 message and every AMF3 value inside it.
+    """
+
+    __slots__ = ("nodes", "size")
+
+    def __init__(self, nodes: int = DEFAULT_MAX_NODES, size: int = DEFAULT_MAX_DECODED_BYTES) -> None:
+        self.nodes = nodes
+        self.size = size
+
+    @classmethod
+    def for_message(
+        cls, length: int, max_nodes: int = DEFAULT_MAX_NODES, max_bytes: int = DEFAULT_MAX_DECODED_BYTES
+    ) -> DecodeBudget:
+        """The budget of a message of ``length`` bytes: what it may expand to grows with its size.
+
+        Without references a message decodes to at most one value and one
+        string byte per byte, so ``2 * length + 256`` values and
+        ``16 * length + 64 KiB`` string bytes leave honest messages (repeated
+        AMF3 keys, a shared object or two) far from the limit, while a few
+        hundred bytes can no longer stand for ``max_nodes`` values: the work of
+        decoding, walking and freeing a value stays proportional to the bytes
+        received. ``max_nodes``/``max_bytes`` cap both (the bytes cap never
+        below ``length``).
+        """
+        nodes = min(max_nodes, NODES_PER_BYTE * length + NODES_SLACK)
+        size = max(length, min(max_bytes, BYTES_PER_BYTE * length + BYTES_SLACK))
+        return cls(nodes, size)
+
+    def charge(self, nodes: int, size: int) -> None:
+        self.nodes -= nodes
+        self.size -= size
+        if self.nodes < 0 or self.size < 0:
+            raise AMFBudgetExceeded(
+                "AMF value expands past its budget (too many values or bytes, references counted each use)"
+            )
 
 
 class Undefined:

@@ -31,6 +31,7 @@ from rtmpd.core.errors import (
     InvalidChunkSize,
     LocalProtocolError,
     MessageTooLarge,
+    PartialMessagesTooLarge,
     TooManyChunkStreams,
 )
 from rtmpd.core.limits import Limits
@@ -110,15 +111,29 @@ class ChunkReader:
     case where waiting could stall is a client that does not repeat the
     timestamp, whose last chunk of a message is shorter than 4 bytes and
     happens to match, and that then sends nothing until it hears back.
+
+    Memory: the messages in progress on all chunk streams together may
+    announce at most ``Limits.max_partial_message_bytes`` (a message counts
+    its full length from its header until it completes or is aborted), so
+    a peer cannot hold a message limit's worth on each of its chunk streams.
+    ``chunks_received`` and ``messages_received`` count what was parsed, for
+    the session's rate budget.
     """
 
     chunk_size: int
     bytes_received: int
+    chunks_received: int
+    messages_received: int
 
     def __init__(self, limits: Limits = Limits()) -> None:  # noqa: B008 - Limits is frozen
         self._limits = limits
         self.chunk_size = _DEFAULT_CHUNK_SIZE
         self.bytes_received = 0
+        self.chunks_received = 0
+        self.messages_received = 0
+        #: Announced lengths of the messages in progress, summed over all chunk streams.
+        self._in_progress = 0
+        self._max_partial = limits.max_partial_message_bytes
         self._streams: dict[int, _InStream] = {}
         # Bytes of a chunk header that has not fully arrived yet.
         self._pending = b""
@@ -133,7 +148,8 @@ class ChunkReader:
         Raises a ``RemoteProtocolError`` subclass if the stream is illegal:
         ChunkStreamError (header on an unknown chunk stream), MessageTooLarge
         (raised at the header, before the payload is buffered),
-        TooManyChunkStreams, InvalidChunkSize or MalformedControlMessage. After
+        TooManyChunkStreams, PartialMessagesTooLarge, InvalidChunkSize or
+        MalformedControlMessage. After
         an error the reader is unusable and messages completed earlier in the
         same call are not returned: the connection has to be closed anyway.
         """
@@ -151,6 +167,7 @@ class ChunkReader:
         out: list[Message] = []
         current = self._current
         left = self._chunk_left
+        chunks = 0
         while True:
             if current is None:
                 if pos >= end:
@@ -159,6 +176,7 @@ class ChunkReader:
                 if header is None:
                     self._pending = data[pos:]
                     break
+                chunks += 1
                 pos, current = header
                 left = current.remaining
                 if left > self.chunk_size:
@@ -187,6 +205,7 @@ class ChunkReader:
                 current.buffer += piece
                 payload = bytes(current.buffer)
                 current.buffer = None
+            self._in_progress -= current.length
             message = Message(current.type_id, current.timestamp, current.stream_id, payload)
             out.append(message)
             if message.type_id == _SET_CHUNK_SIZE or message.type_id == _ABORT:
@@ -194,6 +213,8 @@ class ChunkReader:
             current = None
         self._current = current
         self._chunk_left = left
+        self.chunks_received += chunks
+        self.messages_received += len(out)
         return out
 
     def _apply_control(self, message: Message) -> None:
@@ -203,6 +224,8 @@ class ChunkReader:
         elif isinstance(event, Abort):
             stream = self._streams.get(event.csid)
             if stream is not None:
+                if stream.remaining:
+                    self._in_progress -= stream.length
                 stream.remaining = 0
                 stream.buffer = None
 
@@ -243,6 +266,10 @@ class ChunkReader:
                 elif len(got) < 4 and ext.startswith(got):
                     return None
             if not stream.remaining:
+                total = self._in_progress + stream.length
+                if total > self._max_partial:
+                    self._too_much_in_progress(total)
+                self._in_progress = total
                 stream.timestamp = (stream.timestamp + stream.delta) & _MASK32
                 stream.remaining = stream.length
             return pos, stream
@@ -292,6 +319,10 @@ class ChunkReader:
             )
             if length > limit:
                 raise MessageTooLarge(f"message of type {type_id} announces {length} bytes, limit is {limit}")
+        total = self._in_progress + (length if fmt != 2 else stream.length)  # type: ignore[union-attr]
+        if total > self._max_partial:
+            self._too_much_in_progress(total)
+        self._in_progress = total
         if stream is None:
             stream = self._streams[csid] = _InStream()
         if fmt == 0:
@@ -306,6 +337,10 @@ class ChunkReader:
         stream.ext = ext
         stream.remaining = stream.length
         return pos, stream
+
+    def _too_much_in_progress(self, total: int) -> None:
+        limit = self._limits.max_partial_message_bytes
+        raise PartialMessagesTooLarge(f"messages in progress announce {total} bytes, limit is {limit}")
 
 
 class _InStream:

@@ -9,10 +9,12 @@ Status replies (``onStatus``/``_error``) carry an info object with ``level``,
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
 from rtmpd.core import amf0
+from rtmpd.core.amf_types import DEFAULT_MAX_DECODED_BYTES, DEFAULT_MAX_NODES
 from rtmpd.core.errors import AMFDecodeError, MalformedCommand
 from rtmpd.core.messages import Message, MessageType
 
@@ -31,7 +33,16 @@ class Command:
     stream_id: int = 0
 
 
-def _amf_values(message: Message, max_depth: int) -> list[Any]:
+#: Longest command name accepted by default (``Limits.max_command_name``).
+DEFAULT_MAX_COMMAND_NAME = 256
+
+
+def _amf_values(
+    message: Message,
+    max_depth: int,
+    max_nodes: int = DEFAULT_MAX_NODES,
+    max_bytes: int = DEFAULT_MAX_DECODED_BYTES,
+) -> list[Any]:
     payload = message.payload
     if message.type_id in (MessageType.COMMAND_AMF3, MessageType.DATA_AMF3):
         # AMF3 command/data messages begin with a format selector byte that
@@ -39,15 +50,31 @@ def _amf_values(message: Message, max_depth: int) -> list[Any]:
         if not payload or payload[0] != 0:
             raise AMFDecodeError("AMF3 message does not start with format byte 0")
         payload = payload[1:]
-    return amf0.decode_all(payload, max_depth=max_depth)
+    return amf0.decode_all(payload, max_depth=max_depth, max_nodes=max_nodes, max_bytes=max_bytes)
 
 
-def decode_command(message: Message, *, max_depth: int = 64) -> Command:
-    """Decode a type 20/17 message. Raises AMFDecodeError or MalformedCommand."""
-    values = _amf_values(message, max_depth)
+def decode_command(
+    message: Message,
+    *,
+    max_depth: int = 64,
+    max_nodes: int = DEFAULT_MAX_NODES,
+    max_bytes: int = DEFAULT_MAX_DECODED_BYTES,
+    max_name: int = DEFAULT_MAX_COMMAND_NAME,
+) -> Command:
+    """Decode a type 20/17 message.
+
+    Raises AMFDecodeError (``AMFBudgetExceeded`` past the expansion budget,
+    see ``rtmpd.core.amf0.decode``) or MalformedCommand: no name, a name
+    longer than ``max_name`` characters, or a transaction id that is not a
+    finite number (null counts as 0).
+    """
+    values = _amf_values(message, max_depth, max_nodes, max_bytes)
     if not values or not isinstance(values[0], str):
         raise MalformedCommand("command message does not start with a command name")
     name = values[0]
+    if len(name) > max_name:
+        # The name itself is not repeated: it is what a log line must not carry.
+        raise MalformedCommand(f"command name of {len(name)} characters (limit {max_name})")
     txn = values[1] if len(values) > 1 else 0.0
     if isinstance(txn, bool) or not isinstance(txn, (int, float)):
         # Some clients send null for notifications; treat anything else as malformed.
@@ -55,6 +82,8 @@ def decode_command(message: Message, *, max_depth: int = 64) -> Command:
             txn = 0.0
         else:
             raise MalformedCommand(f"command {name!r} has a non-numeric transaction id")
+    elif not math.isfinite(txn):
+        raise MalformedCommand(f"command {name!r} has a transaction id that is not a finite number")
     command_object = values[2] if len(values) > 2 else None
     return Command(name, float(txn), command_object, tuple(values[3:]), message.stream_id)
 

@@ -54,12 +54,36 @@ class TooManyChunkStreams(ChunkStreamError):
     """The peer opened more chunk streams than the configured limit."""
 
 
+class PartialMessagesTooLarge(ChunkStreamError):
+    """The messages in progress on all chunk streams together announce more bytes than the limit."""
+
+
+class RateLimitExceeded(RemoteProtocolError):
+    """The peer sent more messages or bytes per second than its budget allows (``Limits``).
+
+    Before ``publish`` the command budget applies, after it the (much larger) media
+    budget; either way the connection is closed.
+    """
+
+
+class TooManyTracks(RemoteProtocolError):
+    """An Enhanced RTMP publisher used more tracks, or more distinct codecs (FourCCs), than allowed."""
+
+
 class MalformedControlMessage(RemoteProtocolError):
     """A protocol control or user control message had the wrong shape."""
 
 
 class AMFDecodeError(RemoteProtocolError):
     """AMF0/AMF3 bytes could not be decoded (truncated, unknown marker, bad reference, too deep)."""
+
+
+class AMFBudgetExceeded(AMFDecodeError):
+    """AMF bytes decode to more values or bytes than one message may (references counted each time used).
+
+    References let a few bytes stand for a large value; the decoder counts what
+    each reference stands for, so an exponential expansion stops here.
+    """
 
 
 class AMFEncodeError(LocalProtocolError):

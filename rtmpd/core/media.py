@@ -14,7 +14,8 @@ optional ModEx prefixes, optional multitrack framing and a FourCC.
 Everything this module owns:
 
 - which bytes are read to classify a tag, and which lack of them is a
-  ``MalformedTag`` (nothing else is ever raised for any input);
+  ``MalformedTag`` (nothing else is ever raised for any input, except
+  ``TooManyTracks`` when a caller asks for a track cap);
 - the codec names reported to the rest of rtmpd;
 - small config-record readers for logs (AVC profile/level, AAC config).
 """
@@ -23,7 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rtmpd.core.errors import MalformedTag
+from rtmpd.core.errors import MalformedTag, TooManyTracks
 
 __all__ = [
     "AudioInfo",
@@ -226,13 +227,16 @@ def _skip_modex(payload: bytes, pos: int, packet_type: int) -> tuple[int, int]:
 _Track = tuple[bytes | None, int, int, int]
 
 
-def _multitrack(payload: bytes, pos: int, nested: int, first_only: bool) -> tuple[int, int, list[_Track]]:
+def _multitrack(
+    payload: bytes, pos: int, nested: int, first_only: bool, max_tracks: int | None = None
+) -> tuple[int, int, list[_Track]]:
     """Walk E-RTMP multitrack framing starting at the AvMultitrackType byte.
 
     Returns (multitrack type, inner packet type, tracks). A reserved
     multitrack type has an unknown layout: no tracks are returned for it.
     Raises MalformedTag on truncation, on a track whose declared size runs
-    past the payload, and on a nested Multitrack packet type.
+    past the payload, and on a nested Multitrack packet type; TooManyTracks
+    past ``max_tracks`` track entries (when given).
     """
     _need(payload, pos + 1, "multitrack type")
     mt_type = payload[pos] >> 4
@@ -270,6 +274,8 @@ def _multitrack(payload: bytes, pos: int, nested: int, first_only: bool) -> tupl
         pos += size
         if first_only or pos >= end:
             break
+        if max_tracks is not None and len(tracks) >= max_tracks:
+            raise TooManyTracks(f"a multitrack tag holds more than {max_tracks} track entries")
     return mt_type, packet_type, tracks
 
 
@@ -340,7 +346,9 @@ def _ex_video_info(frame_type: int, packet_type: int, fourcc: bytes, track_id: i
     )
 
 
-def _parse_video(payload: bytes, first_only: bool) -> tuple[list[VideoInfo], list[tuple[int, int]]]:
+def _parse_video(
+    payload: bytes, first_only: bool, max_tracks: int | None = None
+) -> tuple[list[VideoInfo], list[tuple[int, int]]]:
     """Classify a video tag: one info per track and the (start, end) of each track's codec data."""
     _need(payload, 1, "video header")
     b0 = payload[0]
@@ -364,7 +372,7 @@ def _parse_video(payload: bytes, first_only: bool) -> tuple[list[VideoInfo], lis
         )
         return [info], [(pos, len(payload))]
     if packet_type == _VIDEO_MULTITRACK:
-        mt_type, inner, tracks = _multitrack(payload, pos, _VIDEO_MULTITRACK, first_only)
+        mt_type, inner, tracks = _multitrack(payload, pos, _VIDEO_MULTITRACK, first_only, max_tracks)
         if not tracks:
             info = VideoInfo(
                 codec=f"unknown(multitrack type {mt_type})",
@@ -442,13 +450,14 @@ def parse_video(payload: bytes) -> VideoInfo:
     return info
 
 
-def video_tracks(payload: bytes) -> list[VideoInfo]:
+def video_tracks(payload: bytes, max_tracks: int | None = None) -> list[VideoInfo]:
     """One ``VideoInfo`` per track of a video tag (a single one if not multitrack).
 
     Raises MalformedTag where ``parse_video`` does, and also if any track is
-    truncated.
+    truncated; with ``max_tracks``, TooManyTracks for a tag of more track
+    entries (found after at most ``max_tracks`` of them are read).
     """
-    return _parse_video(payload, False)[0]
+    return _parse_video(payload, False, max_tracks)[0]
 
 
 # -- audio ------------------------------------------------------------------
@@ -492,7 +501,9 @@ def _legacy_audio(payload: bytes, b0: int) -> AudioInfo:
     )
 
 
-def _parse_audio(payload: bytes, first_only: bool) -> tuple[list[AudioInfo], list[tuple[int, int]]]:
+def _parse_audio(
+    payload: bytes, first_only: bool, max_tracks: int | None = None
+) -> tuple[list[AudioInfo], list[tuple[int, int]]]:
     """Classify an audio tag: one info per track and the (start, end) of each track's codec data."""
     _need(payload, 1, "audio header")
     b0 = payload[0]
@@ -501,7 +512,7 @@ def _parse_audio(payload: bytes, first_only: bool) -> tuple[list[AudioInfo], lis
         return [_legacy_audio(payload, b0)], [(body, len(payload))]
     packet_type, pos = _skip_modex(payload, 1, b0 & 0x0F)
     if packet_type == _AUDIO_MULTITRACK:
-        mt_type, inner, tracks = _multitrack(payload, pos, _AUDIO_MULTITRACK, first_only)
+        mt_type, inner, tracks = _multitrack(payload, pos, _AUDIO_MULTITRACK, first_only, max_tracks)
         if not tracks:
             info = AudioInfo(
                 codec=f"unknown(multitrack type {mt_type})",
@@ -544,13 +555,13 @@ def parse_audio(payload: bytes) -> AudioInfo:
     return info
 
 
-def audio_tracks(payload: bytes) -> list[AudioInfo]:
+def audio_tracks(payload: bytes, max_tracks: int | None = None) -> list[AudioInfo]:
     """One ``AudioInfo`` per track of an audio tag (a single one if not multitrack).
 
     Raises MalformedTag where ``parse_audio`` does, and also if any track is
-    truncated.
+    truncated; with ``max_tracks``, TooManyTracks as ``video_tracks``.
     """
-    return _parse_audio(payload, False)[0]
+    return _parse_audio(payload, False, max_tracks)[0]
 
 
 def codec_data_span(payload: bytes, is_video: bool) -> tuple[int, int]:

@@ -13,7 +13,7 @@ import struct
 from dataclasses import dataclass
 from enum import IntEnum
 
-from rtmpd.core.errors import InvalidChunkSize, MalformedControlMessage
+from rtmpd.core.errors import InvalidChunkSize, MalformedControlMessage, NestedAggregate
 
 MAX_CHUNK_SIZE = 0x7FFFFFFF
 
@@ -203,30 +203,44 @@ def parse_control(message: Message) -> ControlEvent:
 
 
 _TAG_HEADER = struct.Struct(">B3s3sB3s")
+_AGGREGATE = 22
 
 
 def split_aggregate(message: Message) -> list[Message]:
-    """Split an Aggregate message (type 22) into its sub-messages.
+    """Split an Aggregate message (type 22) into its sub-messages, one level deep and without recursion.
 
     The payload is a run of FLV-style tags (11-byte header, body, 4-byte back
     pointer); each sub-message keeps its offset from the first tag's
-    timestamp, rebased on the aggregate's own timestamp. A truncated or
-    inconsistent payload raises MalformedControlMessage.
+    timestamp, rebased on the aggregate's own timestamp. Every header is
+    checked first, reading the payload in place; only then is each body
+    sliced out, once (a sub-message's payload is immutable ``bytes``, shared
+    by every player), so an aggregate that is refused costs no copy.
+
+    Raises MalformedControlMessage for a truncated or inconsistent payload
+    and NestedAggregate for a sub-message that is itself an aggregate.
     """
-    payload, out, pos, first_ts = message.payload, [], 0, None
-    while pos < len(payload):
-        if len(payload) - pos < _TAG_HEADER.size:
+    payload = message.payload
+    total = len(payload)
+    spans: list[tuple[int, int, int, int]] = []
+    pos = 0
+    while pos < total:
+        if total - pos < _TAG_HEADER.size:
             raise MalformedControlMessage("aggregate message ends inside a sub-message header")
         type_id, size_b, ts_b, ts_ext, _ = _TAG_HEADER.unpack_from(payload, pos)
+        if type_id == _AGGREGATE:
+            raise NestedAggregate(f"aggregate message on stream {message.stream_id} holds an aggregate")
         size = int.from_bytes(size_b, "big")
-        ts = int.from_bytes(ts_b, "big") | (ts_ext << 24)
         body_start = pos + _TAG_HEADER.size
         end = body_start + size + 4
-        if end > len(payload):
+        if end > total:
             raise MalformedControlMessage("aggregate sub-message runs past the end of the message")
-        if first_ts is None:
-            first_ts = ts
-        timestamp = (message.timestamp + ts - first_ts) & 0xFFFFFFFF
-        out.append(Message(type_id, timestamp, message.stream_id, payload[body_start : body_start + size]))
+        spans.append((type_id, int.from_bytes(ts_b, "big") | (ts_ext << 24), body_start, size))
         pos = end
-    return out
+    if not spans:
+        return []
+    first_ts = spans[0][1]
+    base, stream_id = message.timestamp, message.stream_id
+    return [
+        Message(type_id, (base + ts - first_ts) & 0xFFFFFFFF, stream_id, payload[start : start + size])
+        for type_id, ts, start, size in spans
+    ]

@@ -23,14 +23,14 @@ sends, and everything it answers by itself, lives here; the Twisted adapter
    sub-message is handed out as if it had arrived alone, its timestamp
    rebased on the aggregate's. An aggregate inside an aggregate raises
    ``NestedAggregate``; an aggregate is refused or handed out whole.
-6. **Data messages are normalised**: the AMF3 format byte is dropped and a
-   leading ``@setDataFrame`` is removed, so what is handed out is an AMF0
-   data message ready to relay; ``onMetaData`` comes as
-   ``MetadataReceived`` with its decoded object, anything else as
-   ``DataReceived``.
-7. **The peer's numbers are checked** before use: chunk size (1..2**31-1),
-   window size (at least 1), message sizes and chunk stream count
-   (``Limits``), AMF nesting depth, aggregate sub-message bounds.
+6. **Data messages are normalised** (``rtmpd.core.datamessages``): AMF0,
+   without ``@setDataFrame``, ``onMetaData`` as ``MetadataReceived``.
+7. **The peer's numbers are checked** before use (chunk and window sizes,
+   finite transaction ids) and kept in budgets (``Limits``, docs/security.md),
+   constant work per read or message: message sizes, chunk streams,
+   partial-message bytes, AMF depth and expansion, command name length,
+   messages and bytes a second (command budget until ``publish``, media
+   after; when ``receive_data`` is given the time), E-RTMP tracks and codecs.
 8. **Errors are typed.** Malformed input raises a ``RemoteProtocolError``
    subclass, from ``receive_data`` (handshake, chunk headers and sizes) or
    from ``next_event`` (AMF, control payloads, aggregates, the connect gate),
@@ -51,28 +51,24 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from rtmpd.core import amf0
 from rtmpd.core.chunks import ChunkReader, ChunkWriter
 from rtmpd.core.commands import COMMAND_CSID, decode_command
+from rtmpd.core.datamessages import data_event
 from rtmpd.core.errors import (
     CommandBeforeConnect,
     InvalidWindowAckSize,
     LocalProtocolError,
-    NestedAggregate,
     RemoteProtocolError,
 )
 from rtmpd.core.events import (
     BufferLengthSet,
     CommandReceived,
-    DataReceived,
     Event,
     HandshakeCompleted,
     MediaReceived,
     MessageIgnored,
-    MetadataReceived,
     PeerChunkSizeChanged,
 )
-from rtmpd.core.flv import unwrap_set_data_frame
 from rtmpd.core.handshake import ServerHandshake
 from rtmpd.core.limits import Limits
 from rtmpd.core.messages import (
@@ -88,6 +84,8 @@ from rtmpd.core.messages import (
     split_aggregate,
     user_control,
 )
+from rtmpd.core.rates import RateBudget
+from rtmpd.core.tracks import TrackCensus
 
 __all__ = ["ServerSession"]
 
@@ -127,7 +125,7 @@ class ServerSession:
 
     __slots__ = (
         "_limits",
-        "_max_depth",
+        "_amf",
         "_handshake",
         "_reader",
         "_writer",
@@ -143,6 +141,8 @@ class ServerSession:
         "_app",
         "_connect_params",
         "_open",
+        "_rate",
+        "_census",
     )
 
     #: Outgoing chunk size: the size of every chunk the session writes, and
@@ -160,7 +160,12 @@ class ServerSession:
     ) -> None:
         """``epoch``: the server's uptime in ms, written into S1 (time is passed in, never read)."""
         self._limits = limits
-        self._max_depth = limits.max_amf_depth
+        # The AMF decoders' depth and expansion budget.
+        self._amf = {
+            "max_depth": limits.max_amf_depth,
+            "max_nodes": limits.max_amf_nodes,
+            "max_bytes": limits.max_amf_decoded_bytes,
+        }
         self._handshake = ServerHandshake(epoch=epoch, random_bytes=random_bytes)
         self._reader: ChunkReader | None = None
         self._writer = ChunkWriter()
@@ -179,6 +184,8 @@ class ServerSession:
         self._ack_window = 0
         self._last_ack = 0
         self._failed = False
+        self._rate = RateBudget(limits)
+        self._census = TrackCensus(limits.max_tracks, limits.max_codecs)
 
     # -- state ------------------------------------------------------------------
 
@@ -222,12 +229,17 @@ class ServerSession:
 
     # -- input ------------------------------------------------------------------
 
-    def receive_data(self, data: bytes) -> None:
+    def receive_data(self, data: bytes, now: float | None = None) -> None:
         """Take bytes from the peer; then call ``next_event`` until it returns None.
 
+        ``now`` (seconds, from any clock that does not jump) is when they
+        arrived: with it, the messages and bytes are charged to the rate
+        budget; without it, rates are not checked.
+
         Raises HandshakeError or a ChunkStreamError subclass (bad header,
-        MessageTooLarge, TooManyChunkStreams, InvalidChunkSize) at once;
-        messages completed earlier in ``data`` are then not handed out.
+        MessageTooLarge, TooManyChunkStreams, PartialMessagesTooLarge,
+        InvalidChunkSize) or RateLimitExceeded at once; messages completed
+        earlier in ``data`` are then not handed out.
         """
         self._check_alive()
         if not data:
@@ -247,6 +259,8 @@ class ServerSession:
                 if not data:
                     return
             messages = self._reader.feed(data)
+            if now is not None:
+                self._rate.spend_read(now, self._reader, len(data))
             if self._next < len(self._messages):
                 self._messages += messages
             else:
@@ -259,9 +273,11 @@ class ServerSession:
         """The next event of what was received, or None when more data is needed.
 
         Pings are answered and acknowledgements queued on the way (see
-        ``data_to_send``). Raises AMFDecodeError, MalformedCommand,
-        MalformedControlMessage, InvalidWindowAckSize, NestedAggregate or
-        CommandBeforeConnect for a message that breaks the protocol.
+        ``data_to_send``). Raises AMFDecodeError (``AMFBudgetExceeded``),
+        MalformedCommand, MalformedControlMessage, InvalidWindowAckSize,
+        NestedAggregate, CommandBeforeConnect, TooManyTracks or
+        RateLimitExceeded (aggregate parts) for a message that breaks the
+        protocol or a budget.
         """
         if self._failed:
             self._check_alive()
@@ -292,15 +308,27 @@ class ServerSession:
 
     def _message(self, message: Message) -> Event | None:
         t = message.type_id
-        if t == _AUDIO or t == _VIDEO:
+        if t == _VIDEO:
+            payload = message.payload
+            if payload and payload[0] & 0x80:  # Enhanced RTMP: names a FourCC, maybe many tracks
+                self._census.video(payload)
+            return MediaReceived(message)
+        if t == _AUDIO:
+            payload = message.payload
+            if payload and payload[0] >> 4 == 9:
+                self._census.audio(payload)
             return MediaReceived(message)
         if t == _COMMAND_AMF0 or t == _COMMAND_AMF3:
-            command = decode_command(message, max_depth=self._max_depth)
+            command = decode_command(message, max_name=self._limits.max_command_name, **self._amf)
             if not self._open and command.name != "connect":
                 raise CommandBeforeConnect(f"{command.name!r} before connect")
+            if command.name == "publish":
+                # From here on the peer sends media: the media budget applies (whether the
+                # publish is allowed or not, it is no larger than an allowed publisher's).
+                self._rate.to_media()
             return CommandReceived(command)
         if t == _DATA_AMF0 or t == _DATA_AMF3:
-            return self._data(message)
+            return data_event(message, self._amf)
         if t in _CONTROL_TYPES:
             return self._control(message)
         if t == _AGGREGATE:
@@ -309,29 +337,11 @@ class ServerSession:
         return MessageIgnored(message)
 
     def _split(self, aggregate: Message) -> None:
-        # One level, no recursion: each sub-message's body is sliced out once
-        # (a bytes slice is the one copy an immutable payload needs) and put
-        # in front of the queue, to be handled like any message but this one.
+        # One level, no recursion (split_aggregate refuses nesting before any copy); the parts go in
+        # front of the queue, and the rate budget counts each (the aggregate counted as one).
         parts = split_aggregate(aggregate)
-        for part in parts:
-            if part.type_id == _AGGREGATE:
-                raise NestedAggregate(f"aggregate message on stream {aggregate.stream_id} holds an aggregate")
+        self._rate.spend(None, len(parts) - 1, len(parts) * self._limits.chunk_cost)
         self._messages[self._next : self._next] = parts
-
-    def _data(self, message: Message) -> Event:
-        payload = message.payload
-        if message.type_id == _DATA_AMF3:
-            # The format selector byte; the values are AMF0 (with AMF3 switches).
-            payload = payload[1:]
-        unwrapped = unwrap_set_data_frame(payload)
-        if unwrapped is not None:
-            payload = unwrapped
-        values = amf0.decode_all(payload, max_depth=self._max_depth)
-        body = Message(_DATA_AMF0, message.timestamp, message.stream_id, payload)
-        if values and values[0] == "onMetaData":
-            meta = values[1] if len(values) > 1 and isinstance(values[1], dict) else {}
-            return MetadataReceived(body, meta)
-        return DataReceived(body)
 
     def _control(self, message: Message) -> Event | None:
         control = parse_control(message)

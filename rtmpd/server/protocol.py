@@ -221,7 +221,7 @@ class RTMPProtocol(FlowControl, Protocol):
         outbox = self.factory.outbox
         outbox.hold()
         try:
-            session.receive_data(data)
+            session.receive_data(data, self.last_activity)  # the time drives the rate budget
             outgoing = session.outgoing
             next_event = session.next_event
             while not self._closing:

@@ -37,11 +37,12 @@ from rtmpd.core.messages import (
     user_control,
     window_ack_size,
 )
+from rtmpd.core.text import client_text, url_without_query
 from rtmpd.relay.names import IllegalName, split_stream_name, validate_app
 from rtmpd.relay.peer import Peer
 from rtmpd.relay.player import Player
 from rtmpd.relay.registry import Publication, Stream
-from rtmpd.server.clienttext import LOGGED_TEXT_LENGTH, client_text
+from rtmpd.server import clienttext
 from rtmpd.server.dispatch import MAX_STRING_ARGUMENT, Boolean, Integer, Object, Reply, String, responder
 from rtmpd.server.errors import TooManyStreamRequests
 from rtmpd.server.gate import AccessGate
@@ -147,7 +148,7 @@ class ServerCommands:
             raise CommandError("already connected")
         raw_app = params.get("app")
         app = validate_app(raw_app)
-        tc_url = client_text(params.get("tcUrl"), MAX_STRING_ARGUMENT)
+        tc_url = clienttext.client_text(params.get("tcUrl"), MAX_STRING_ARGUMENT)
         query = (raw_app.partition("?")[2] if isinstance(raw_app, str) else "") or tc_url.partition("?")[2]
         self._connecting = True
         request = self.gate.request(Action.CONNECT, app, "", query, params)
@@ -165,8 +166,8 @@ class ServerCommands:
             "connect command",
             conn_id=conn.conn_id,
             app=app,
-            tcUrl=client_text(params.get("tcUrl"), LOGGED_TEXT_LENGTH),
-            flashVer=client_text(params.get("flashVer"), LOGGED_TEXT_LENGTH),
+            tcUrl=client_text(url_without_query(params.get("tcUrl", ""))),  # no signed-URL token
+            flashVer=client_text(params.get("flashVer", "")),
             enhanced=enhanced.summary(),
         )
         config = conn.config

@@ -24,7 +24,8 @@ from rtmpd.access.options import AUTH_PARAMETERS, AccessOptions, choice, on_loop
 from rtmpd.access.settings import AccessSettings
 from rtmpd.admin.manhole_options import MANHOLE_PARAMETERS, manhole_limits
 from rtmpd.config import ServerConfig
-from rtmpd.core.limits import Limits
+from rtmpd.core.limits import OPTIONS as LIMIT_OPTIONS
+from rtmpd.core.limits import OPTIONS_ZERO_OK, Limits
 from rtmpd.core.messages import MAX_CHUNK_SIZE
 from rtmpd.hooks.options import HOOK_PARAMETERS, HookOptions
 from rtmpd.recording.options import RECORDING_PARAMETERS, recording_config
@@ -64,6 +65,12 @@ def _positive(kind):
 
     coerce.coerceDoc = f"A positive {'number' if kind is float else 'integer'}."
     return coerce
+
+
+def _limit(name: str, kind: type):
+    """The coerce function of a Limits option: positive, or also 0 (no budget) for a rate."""
+    positive = _positive(kind)
+    return positive if name not in OPTIONS_ZERO_OK else lambda value: kind(value) and positive(value)
 
 
 def _chunk_size(value: str) -> int:
@@ -221,6 +228,11 @@ class Options(AccessOptions, HookOptions, RemoteOptions, usage.Options):
         ["hls-window", None, 6, "HLS segments listed in the playlist (kept in memory)", _positive(int)],
     ]
     optParameters += LIMIT_PARAMETERS
+    # Hostile-client budgets (docs/security.md): one option per Limits field.
+    optParameters += [
+        [name, None, getattr(_limits, field), text, _limit(name, type(getattr(_limits, field)))]
+        for name, field, text in LIMIT_OPTIONS
+    ]
 
     def __init__(self) -> None:
         super().__init__()
@@ -285,6 +297,7 @@ class Options(AccessOptions, HookOptions, RemoteOptions, usage.Options):
             max_command_message_size=self["max-command-size"],
             max_chunk_streams=self["max-chunk-streams"],
             handshake_timeout=self["handshake-timeout"],
+            **{field: self[name] for name, field, _ in LIMIT_OPTIONS},
         )
         return ServerConfig(
             limits=limits,

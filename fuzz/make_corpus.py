@@ -1,0 +1,163 @@
+"""Write the seed corpus (fuzz/corpus/<fuzzer>/): a few small, valid inputs per parser, made by rtmpd.
+
+Run from the repository root: ``python fuzz/make_corpus.py``. The files are
+committed (the handshake seeds hold random bytes, so a rerun adds new files).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import struct
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from rtmpd.core import amf0, amf3  # noqa: E402
+from rtmpd.core.amf_types import ECMAArray  # noqa: E402
+from rtmpd.core.chunks import ChunkWriter  # noqa: E402
+from rtmpd.core.commands import encode_command, encode_data  # noqa: E402
+from rtmpd.core.handshake import ClientHandshake  # noqa: E402
+from rtmpd.core.messages import Message, set_chunk_size, user_control, window_ack_size  # noqa: E402
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus")
+
+CONNECT = {
+    "app": "live",
+    "flashVer": "FMLE/3.0 (compatible; FMSc/1.0)",
+    "tcUrl": "rtmp://127.0.0.1:1935/live",
+    "fpad": False,
+    "capabilities": 15.0,
+    "audioCodecs": 4071.0,
+    "videoCodecs": 252.0,
+    "videoFunction": 1.0,
+    "fourCcList": ["av01", "hvc1", "vp09"],
+    "capsEx": 15.0,
+}
+METADATA = ECMAArray(
+    width=1280.0, height=720.0, videocodecid=7.0, audiocodecid=10.0, framerate=30.0, encoder="obs-output"
+)
+
+
+def amf0_seeds() -> list[bytes]:
+    reference = b"\x0a\x00\x00\x00\x02" + b"\x03\x00\x01a\x02\x00\x01x\x00\x00\x09" + b"\x07\x00\x01"
+    avmplus = b"\x11" + amf3.encode({"k": [1, 2.5, "s"], "b": b"\x00\x01"})
+    return [
+        amf0.encode_many("connect", 1.0, CONNECT),
+        amf0.encode_many("onMetaData", METADATA),
+        amf0.encode_many("@setDataFrame", "onMetaData", METADATA),
+        reference,
+        avmplus,
+    ]
+
+
+def amf3_seeds() -> list[bytes]:
+    # A dictionary with an int and a string key, strings and objects referenced again.
+    dictionary = b"\x11\x05\x00" + b"\x04\x01" + b"\x06\x03a" + b"\x06\x03a" + b"\x04\x02"
+    shared = b"\x09\x05\x01" + b"\x0a\x0b\x01\x03k\x06\x05vv\x01" + b"\x0a\x02"
+    return [
+        amf3.encode(CONNECT),
+        amf3.encode(dict(METADATA)),
+        dictionary,
+        shared,
+        amf3.encode([1, 2**20, -5]),
+    ]
+
+
+def handshake_seeds() -> list[bytes]:
+    seeds = []
+    for digest in (False, True):
+        client = ClientHandshake(digest=digest)
+        c0c1 = client.initial()
+        # The server's S0+S1+S2 are not available here; C2 echoes a zero S1 like a lenient client.
+        seeds.append(b"\x40" + c0c1 + bytes(1536) + b"\x02\x00")
+    return seeds
+
+
+def chunk_seeds() -> list[bytes]:
+    writer = ChunkWriter()
+    parts = [
+        writer.write(3, encode_command("connect", 1.0, CONNECT)),
+        writer.write(2, window_ack_size(2_500_000)),
+        writer.set_chunk_size(4096),
+        writer.write(3, encode_command("createStream", 2.0, None)),
+        writer.write(4, encode_data("@setDataFrame", "onMetaData", METADATA, stream_id=1)),
+        writer.write(6, Message(9, 0, 1, b"\x17\x00\x00\x00\x00\x01\x64\x00\x1f\xff")),
+        writer.write(6, Message(9, 33, 1, b"\x17\x01\x00\x00\x00" + bytes(300))),
+        writer.write(6, Message(9, 2**24 + 5, 1, b"\x27\x01\x00\x00\x00" + bytes(50))),
+        writer.write(2, user_control(6, 77)),
+    ]
+    small = ChunkWriter(1)
+    tiny = small.write(5, Message(8, 0, 1, b"\xaf\x01abc")) + small.write(5, Message(8, 0, 1, b""))
+    aggregate_body = (
+        b"\x09\x00\x00\x05\x00\x00\x00\x00\x00\x00\x00" + b"\x17\x01\x00\x00\x00" + struct.pack(">I", 16)
+    )
+    aggregate = ChunkWriter().write(4, Message(22, 100, 1, aggregate_body))
+    return [
+        b"\x7f" + b"".join(parts),
+        b"\x00" + b"".join(parts[:3]),
+        b"\x03" + tiny,
+        b"\x10" + aggregate,
+        b"\x01" + set_chunk_size(1).payload,
+    ]
+
+
+def media_seeds() -> list[bytes]:
+    hvc1_start = b"\x90hvc1" + bytes(23)
+    av01_frames = b"\x91av01" + b"\x00\x00\x00" + bytes(10)
+    multitrack = b"\x96" + b"\x11" + b"hvc1" + b"\x00\x00\x00\x03abc" + b"\x01\x00\x00\x02de"
+    many_codecs = b"\x96" + b"\x21" + b"hvc1\x00\x00\x00\x01a" + b"av01\x01\x00\x00\x01b"
+    modex = b"\x97" + b"\x02\x00\x00\x00" + b"\x11" + b"avc1" + bytes(4)
+    opus = b"\x90Opus" + bytes(19)
+    audio_multi = b"\x95" + b"\x11" + b"Opus" + b"\x00\x00\x00\x01x" + b"\x01\x00\x00\x01y"
+    return [
+        b"\x01" + b"\x17\x00\x00\x00\x00\x01\x64\x00\x1f\xff\xe1",
+        b"\x01" + b"\x27\x01\x00\x00\x00\x00\x00\x00\x05",
+        b"\x01" + hvc1_start,
+        b"\x01" + av01_frames,
+        b"\x01" + multitrack,
+        b"\x01" + many_codecs,
+        b"\x01" + modex,
+        b"\x00" + b"\xaf\x00\x12\x10",
+        b"\x00" + b"\x2f" + bytes(20),
+        b"\x00" + opus,
+        b"\x00" + audio_multi,
+    ]
+
+
+def command_seeds() -> list[bytes]:
+    return [
+        b"\x00" + amf0.encode_many("connect", 1.0, CONNECT),
+        b"\x00" + amf0.encode_many("publish", 5.0, None, "key?token=abc", "live"),
+        b"\x01" + b"\x00" + amf0.encode_many("createStream", 2.0, None),
+        b"\x02" + amf0.encode_many("@setDataFrame", "onMetaData", METADATA),
+        b"\x03"
+        + b"\x00"
+        + amf0.encode("onMetaData")
+        + b"\x11"
+        + b"\x11\x05\x00\x04\x01\x06\x03a\x06\x03b\x04\x02",
+    ]
+
+
+SEEDS = {
+    "amf0": amf0_seeds,
+    "amf3": amf3_seeds,
+    "handshake": handshake_seeds,
+    "chunks": chunk_seeds,
+    "media": media_seeds,
+    "commands": command_seeds,
+}
+
+
+def main() -> None:
+    for name, make in SEEDS.items():
+        directory = os.path.join(ROOT, name)
+        os.makedirs(directory, exist_ok=True)
+        for seed in make():
+            path = os.path.join(directory, hashlib.sha1(seed).hexdigest()[:16])
+            with open(path, "wb") as f:
+                f.write(seed)
+
+
+if __name__ == "__main__":
+    main()

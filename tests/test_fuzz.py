@@ -1,0 +1,86 @@
+"""A short run of every coverage-guided fuzzer in ``fuzz/`` (the long runs are in docs/security.md).
+
+Each fuzzer runs a few thousand inputs, starting from the committed seed
+corpus (read only: new inputs go to a temporary directory), with its
+per-input time and memory budgets. A crash, an untyped exception or a
+budget overrun makes atheris exit non-zero with the input saved.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import tempfile
+
+from twisted.trial.unittest import SkipTest, TestCase
+
+from tests.support import IN_CI
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FUZZERS = ("handshake", "chunks", "amf0", "amf3", "media", "commands")
+RUNS = 3000
+
+
+def _have_atheris() -> None:
+    try:
+        import atheris  # noqa: F401
+    except ImportError:
+        if IN_CI:
+            raise AssertionError("atheris is not installed (pip install -e .[test])") from None
+        raise SkipTest("atheris is not installed") from None
+
+
+class ShortFuzzRunTests(TestCase):
+    timeout = 300
+
+    def run_fuzzer(self, name: str) -> str:
+        _have_atheris()
+        with tempfile.TemporaryDirectory() as scratch:
+            corpus = os.path.join(scratch, "corpus")
+            os.mkdir(corpus)
+            cmd = [
+                sys.executable,
+                os.path.join(ROOT, "fuzz", f"fuzz_{name}.py"),
+                f"-runs={RUNS}",
+                "-seed=1",
+                f"-artifact_prefix={scratch}/",
+                corpus,
+                os.path.join(ROOT, "fuzz", "corpus", name),
+            ]
+            env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+            result = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env, cwd=scratch)
+            crashes = [f for f in os.listdir(scratch) if f.startswith(("crash-", "timeout-", "oom-"))]
+        output = result.stderr + result.stdout
+        self.assertEqual(result.returncode, 0, output[-3000:])
+        self.assertEqual(crashes, [])
+        self.assertIn(f"Done {RUNS} runs", output)
+        coverage = re.findall(r"cov: (\d+)", output)
+        self.assertTrue(coverage and int(coverage[-1]) > 20, output[-2000:])
+        return output
+
+    def test_handshake(self) -> None:
+        self.run_fuzzer("handshake")
+
+    def test_chunks(self) -> None:
+        self.run_fuzzer("chunks")
+
+    def test_amf0(self) -> None:
+        self.run_fuzzer("amf0")
+
+    def test_amf3(self) -> None:
+        self.run_fuzzer("amf3")
+
+    def test_media(self) -> None:
+        self.run_fuzzer("media")
+
+    def test_commands(self) -> None:
+        self.run_fuzzer("commands")
+
+    def test_every_fuzzer_is_run_and_has_seeds(self) -> None:
+        files = os.listdir(os.path.join(ROOT, "fuzz"))
+        on_disk = {f[len("fuzz_") : -3] for f in files if f.startswith("fuzz_")}
+        self.assertEqual(on_disk, set(FUZZERS))
+        for name in FUZZERS:
+            self.assertTrue(os.listdir(os.path.join(ROOT, "fuzz", "corpus", name)), name)
