@@ -199,6 +199,8 @@ def ingest(server_name: str, settings: Settings, *, record: bool, rate_mb: float
     recording on or off."""
     label = f"A-{'record' if record else 'plain'}-{rate_mb or 'max'}-{server_name}"
     run = _Run(server_name, settings, label)
+    if hasattr(run.server, "unlimited_ingest"):
+        run.server.unlimited_ingest = True
     record_dir = os.path.join(run.dir, "recordings") if record else None
     result: dict[str, Any] = {"scenario": "A", "server": server_name, "record": record, "rate_mb": rate_mb}
     try:

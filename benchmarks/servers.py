@@ -137,6 +137,8 @@ class RtmpdServer(Server):
         if source_tree is not None:
             self.env["PYTHONPATH"] = os.pathsep.join(
                 p for p in (source_tree, os.environ.get("PYTHONPATH", "")) if p)
+        #: Lift the per-connection ingest rate budget (scenario A measures how fast ingest can go).
+        self.unlimited_ingest = False
         #: The HTTP listener's port (``--http``), or 0 when it has none.
         self.http_port = free_port() if (http or scrape_metrics) else 0
         #: With metrics: a thread of ours fetches /metrics every second.
@@ -149,7 +151,16 @@ class RtmpdServer(Server):
             cmd += ["--record-dir", record_dir]
         if self.http_port:
             cmd += ["--http", f"tcp:{self.http_port}:interface=127.0.0.1"]
+        if self.unlimited_ingest and "--media-byte-rate" in self._help():
+            # Builds with a media rate budget (docs/security.md) would cut a flat-out publisher off.
+            cmd += ["--media-rate", "0", "--media-byte-rate", "0"]
         return cmd + self.extra_args
+
+    def _help(self) -> str:
+        """This build's ``twistd rtmpd --help`` (what options it knows)."""
+        env = {**os.environ, **self.env}
+        cmd = [_twistd(), "rtmpd", "--help"]
+        return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=60).stdout
 
     def start(self, port: int, record_dir: str | None = None) -> None:
         super().start(port, record_dir)
