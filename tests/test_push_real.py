@@ -306,6 +306,10 @@ class PushToNginx(RealPushCase):
         recorded = flv_messages(recording)
         assert_starts_clean(self, recorded)
         assert_monotonic(self, recorded)
+        # nginx writes a session's access line when it has closed it, a moment after rtmpd did.
+        deadline = time.monotonic() + 10
+        while not any("PUBLISH" in line for line in nginx.access_log()) and time.monotonic() < deadline:
+            time.sleep(0.1)
         (line,) = [line for line in nginx.access_log() if "PUBLISH" in line]
         self.assertIn("rtmpd-relay", line)
         self.assertEqual(server.errors(), [])
