@@ -15,6 +15,8 @@ from typing import Any
 from twisted.internet.defer import Deferred
 
 from rtmpd.admin.actions import Actions, Report
+from rtmpd.admin.errors import AdminError, NotFound
+from rtmpd.admin.relays import RelayActions, relays_view
 from rtmpd.admin.views import ServerViews
 from rtmpd.http.api.routes import Route
 
@@ -91,6 +93,36 @@ def _auth_reload(call: Call) -> dict[str, Any]:
     return _done(call.actions.reload_auth())
 
 
+def _relays(call: Call) -> dict[str, Any]:
+    return {"relays": relays_view(call.views.server)}
+
+
+def _relay_actions(call: Call) -> RelayActions:
+    return RelayActions(call.views.server, call.actions.user, front="API")
+
+
+def _rule(call: Call) -> int:
+    try:
+        return int(call.params["rule"])
+    except ValueError:
+        raise NotFound(f"no push rule {call.params['rule']!r}") from None
+
+
+def _push_add(call: Call) -> dict[str, Any]:
+    pattern, url = call.body.get("pattern"), call.body.get("url")
+    if not isinstance(pattern, str) or not isinstance(url, str):
+        raise AdminError('a push rule needs "pattern" and "url" strings')
+    return _done(_relay_actions(call).add_push(pattern, url))
+
+
+def _push_remove(call: Call) -> dict[str, Any]:
+    return _done(_relay_actions(call).remove_push(_rule(call)))
+
+
+def _push_restart(call: Call) -> dict[str, Any]:
+    return _done(_relay_actions(call).restart_push(_rule(call)))
+
+
 def _route(method: str, path: str, handler: Callable[[Call], Any], fields: tuple[str, ...] = ()) -> Route:
     pattern = tuple(path.split("/")) if path else ()
     return Route(method, pattern, handler, mutation=method != "GET", fields=frozenset(fields))
@@ -110,4 +142,8 @@ ROUTES = [
     _route("POST", "connections/{conn_id}/drop", _drop, ("reason",)),
     _route("GET", "server", _server),
     _route("POST", "auth/reload", _auth_reload),
+    _route("GET", "relays", _relays),
+    _route("POST", "relays/push", _push_add, ("pattern", "url")),
+    _route("POST", "relays/push/{rule}/remove", _push_remove),
+    _route("POST", "relays/push/{rule}/restart", _push_restart),
 ]
