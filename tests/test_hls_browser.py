@@ -24,14 +24,13 @@ import datetime
 import http.server
 import os
 import re
-import shutil
-import tempfile
 import threading
 import time
 
 from twisted.trial.unittest import SkipTest, TestCase
 
 from rtmpd.core.fmp4 import VIDEO_TIMESCALE, VIDEO_TRACK_ID
+from tests.browser import chromium
 from tests.support import IN_CI, require
 from tests.test_fmp4 import all_samples
 from tests.test_hls_real import HLSServer, fetch, segments_of
@@ -130,30 +129,7 @@ class HLSBrowserTests(TestCase):
         self.page = f"http://127.0.0.1:{page.server_address[1]}/"
 
     def browser(self):
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
-
-        profile = tempfile.mkdtemp(prefix="rtmpd-chromium-")
-        self.addCleanup(shutil.rmtree, profile, True)
-        options = webdriver.ChromeOptions()
-        options.binary_location = self.chromium
-        for flag in (
-            "--headless=new",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            f"--user-data-dir={profile}",
-            "--autoplay-policy=no-user-gesture-required",
-            "--window-size=800,480",
-        ):
-            options.add_argument(flag)
-        driver = webdriver.Chrome(service=Service(self.chromedriver), options=options)
-        self.addCleanup(driver.quit)
-        return driver
+        return chromium(self)
 
     def play(self, low_latency: bool, max_latency: float, artifact: str) -> None:
         from urllib.parse import urlencode
