@@ -35,11 +35,16 @@ class DashboardPage(Resource):
 
     isLeaf = True
 
+    def __init__(self) -> None:
+        super().__init__()
+        # Read once at start-up: no file I/O on the reactor thread per request.
+        with open(os.path.join(STATIC_DIR, "index.html"), "rb") as f:
+            self.body = f.read()
+
     def render_GET(self, request: Request) -> bytes:
         if request.postpath not in ([], [b""]):
             return _not_found(request).render(request)
-        with open(os.path.join(STATIC_DIR, "index.html"), "rb") as f:
-            body = f.read()
+        body = self.body
         request.setHeader(b"content-type", b"text/html; charset=utf-8")
         request.setHeader(b"cache-control", b"no-cache")
         return body
