@@ -328,6 +328,30 @@ class ControlTests(SynchronousTestCase):
         self.assertEqual(ChunkReader().feed(data), expected)
         self.assertEqual(feed_bytewise(ChunkReader(), data), expected)
 
+    def test_whole_messages_in_one_read_equal_chunk_by_chunk_reading(self) -> None:
+        # One read holding whole multi-chunk messages takes a shortcut (the continuation headers
+        # checked at once); it must give what reading chunk by chunk gives, on short and long csids.
+        for csid in (4, 63, 64, 320):
+            writer = ChunkWriter(100)
+            sent = [Message(9, 33 * i, 1, bytes([i]) * (250 + i)) for i in range(4)]
+            data = b"".join(writer.write(csid, m) for m in sent)
+            with self.subTest(csid=csid):
+                self.assertEqual(reader_with_chunk_size(100).feed(data), sent)
+                self.assertEqual(feed_bytewise(reader_with_chunk_size(100), data), sent)
+
+    def test_a_continuation_header_of_another_stream_is_not_taken_for_payload(self) -> None:
+        a = b"A" * 300
+        data = h("04 000010 00012c 08 01000000") + a[:128] + h("c4") + a[128:256]
+        # The third chunk of csid 4 is preceded by a whole one-chunk message on csid 6.
+        data += h("06 000020 000003 09 01000000") + b"BBB" + h("c4") + a[256:]
+        self.assertEqual(ChunkReader().feed(data), [Message(9, 32, 1, b"BBB"), Message(8, 16, 1, a)])
+
+
+def reader_with_chunk_size(chunk_size: int) -> ChunkReader:
+    reader = ChunkReader()
+    reader.feed(ChunkWriter().set_chunk_size(chunk_size))
+    return reader
+
 
 class WriterHeaderChoiceTests(SynchronousTestCase):
     def fmts(self, sequence: list[Message]) -> list[int]:
