@@ -547,6 +547,45 @@ class ThreadedWriterTests(SynchronousTestCase):
         self.assertEqual(payloads, [avc_keyframe(i) for i in range(accepted)])
 
 
+class WriterHandOverTests(SynchronousTestCase):
+    """With ``hand_over``, the tags of one reactor turn reach the thread together, in order."""
+
+    def setUp(self) -> None:
+        self.disk = Disk()
+        self.events: queue.Queue = queue.Queue()
+        self.turn_ends: list = []
+        self.w = RecordingWriter(self.events.put, open_file=self.disk, hand_over=self.turn_ends.append)
+        self.addCleanup(self.w.join, WAIT)
+        self.addCleanup(self.w.close)
+        self.w.start_segment(iter(["a.flv"]), WriterTests.prologue(self))
+        self.assertIsInstance(self.events.get(timeout=WAIT), SegmentOpened)
+
+    def payloads(self) -> list[bytes]:
+        return [t.payload for t in tags_of(self.disk.files["a.flv"].contents) if t.tag_type == 9]
+
+    def test_a_turns_tags_wait_for_its_end_then_go_together(self) -> None:
+        for i in range(3):
+            self.assertTrue(self.w.write(flv.TAG_VIDEO, i * 33, avc_keyframe(i), True))
+        # One hand-over asked for the whole turn, and nothing handed to the thread before it.
+        self.assertEqual(len(self.turn_ends), 1)
+        self.assertEqual(self.w._queue.qsize(), 0)
+        self.turn_ends.pop()()
+        expected = [avc_keyframe(i) for i in range(3)]
+        self.assertTrue(self.disk.files["a.flv"].wait_until(lambda f: avc_keyframe(2) in f.contents))
+        self.assertEqual(self.payloads(), expected)
+        self.w.write(flv.TAG_VIDEO, 99, avc_keyframe(9), True)
+        self.assertEqual(len(self.turn_ends), 1)  # a new turn asks again
+
+    def test_other_calls_hand_over_held_tags_first(self) -> None:
+        self.w.write(flv.TAG_VIDEO, 0, avc_keyframe(1), True)
+        self.w.write(flv.TAG_VIDEO, 33, avc_keyframe(2), True)
+        self.w.close()  # before the turn ended: the tags still go into the file, before it is finalized
+        self.assertTrue(self.w.join(WAIT))
+        self.assertEqual(self.payloads(), [avc_keyframe(1), avc_keyframe(2)])
+        self.turn_ends.pop()()  # the late end of the turn finds nothing left to hand over
+        self.assertEqual(self.w._queue.qsize(), 0)
+
+
 class WriterDrainTests(SynchronousTestCase):
     """``report_drained``: one ``Drained`` report when the backlog falls to the mark, none otherwise."""
 

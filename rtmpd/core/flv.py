@@ -60,6 +60,8 @@ _MAX_TIMESTAMP = 0xFFFFFFFF
 _RESERVED_TAG_BITS = 0xC0
 
 _U32 = struct.Struct(">I")
+#: A tag header: type and body size, timestamp (low 24 bits, then the top 8), a zero stream id.
+_TAG_HEADER = struct.Struct(">II3x")
 _DOUBLE = struct.Struct(">d")
 _AMF_NUMBER = 0x00
 
@@ -79,7 +81,15 @@ def encode_header(has_audio: bool, has_video: bool) -> bytes:
 
 
 def encode_tag(tag_type: int, timestamp: int, payload: bytes) -> bytes:
-    """Return one tag: 11-byte header, ``payload``, and its PreviousTagSize.
+    """Return one tag: 11-byte header, ``payload``, and its PreviousTagSize (see ``tag_parts``)."""
+    header, trailer = tag_parts(tag_type, timestamp, len(payload))
+    return b"".join((header, payload, trailer))
+
+
+def tag_parts(tag_type: int, timestamp: int, size: int) -> tuple[bytes, bytes]:
+    """The bytes before and after a tag's ``size``-byte body: its 11-byte header, its PreviousTagSize.
+
+    Written around the body as it is, so a tag costs no copy of its body.
 
     ``timestamp`` is a 32-bit millisecond count: its low 24 bits go in the
     Timestamp field and its top 8 bits in TimestampExtended. StreamID is 0.
@@ -93,11 +103,10 @@ def encode_tag(tag_type: int, timestamp: int, payload: bytes) -> bytes:
         raise LocalProtocolError(f"FLV tag type {tag_type} is not a byte")
     if not 0 <= timestamp <= _MAX_TIMESTAMP:
         raise LocalProtocolError(f"FLV timestamp {timestamp} is not a 32-bit value")
-    size = len(payload)
     if size > _MAX_TAG_SIZE:
         raise LocalProtocolError(f"FLV tag body of {size} bytes exceeds 2**24-1")
-    header = _U32.pack((tag_type << 24) | size) + _U32.pack(((timestamp & 0xFFFFFF) << 8) | (timestamp >> 24))
-    return b"".join((header, b"\x00\x00\x00", payload, _U32.pack(_TAG_HEADER_SIZE + size)))
+    header = _TAG_HEADER.pack((tag_type << 24) | size, ((timestamp & 0xFFFFFF) << 8) | (timestamp >> 24))
+    return header, _U32.pack(_TAG_HEADER_SIZE + size)
 
 
 # -- reading ------------------------------------------------------------------

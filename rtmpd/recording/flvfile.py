@@ -193,14 +193,19 @@ class SegmentFile:
         """Buffer one tag; returns its size in the file. Raises LocalProtocolError for an unwritable tag.
 
         ``info`` is ignored: an FLV file takes every tag as it is."""
-        tag = flv.encode_tag(tag_type, timestamp, payload)
+        header, trailer = flv.tag_parts(tag_type, timestamp, len(payload))
         if keyframe:
             self.keyframes.append((timestamp, self.size))
-        self._pending.append(tag)
-        self.size += len(tag)
+        # Header, body and trailer are joined once, at the flush: the body is not copied twice.
+        pending = self._pending
+        pending.append(header)
+        pending.append(payload)
+        pending.append(trailer)
+        size = len(payload) + TAG_OVERHEAD
+        self.size += size
         if timestamp > self.last_timestamp:
             self.last_timestamp = timestamp
-        return len(tag)
+        return size
 
     def flush(self) -> None:
         """Hand every buffered tag to the OS (no fsync)."""

@@ -81,6 +81,7 @@ class Recorder(service.Service, StreamListener):
         finalize_timeout: float = FINALIZE_TIMEOUT,
         keyframe_slots: int | None = None,
         writer_options: dict[str, Any] | None = None,
+        hand_over: Callable[[Callable[[], None]], Any] | None = None,
     ) -> None:
         if config.record_dir is None:
             raise ValueError("Recorder needs config.record_dir")
@@ -105,6 +106,8 @@ class Recorder(service.Service, StreamListener):
 
             call_from_thread = reactor.callFromThread  # type: ignore[attr-defined]
         self._call_from_thread = call_from_thread
+        #: How writers hand a turn's tags to their thread at once (``RecordingWriter``); None: one by one.
+        self._hand_over = hand_over
         self.format = config.record_format
         self._paths = FilePaths(self.record_dir, self.format)
         self.admission = RecordingAdmission(clock, config.record_max_active, config.record_max_new)
@@ -255,6 +258,7 @@ class Recorder(service.Service, StreamListener):
             # A test's disk double has no directory to sync.
             "sync_dir": fsync_directory if self.open_file is open_exclusive else None,
             "segment_file": Mp4SegmentFile if self.format == "mp4" else SegmentFile,
+            "hand_over": self._hand_over,
             **self.writer_options,
         }
         return RecordingWriter(

@@ -26,6 +26,14 @@ whole tag and patched, ``WriterFailed`` is reported, and everything queued
 afterwards is discarded until ``close``. After ``close`` the thread
 finalizes any open file, reports ``WriterClosed`` and exits.
 
+Hand-over: with ``hand_over`` (a function that calls its argument once the
+reactor's current turn is over, e.g. ``lambda f: reactor.callLater(0, f)``)
+the tags written in one turn (one read from the publisher: a frame or
+several) reach the thread together, as one queue item. The thread then wakes,
+and writes to the OS, once per turn instead of once per tag; a wake-up and a
+``write`` cost more than the tag itself. Other calls hand over what is held
+first, so the order is kept. Without it, each tag is handed over at once.
+
 With ``threaded=False`` every call is carried out at once in the caller's
 thread (for tests): the same code, no thread.
 """
@@ -34,7 +42,6 @@ from __future__ import annotations
 
 import errno
 import itertools
-import os
 import queue
 import threading
 import time
@@ -44,6 +51,7 @@ from typing import Any, BinaryIO
 
 from twisted.python.failure import Failure
 
+from rtmpd.recording.disk import describe_error, fsync_directory, fsync_file, open_exclusive
 from rtmpd.recording.flvfile import TAG_OVERHEAD, SegmentFile
 
 __all__ = [
@@ -73,39 +81,6 @@ PATCH_INTERVAL = 1.0
 FSYNC_INTERVAL = 5.0
 #: How many numbered alternatives are tried when a file name is taken.
 MAX_NAME_ATTEMPTS = 1000
-
-
-def open_exclusive(path: str) -> BinaryIO:
-    """Create ``path`` for writing, unbuffered; FileExistsError if it exists (never truncates a file)."""
-    return open(path, "xb", buffering=0)  # noqa: SIM115 - the writer owns and closes it
-
-
-def fsync_file(file: BinaryIO) -> None:
-    """fsync ``file`` if it is a real file (a test double without a descriptor is left alone)."""
-    fileno = getattr(file, "fileno", None)
-    if fileno is None:
-        return
-    try:
-        fd = fileno()
-    except (OSError, ValueError):
-        return
-    os.fsync(fd)
-
-
-def fsync_directory(path: str) -> None:
-    """fsync the directory holding ``path``, so that a file created or finished there survives a power cut."""
-    fd = os.open(os.path.dirname(path) or ".", os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def describe_error(error: BaseException) -> str:
-    """ "ENOSPC: No space left on device" for an OSError, else the exception's type and text."""
-    if isinstance(error, OSError) and error.errno is not None:
-        return f"{errno.errorcode.get(error.errno, str(error.errno))}: {error.strerror}"
-    return f"{type(error).__name__}: {error}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,7 +123,7 @@ class Drained:
 
 WriterEvent = SegmentOpened | SegmentFinalized | WriterFailed | WriterClosed | Drained
 
-_START, _TAG, _END, _CLOSE = range(4)
+_START, _TAG, _END, _CLOSE, _TAGS = range(5)
 
 
 class RecordingWriter:
@@ -175,6 +150,7 @@ class RecordingWriter:
         sync_file: Callable[[BinaryIO], None] = fsync_file,
         sync_dir: Callable[[str], None] | None = None,
         segment_file: Callable[[BinaryIO, str, Any], Any] = SegmentFile,
+        hand_over: Callable[[Callable[[], None]], Any] | None = None,
     ) -> None:
         self._report = report
         self._open_file = open_file
@@ -201,6 +177,9 @@ class RecordingWriter:
         self._segment: Any = None
         self._last_flush = self._last_patch = 0.0
         self._thread: threading.Thread | None = None
+        self._hand_over = hand_over if threaded else None
+        #: Tag items written this turn, not yet handed to the thread (see the module docstring).
+        self._held: list[tuple[Any, ...]] = []
         if threaded:
             self._thread = threading.Thread(target=self._run, name=name, daemon=True)
             self._thread.start()
@@ -227,7 +206,14 @@ class RecordingWriter:
             if self._pending + size > self.max_queue_bytes:
                 return False
             self._pending += size
-        self._submit((_TAG, tag_type, timestamp, payload, keyframe, size, info))
+        item = (_TAG, tag_type, timestamp, payload, keyframe, size, info)
+        if self._hand_over is None:
+            self._submit(item)
+        else:
+            held = self._held
+            held.append(item)
+            if len(held) == 1:
+                self._hand_over(self._release_held)
         return True
 
     def report_drained(self, mark: int | None) -> bool:
@@ -262,7 +248,13 @@ class RecordingWriter:
         self._thread.join(timeout)
         return not self._thread.is_alive()
 
+    def _release_held(self) -> None:
+        if self._held:
+            held, self._held = self._held, []
+            self._queue.put((_TAGS, held))
+
     def _submit(self, item: tuple[Any, ...]) -> None:
+        self._release_held()
         if self._thread is None:
             self._handle(item)
             self._maintain(caught_up=True)
@@ -294,7 +286,10 @@ class RecordingWriter:
 
     def _handle(self, item: tuple[Any, ...]) -> None:
         op = item[0]
-        if op == _TAG:
+        if op == _TAGS:
+            for tag in item[1]:
+                self._handle(tag)
+        elif op == _TAG:
             self._take(item[5])
             if self._segment is not None and not self.failed:
                 self._guard(self._segment.append, item[1], item[2], item[3], item[4], item[6])

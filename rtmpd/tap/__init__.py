@@ -330,7 +330,10 @@ def makeService(options: Options) -> service.MultiService:
     if config.record_dir is not None:
         from rtmpd.recording.recorder import Recorder
 
-        top.recorder = Recorder(config, top.registry, top.clock)
+        # One hand-over of a turn's tags to each writer thread, after the reactor's turn.
+        top.recorder = Recorder(
+            config, top.registry, top.clock, hand_over=lambda release: reactor.callLater(0, release)
+        )
         top.recorder.setServiceParent(top)
     listeners = [options["port"], *options["listen"]]
     for description in listeners:
