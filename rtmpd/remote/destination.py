@@ -34,6 +34,7 @@ from rtmpd.core.classify import METADATA, MediaInfo, classify
 from rtmpd.core.messages import Message, MessageType
 from rtmpd.remote.backoff import Backoff
 from rtmpd.remote.connection import RTMPClientProtocol, describe_failure
+from rtmpd.remote.shared import SharedChunks
 from rtmpd.remote.timeline import Timeline
 from rtmpd.remote.urls import RemoteURL
 
@@ -102,7 +103,8 @@ class PushDestination:
         self.attempt_times: collections.deque[float] = collections.deque(maxlen=_ATTEMPTS_KEPT)
         self.publishing_since: float | None = None
         # Per connection: the queue, the keyframe wait and the timestamp offset.
-        self._queue: collections.deque[tuple[Message, MediaInfo]] = collections.deque()
+        #: Chunks (as ``SharedChunks`` made them for this connection) waiting for the transport.
+        self._queue: collections.deque[tuple[bytes, MediaInfo]] = collections.deque()
         self._queue_bytes = 0
         self._waiting_keyframe = True
         self._dropping = False
@@ -130,9 +132,10 @@ class PushDestination:
         self.stream = None
         self._clear_queue()
 
-    def source_message(self, message: Message, info: MediaInfo) -> None:
+    def source_message(self, message: Message, info: MediaInfo, shared: SharedChunks | None = None) -> None:
+        """One message of the source; ``shared`` holds its chunks as made for the other destinations."""
         if self.state is DestinationState.PUBLISHING:
-            self._deliver(message, info)
+            self._deliver(message, info, shared or SharedChunks(message))
 
     # -- control ------------------------------------------------------------------------
 
@@ -256,9 +259,9 @@ class PushDestination:
         self._cancel_stall()
         queue = self._queue
         while queue and not client.paused:
-            message, _ = queue.popleft()
-            self._queue_bytes -= len(message.payload)
-            client.send_media(message)
+            data, _ = queue.popleft()
+            self._queue_bytes -= len(data)
+            client.send_chunks(data)
 
     def client_event(self, client: RTMPClientProtocol, event: Any) -> None:
         pass
@@ -311,9 +314,9 @@ class PushDestination:
                 info = classify(message, primary)
             else:
                 info = METADATA
-            self._deliver(message, info)
+            self._deliver(message, info, SharedChunks(message))
 
-    def _deliver(self, message: Message, info: MediaInfo) -> None:
+    def _deliver(self, message: Message, info: MediaInfo, shared: SharedChunks) -> None:
         client = self.client
         if client is None:
             return
@@ -331,26 +334,27 @@ class PushDestination:
                         stream_key=self.key,
                         dropped_frames=self.dropped_frames,
                     )
-            out = Message(type_id, self.timeline.stamp(message.timestamp), 0, message.payload)
+            timestamp = self.timeline.stamp(message.timestamp)
         else:
             # Data (onMetaData at 0 from the cache): at the destination's current time.
-            out = Message(type_id, self.timeline.current(), 0, message.payload)
+            timestamp = self.timeline.current()
+        data = shared.chunks(timestamp, client.stream_id, client.chunk_size)
         if client.paused or self._queue:
-            self._enqueue(out, info)
+            self._enqueue(data, info)
         else:
-            client.send_media(out)
+            client.send_chunks(data)
 
     def _has_video(self) -> bool:
         stream = self.stream
         return stream is not None and bool(stream.cache.video_headers)
 
-    def _enqueue(self, message: Message, info: MediaInfo) -> None:
-        size = len(message.payload)
+    def _enqueue(self, data: bytes, info: MediaInfo) -> None:
+        size = len(data)
         if self._queue_bytes + size > self.max_queue_bytes:
-            kept = [(m, i) for m, i in self._queue if i.config_slot is not None or i.is_metadata]
+            kept = [(d, i) for d, i in self._queue if i.config_slot is not None or i.is_metadata]
             self.dropped_frames += len(self._queue) - len(kept)
             self._queue = collections.deque(kept)
-            self._queue_bytes = sum(len(m.payload) for m, _ in kept)
+            self._queue_bytes = sum(len(d) for d, _ in kept)
             self._waiting_keyframe = True
             if not self._dropping:
                 self._dropping = True
@@ -363,7 +367,7 @@ class PushDestination:
             if info.config_slot is None and not info.is_metadata:
                 self.dropped_frames += 1
                 return
-        self._queue.append((message, info))
+        self._queue.append((data, info))
         self._queue_bytes += size
 
     def _clear_queue(self) -> None:
