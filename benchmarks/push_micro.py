@@ -154,8 +154,14 @@ def measure(kind: str, n: int, messages: list[Message], profile: bool) -> dict[s
         profiler.disable()
     cpu = time.process_time() - t0
     delivered = setup.bytes_out - before
-    return {"kind": kind, "cpu_s": cpu, "messages": len(messages), "delivered": delivered,
-            "us_per_message": cpu / len(messages) * 1e6, "profiler": profiler}
+    return {
+        "kind": kind,
+        "cpu_s": cpu,
+        "messages": len(messages),
+        "delivered": delivered,
+        "us_per_message": cpu / len(messages) * 1e6,
+        "profiler": profiler,
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -179,9 +185,11 @@ def main(argv: list[str] | None = None) -> None:
     for run in range(1, args.repeats + 1):
         players = measure("players", args.n, messages, False)
         push = measure("push", args.n, messages, False)
-        print(f"| {run} | {players['us_per_message']:.1f} | {push['us_per_message']:.1f} | "
-              f"{push['us_per_message'] / players['us_per_message']:.2f}x | "
-              f"{players['delivered'] / 1e6:.1f} / {push['delivered'] / 1e6:.1f} |")
+        print(
+            f"| {run} | {players['us_per_message']:.1f} | {push['us_per_message']:.1f} | "
+            f"{push['us_per_message'] / players['us_per_message']:.2f}x | "
+            f"{players['delivered'] / 1e6:.1f} / {push['delivered'] / 1e6:.1f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -178,7 +178,7 @@ class ClientSession(CommandAnswers):
 
     @property
     def publishing(self) -> bool:
-        """True while media may go out: a publisher whose stream started (``send_media``, ``publish_chunks``)."""
+        """True while media may go out: a publisher whose stream started."""
         return self.state is ClientState.ACTIVE and self.mode == "publish"
 
     @property
@@ -213,7 +213,9 @@ class ClientSession(CommandAnswers):
         if not self.publishing:
             raise LocalProtocolError("send_media while not publishing")
         self.outgoing.append(
-            publish_chunks(message.type_id, message.timestamp, message.payload, self.stream_id, self.chunk_size)
+            publish_chunks(
+                message.type_id, message.timestamp, message.payload, self.stream_id, self.chunk_size
+            )
         )
         return self.data_to_send()
 
