@@ -108,6 +108,7 @@ class PushDestination:
         self._queue_bytes = 0
         self._waiting_keyframe = True
         self._dropping = False
+        self._stream_id = self._chunk_size = 0
         self.timeline = Timeline(clock.seconds)
 
     # -- the source -------------------------------------------------------------------
@@ -133,9 +134,37 @@ class PushDestination:
         self._clear_queue()
 
     def source_message(self, message: Message, info: MediaInfo, shared: SharedChunks | None = None) -> None:
-        """One message of the source; ``shared`` holds its chunks as made for the other destinations."""
-        if self.state is DestinationState.PUBLISHING:
-            self._deliver(message, info, shared or SharedChunks(message))
+        """One message of the source; ``shared`` holds its chunks as made for the other destinations.
+
+        The per-destination work of every message: keep it to attribute checks."""
+        client = self.client
+        if client is None or self.state is not DestinationState.PUBLISHING:
+            return
+        type_id = message.type_id
+        if type_id == _VIDEO or type_id == _AUDIO:
+            if info.config_slot is None and self._waiting_keyframe:
+                if not info.is_keyframe and (type_id == _VIDEO or self._has_video()):
+                    return
+                self._waiting_keyframe = False
+                if self._dropping:
+                    self._dropping = False
+                    self.log.info(
+                        "Push destination caught up",
+                        destination=self.ident,
+                        stream_key=self.key,
+                        dropped_frames=self.dropped_frames,
+                    )
+            timestamp = self.timeline.stamp(message.timestamp)
+        else:
+            # Data (onMetaData at 0 from the cache): at the destination's current time.
+            timestamp = self.timeline.current()
+        if shared is None:
+            shared = SharedChunks(message)
+        data = shared.chunks(timestamp, self._stream_id, self._chunk_size)
+        if client.paused or self._queue:
+            self._enqueue(data, info)
+        else:
+            client.send_chunks(data)
 
     # -- control ------------------------------------------------------------------------
 
@@ -245,6 +274,8 @@ class PushDestination:
             attempt=self.attempts,
         )
         self._reset_timeline(continuing=False)
+        # Fixed for the connection: what its chunks are made for (``SharedChunks``).
+        self._stream_id, self._chunk_size = client.stream_id, client.chunk_size
         stream = self.stream
         if stream is not None and stream.live:
             self._send_late_join(stream)
@@ -314,35 +345,7 @@ class PushDestination:
                 info = classify(message, primary)
             else:
                 info = METADATA
-            self._deliver(message, info, SharedChunks(message))
-
-    def _deliver(self, message: Message, info: MediaInfo, shared: SharedChunks) -> None:
-        client = self.client
-        if client is None:
-            return
-        type_id = message.type_id
-        if type_id == _VIDEO or type_id == _AUDIO:
-            if info.config_slot is None and self._waiting_keyframe:
-                if not info.is_keyframe and (type_id == _VIDEO or self._has_video()):
-                    return
-                self._waiting_keyframe = False
-                if self._dropping:
-                    self._dropping = False
-                    self.log.info(
-                        "Push destination caught up",
-                        destination=self.ident,
-                        stream_key=self.key,
-                        dropped_frames=self.dropped_frames,
-                    )
-            timestamp = self.timeline.stamp(message.timestamp)
-        else:
-            # Data (onMetaData at 0 from the cache): at the destination's current time.
-            timestamp = self.timeline.current()
-        data = shared.chunks(timestamp, client.stream_id, client.chunk_size)
-        if client.paused or self._queue:
-            self._enqueue(data, info)
-        else:
-            client.send_chunks(data)
+            self.source_message(message, info)
 
     def _has_video(self) -> bool:
         stream = self.stream
