@@ -9,8 +9,11 @@ Promises:
 - **A clean start on every connection**: metadata and codec configuration
   first, then media from a keyframe (the stream's late-join cache), with
   timestamps rebased to start at 0.
+- **Bytes shared, decisions its own.** A message's chunks come from the push
+  service's ``SharedChunks``: destinations whose timestamps agree send one
+  serialisation; what to send, when, and on which timeline is each one's own.
 - **Its own bounded queue.** While the connection's transport is full,
-  messages wait in a queue of at most ``max_queue_bytes``; past that the
+  messages (as chunks) wait in a queue of at most ``max_queue_bytes``; past that the
   queue keeps only configuration and the destination waits for the next
   keyframe, like a slow player. A stall (paused for ``stall_timeout``
   seconds) ends the connection and it is retried. Nothing here ever holds
