@@ -30,8 +30,10 @@ The rules it keeps:
    session does: a PingRequest queues a PingResponse; once the server set a
    window, an Acknowledgement goes out whenever a window or more arrived.
 6. **Media goes out through ``send_media``** only while publishing, on
-   chunk streams of its own (never 2 nor 3), at the current chunk size.
-   ``onMetaData`` is wrapped in ``@setDataFrame``, as publishers send it.
+   chunk streams of its own (never 2 nor 3), at the current chunk size,
+   each message with a full header (``publish_chunks``: stateless, so one
+   serialisation serves many connections). ``onMetaData`` is wrapped in
+   ``@setDataFrame``, as publishers send it.
 7. **Errors are typed.** Malformed input raises a ``RemoteProtocolError``
    subclass; after one, ``receive_data``/``next_event`` raise
    ``LocalProtocolError``. Calling ``send_media`` before the stream started
@@ -45,7 +47,7 @@ from collections.abc import Callable
 from typing import Any
 
 from rtmpd.core import amf0
-from rtmpd.core.chunks import ChunkReader, ChunkWriter
+from rtmpd.core.chunks import ChunkReader, ChunkWriter, encode_message
 from rtmpd.core.client_answers import CommandAnswers
 from rtmpd.core.client_events import Acknowledged, ClientEvent, ClientState, StreamStopped
 from rtmpd.core.commands import COMMAND_CSID, decode_command, encode_command
@@ -68,7 +70,7 @@ from rtmpd.core.messages import (
     user_control,
 )
 
-__all__ = ["ClientSession"]
+__all__ = ["ClientSession", "publish_chunks"]
 
 #: Chunk streams for what a publisher sends (as ffmpeg: data and media apart from commands).
 DATA_CSID = 5
@@ -78,10 +80,32 @@ _MEDIA_CSID = {int(MessageType.AUDIO): AUDIO_CSID, int(MessageType.VIDEO): VIDEO
 _INITIAL_CHUNK_SIZE = 128
 _DEFAULT_FLASH_VER = "FMLE/3.0 (compatible; rtmpd)"
 _SET_DATA_FRAME = amf0.encode("@setDataFrame")
+_ON_METADATA = amf0.encode("onMetaData")
 _CONTROL_TYPES = frozenset({1, 2, 3, 4, 5, 6})
 _AUDIO, _VIDEO = int(MessageType.AUDIO), int(MessageType.VIDEO)
 _DATA_TYPES = frozenset({int(MessageType.DATA_AMF0), int(MessageType.DATA_AMF3)})
 _COMMAND_TYPES = frozenset({int(MessageType.COMMAND_AMF0), int(MessageType.COMMAND_AMF3)})
+
+
+def publish_chunks(type_id: int, timestamp: int, payload: bytes, stream_id: int, chunk_size: int) -> bytes:
+    """The chunks a publisher sends for one audio, video or data message on message stream ``stream_id``.
+
+    Stateless: every message gets a full (type 0) header on its own chunk
+    stream (audio 6, video 7, data 5, which nothing else of the session
+    uses), so the same bytes are right for every connection with this
+    ``stream_id`` and ``chunk_size``, whatever it sent before: one
+    serialisation can go to many servers (``rtmpd.remote``). A data message
+    goes as AMF0, and ``onMetaData`` gets the ``@setDataFrame`` prefix.
+    Raises LocalProtocolError for fields that do not fit the header.
+    """
+    if type_id in _DATA_TYPES:
+        if type_id == MessageType.DATA_AMF3:
+            payload = payload[1:]
+        if unwrap_set_data_frame(payload) is None and payload.startswith(_ON_METADATA):
+            payload = _SET_DATA_FRAME + payload
+        type_id = int(MessageType.DATA_AMF0)
+    out = Message(type_id, timestamp, stream_id, payload)
+    return encode_message(_MEDIA_CSID.get(type_id, DATA_CSID), out, chunk_size)
 
 
 class ClientSession(CommandAnswers):
@@ -153,6 +177,11 @@ class ClientSession(CommandAnswers):
         return self._reader.chunk_size if self._reader is not None else _INITIAL_CHUNK_SIZE
 
     @property
+    def publishing(self) -> bool:
+        """True while media may go out: a publisher whose stream started."""
+        return self.state is ClientState.ACTIVE and self.mode == "publish"
+
+    @property
     def active(self) -> bool:
         """True once the stream started (publishing or playing) and until ``close_stream``."""
         return self.state is ClientState.ACTIVE
@@ -181,18 +210,13 @@ class ClientSession(CommandAnswers):
         A data message whose first value is ``onMetaData`` gets the
         ``@setDataFrame`` prefix. Raises LocalProtocolError unless publishing.
         """
-        if self.state is not ClientState.ACTIVE or self.mode != "publish":
+        if not self.publishing:
             raise LocalProtocolError("send_media while not publishing")
-        type_id = message.type_id
-        payload = message.payload
-        if type_id in _DATA_TYPES:
-            if type_id == MessageType.DATA_AMF3:
-                payload = payload[1:]
-            if unwrap_set_data_frame(payload) is None and payload.startswith(amf0.encode("onMetaData")):
-                payload = _SET_DATA_FRAME + payload
-            type_id = int(MessageType.DATA_AMF0)
-        out = Message(type_id, message.timestamp, self.stream_id, payload)
-        self.outgoing.append(self._writer.write(_MEDIA_CSID.get(type_id, DATA_CSID), out))
+        self.outgoing.append(
+            publish_chunks(
+                message.type_id, message.timestamp, message.payload, self.stream_id, self.chunk_size
+            )
+        )
         return self.data_to_send()
 
     def close_stream(self) -> bytes:

@@ -22,8 +22,9 @@ from zope.interface import implementer
 
 from rtmpd.core.client import ClientSession
 from rtmpd.core.client_events import Refused, StreamStarted
-from rtmpd.core.errors import RemoteProtocolError
+from rtmpd.core.errors import LocalProtocolError, RemoteProtocolError
 from rtmpd.core.messages import Message
+from rtmpd.fastwrite import write_chunks
 
 __all__ = ["ClientHandler", "RTMPClientFactory", "RTMPClientProtocol", "describe_failure"]
 
@@ -144,9 +145,30 @@ class RTMPClientProtocol(Protocol):
 
     # -- output ------------------------------------------------------------------------
 
+    @property
+    def stream_id(self) -> int:
+        """The message stream id our media goes on (what ``createStream`` returned)."""
+        return self.client.stream_id
+
+    @property
+    def chunk_size(self) -> int:
+        """The chunk size our media is cut at."""
+        return self.client.chunk_size
+
     def send_media(self, message: Message) -> None:
         """Write one audio/video/data message of the stream (only once started)."""
         self._write(self.client.send_media(message))
+
+    def send_chunks(self, data: bytes) -> None:
+        """Write one message already chunked for this connection (``publish_chunks`` for our
+        ``stream_id`` and ``chunk_size``), shared with other connections: straight to the socket
+        when Twisted has nothing buffered for it (``rtmpd.fastwrite``), in order behind what it has.
+        Raises LocalProtocolError unless publishing."""
+        if not self.client.publishing:
+            raise LocalProtocolError("media before the stream started")
+        if data and self.transport is not None and not self._ended:
+            self.bytes_out += len(data)
+            write_chunks(self.transport, (data,))
 
     def finish(self) -> None:
         """End politely: FCUnpublish and deleteStream, then close once they are written."""

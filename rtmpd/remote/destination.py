@@ -9,8 +9,11 @@ Promises:
 - **A clean start on every connection**: metadata and codec configuration
   first, then media from a keyframe (the stream's late-join cache), with
   timestamps rebased to start at 0.
+- **Bytes shared, decisions its own.** A message's chunks come from the push
+  service's ``SharedChunks``: destinations whose timestamps agree send one
+  serialisation; what to send, when, and on which timeline is each one's own.
 - **Its own bounded queue.** While the connection's transport is full,
-  messages wait in a queue of at most ``max_queue_bytes``; past that the
+  messages (as chunks) wait in a queue of at most ``max_queue_bytes``; past that the
   queue keeps only configuration and the destination waits for the next
   keyframe, like a slow player. A stall (paused for ``stall_timeout``
   seconds) ends the connection and it is retried. Nothing here ever holds
@@ -34,6 +37,7 @@ from rtmpd.core.classify import METADATA, MediaInfo, classify
 from rtmpd.core.messages import Message, MessageType
 from rtmpd.remote.backoff import Backoff
 from rtmpd.remote.connection import RTMPClientProtocol, describe_failure
+from rtmpd.remote.shared import SharedChunks
 from rtmpd.remote.timeline import Timeline
 from rtmpd.remote.urls import RemoteURL
 
@@ -102,10 +106,12 @@ class PushDestination:
         self.attempt_times: collections.deque[float] = collections.deque(maxlen=_ATTEMPTS_KEPT)
         self.publishing_since: float | None = None
         # Per connection: the queue, the keyframe wait and the timestamp offset.
-        self._queue: collections.deque[tuple[Message, MediaInfo]] = collections.deque()
+        #: Chunks (as ``SharedChunks`` made them for this connection) waiting for the transport.
+        self._queue: collections.deque[tuple[bytes, MediaInfo]] = collections.deque()
         self._queue_bytes = 0
         self._waiting_keyframe = True
         self._dropping = False
+        self._stream_id = self._chunk_size = 0
         self.timeline = Timeline(clock.seconds)
 
     # -- the source -------------------------------------------------------------------
@@ -130,9 +136,38 @@ class PushDestination:
         self.stream = None
         self._clear_queue()
 
-    def source_message(self, message: Message, info: MediaInfo) -> None:
-        if self.state is DestinationState.PUBLISHING:
-            self._deliver(message, info)
+    def source_message(self, message: Message, info: MediaInfo, shared: SharedChunks | None = None) -> None:
+        """One message of the source; ``shared`` holds its chunks as made for the other destinations.
+
+        The per-destination work of every message: keep it to attribute checks."""
+        client = self.client
+        if client is None or self.state is not DestinationState.PUBLISHING:
+            return
+        type_id = message.type_id
+        if type_id == _VIDEO or type_id == _AUDIO:
+            if info.config_slot is None and self._waiting_keyframe:
+                if not info.is_keyframe and (type_id == _VIDEO or self._has_video()):
+                    return
+                self._waiting_keyframe = False
+                if self._dropping:
+                    self._dropping = False
+                    self.log.info(
+                        "Push destination caught up",
+                        destination=self.ident,
+                        stream_key=self.key,
+                        dropped_frames=self.dropped_frames,
+                    )
+            timestamp = self.timeline.stamp(message.timestamp)
+        else:
+            # Data (onMetaData at 0 from the cache): at the destination's current time.
+            timestamp = self.timeline.current()
+        if shared is None:
+            shared = SharedChunks(message)
+        data = shared.chunks(timestamp, self._stream_id, self._chunk_size)
+        if client.paused or self._queue:
+            self._enqueue(data, info)
+        else:
+            client.send_chunks(data)
 
     # -- control ------------------------------------------------------------------------
 
@@ -242,6 +277,8 @@ class PushDestination:
             attempt=self.attempts,
         )
         self._reset_timeline(continuing=False)
+        # Fixed for the connection: what its chunks are made for (``SharedChunks``).
+        self._stream_id, self._chunk_size = client.stream_id, client.chunk_size
         stream = self.stream
         if stream is not None and stream.live:
             self._send_late_join(stream)
@@ -256,9 +293,9 @@ class PushDestination:
         self._cancel_stall()
         queue = self._queue
         while queue and not client.paused:
-            message, _ = queue.popleft()
-            self._queue_bytes -= len(message.payload)
-            client.send_media(message)
+            data, _ = queue.popleft()
+            self._queue_bytes -= len(data)
+            client.send_chunks(data)
 
     def client_event(self, client: RTMPClientProtocol, event: Any) -> None:
         pass
@@ -311,46 +348,19 @@ class PushDestination:
                 info = classify(message, primary)
             else:
                 info = METADATA
-            self._deliver(message, info)
-
-    def _deliver(self, message: Message, info: MediaInfo) -> None:
-        client = self.client
-        if client is None:
-            return
-        type_id = message.type_id
-        if type_id == _VIDEO or type_id == _AUDIO:
-            if info.config_slot is None and self._waiting_keyframe:
-                if not info.is_keyframe and (type_id == _VIDEO or self._has_video()):
-                    return
-                self._waiting_keyframe = False
-                if self._dropping:
-                    self._dropping = False
-                    self.log.info(
-                        "Push destination caught up",
-                        destination=self.ident,
-                        stream_key=self.key,
-                        dropped_frames=self.dropped_frames,
-                    )
-            out = Message(type_id, self.timeline.stamp(message.timestamp), 0, message.payload)
-        else:
-            # Data (onMetaData at 0 from the cache): at the destination's current time.
-            out = Message(type_id, self.timeline.current(), 0, message.payload)
-        if client.paused or self._queue:
-            self._enqueue(out, info)
-        else:
-            client.send_media(out)
+            self.source_message(message, info)
 
     def _has_video(self) -> bool:
         stream = self.stream
         return stream is not None and bool(stream.cache.video_headers)
 
-    def _enqueue(self, message: Message, info: MediaInfo) -> None:
-        size = len(message.payload)
+    def _enqueue(self, data: bytes, info: MediaInfo) -> None:
+        size = len(data)
         if self._queue_bytes + size > self.max_queue_bytes:
-            kept = [(m, i) for m, i in self._queue if i.config_slot is not None or i.is_metadata]
+            kept = [(d, i) for d, i in self._queue if i.config_slot is not None or i.is_metadata]
             self.dropped_frames += len(self._queue) - len(kept)
             self._queue = collections.deque(kept)
-            self._queue_bytes = sum(len(m.payload) for m, _ in kept)
+            self._queue_bytes = sum(len(d) for d, _ in kept)
             self._waiting_keyframe = True
             if not self._dropping:
                 self._dropping = True
@@ -363,7 +373,7 @@ class PushDestination:
             if info.config_slot is None and not info.is_metadata:
                 self.dropped_frames += 1
                 return
-        self._queue.append((message, info))
+        self._queue.append((data, info))
         self._queue_bytes += size
 
     def _clear_queue(self) -> None:

@@ -32,6 +32,7 @@ from rtmpd.core.classify import MediaInfo
 from rtmpd.core.messages import Message
 from rtmpd.relay.listener import StreamListener
 from rtmpd.remote.destination import PushDestination
+from rtmpd.remote.shared import SharedChunks
 from rtmpd.remote.urls import RemoteURL, URLError, matches, render, template_fields
 
 if TYPE_CHECKING:
@@ -215,8 +216,10 @@ class PushService(service.Service, StreamListener):
     def stream_message(self, stream: Stream, message: Message, info: MediaInfo) -> None:
         destinations = self._by_key.get(stream.key)
         if destinations:
+            # Made once for every destination that sends the same bytes (rtmpd.remote.shared).
+            shared = SharedChunks(message)
             for destination in destinations.values():
-                destination.source_message(message, info)
+                destination.source_message(message, info, shared)
 
     def stream_unpublished(self, stream: Stream) -> None:
         key = stream.key

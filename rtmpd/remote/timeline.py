@@ -43,7 +43,9 @@ class Timeline:
                 target = self.last + max(1, gap)
             self._offset = target - timestamp
             self._floor = target
-        out = max(timestamp + self._offset, self._floor)
+        out = timestamp + self._offset
+        if out < self._floor:
+            out = self._floor
         self.last = out
         self._last_at = self._now()
         return out & _MASK32
