@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.application import service
 from twisted.internet import task
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, gatherResults
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -77,7 +77,7 @@ class ClusterOrigin(service.Service, StreamListener):
         #: Called with a key once this node won its claim (a local pulled copy gives way).
         self.on_claimed: list[Callable[[str], None]] = []
         self._idle_logged: set[str] = set()
-        self._unavailable = False
+        self.unavailable = False
         self._refresher = task.LoopingCall(self.refresh_claims)
         self._refresher.clock = clock
 
@@ -102,9 +102,9 @@ class ClusterOrigin(service.Service, StreamListener):
         if self._refresher.running:
             self._refresher.stop()
         keys, self.claimed = list(self.claimed), {}
-        for key in keys:
-            self.directory.release(key).addErrback(self._quiet, "release", key)
-        return None
+        # A clean stop frees the keys at once (a crash leaves them to expire within the TTL).
+        releases = [self.directory.release(key).addErrback(self._quiet, "release", key) for key in keys]
+        return gatherResults(releases) if releases else None
 
     # -- the publish check ---------------------------------------------------------------
 
@@ -205,8 +205,8 @@ class ClusterOrigin(service.Service, StreamListener):
     # -- the directory's health, logged once per outage ------------------------------------------
 
     def _directory_down(self, failure: Failure, what: str, key: str) -> None:
-        if not self._unavailable:
-            self._unavailable = True
+        if not self.unavailable:
+            self.unavailable = True
             self.log.warn(
                 "Cluster directory unavailable: {what}",
                 what=what,
@@ -215,8 +215,8 @@ class ClusterOrigin(service.Service, StreamListener):
             )
 
     def _directory_back(self) -> None:
-        if self._unavailable:
-            self._unavailable = False
+        if self.unavailable:
+            self.unavailable = False
             self.log.info("Cluster directory available again")
 
     def _quiet(self, failure: Failure, what: str, key: str) -> None:

@@ -117,7 +117,10 @@ class ClusterPulls(service.Service):
         self._upstreams: dict[str, ClusterUpstream] = {}
         self._idle_since: dict[str, float] = {}
         self._looking: set[str] = set()
-        self._unavailable = False
+        #: Internal pulls started, and bytes received by those that ended (for the metrics).
+        self.started = 0
+        self._ended_bytes = 0
+        self.unavailable = False
         #: Players already told that the directory is down (told once per outage).
         self._told: weakref.WeakSet = weakref.WeakSet()
         self._sweeper = task.LoopingCall(self.sweep)
@@ -137,6 +140,17 @@ class ClusterPulls(service.Service):
         """One row per internal pull: the key, its origin, state, bytes and players."""
         return [upstream.stats() for upstream in self._upstreams.values()]
 
+    def pulled_bytes(self) -> int:
+        """Bytes received by every internal pull since start (media payloads)."""
+        return self._ended_bytes + sum(upstream.bytes_in for upstream in self._upstreams.values())
+
+    def _forget(self, key: str) -> ClusterUpstream | None:
+        upstream = self._upstreams.pop(key, None)
+        self._idle_since.pop(key, None)
+        if upstream is not None:
+            self._ended_bytes += upstream.bytes_in
+        return upstream
+
     def origin_of(self, key: str) -> str | None:
         """The node id a pulled key comes from (None: not pulled here)."""
         upstream = self._upstreams.get(key)
@@ -155,14 +169,12 @@ class ClusterPulls(service.Service):
             self.registry.on_missing_publisher.remove(self.missing_publisher)
         if self._sweeper.running:
             self._sweeper.stop()
-        for upstream in self._upstreams.values():
-            upstream.stop("server stopping")
-        self._upstreams.clear()
+        for key in list(self._upstreams):
+            self._forget(key).stop("server stopping")
 
     def give_way(self, key: str) -> None:
         """This node claimed ``key``: its pulled copy, if any, stops (the origin's ``on_claimed``)."""
-        upstream = self._upstreams.pop(key, None)
-        self._idle_since.pop(key, None)
+        upstream = self._forget(key)
         if upstream is not None:
             upstream.stop("the key is now published on this node")
 
@@ -200,6 +212,7 @@ class ClusterPulls(service.Service):
         if not self._wants_pull(key):
             return
         if current is not None:
+            self._forget(key)
             current.stop(f"the key moved to {owner.node_id}")
         self._start(key, owner)
 
@@ -222,13 +235,14 @@ class ClusterPulls(service.Service):
         )
         self._upstreams[key] = upstream
         self._idle_since.pop(key, None)
+        self.started += 1
         self.log.info("Internal pull started", stream_key=key, origin=owner.node_id)
         upstream.start()
 
     def _lookup_failed(self, failure: Failure, key: str) -> None:
         failure.trap(DirectoryUnavailable)
-        if not self._unavailable:
-            self._unavailable = True
+        if not self.unavailable:
+            self.unavailable = True
             self.log.warn(
                 "Cluster directory unavailable: plays of keys not live here fail",
                 stream_key=key,
@@ -253,8 +267,8 @@ class ClusterPulls(service.Service):
             )
 
     def _directory_back(self) -> None:
-        if self._unavailable:
-            self._unavailable = False
+        if self.unavailable:
+            self.unavailable = False
             self._told = weakref.WeakSet()
             self.log.info("Cluster directory available again: lookups resume")
 
@@ -265,14 +279,12 @@ class ClusterPulls(service.Service):
         for key, upstream in list(self._upstreams.items()):
             stream = self.registry.get(key)
             if upstream.state == "stopped":
-                del self._upstreams[key]
-                self._idle_since.pop(key, None)
+                self._forget(key)
             elif stream is not None and stream.players:
                 self._idle_since.pop(key, None)
                 self._look_up(key)  # follows a key that moved to another node
             elif now - self._idle_since.setdefault(key, now) >= self.idle:
-                del self._upstreams[key]
-                del self._idle_since[key]
+                self._forget(key)
                 upstream.stop(f"no player for {self.idle:g} s")
         for stream in self.registry:
             if stream.key not in self._upstreams:
