@@ -9,6 +9,7 @@ access policy. Without ``--cluster`` nothing is built and nothing is imported.
 
 from __future__ import annotations
 
+import re
 import socket
 import sys
 from typing import TYPE_CHECKING, Any
@@ -56,7 +57,7 @@ CLUSTER_PARAMETERS = [
 
 def listener_address(description: str) -> tuple[str | None, int | None]:
     """(interface, port) of a tcp/tcp6 endpoint description; None where it does not say."""
-    parts = description.split(":")
+    parts = re.split(r"(?<!\\):", description)  # an endpoint escapes the colons of an IPv6 address
     if parts[0] not in ("tcp", "tcp6") or len(parts) < 2 or not parts[1].isdigit():
         return None, None
     interface = None
