@@ -159,8 +159,18 @@ class ClusterOfHosts(TestCase):
         self.assertEqual(
             [(s["key"], s["node_id"]) for s in b.api("cluster/streams")["streams"]], [("live/cam", "host-a")]
         )
-        self.assertIn('rtmpd_cluster_internal_pulls{state="playing"} 1.0', b.metrics())
+        scrape = b.metrics()
+        self.assertIn('rtmpd_cluster_internal_pulls{state="playing"} 1.0', scrape)
+        self.assertIn('rtmpd_cluster_node_info{node_id="host-b",pull_url="rtmp://127.0.0.3:', scrape)
         self.assertIn("rtmpd_cluster_claims 1.0", a.metrics())
+        check = subprocess.run(
+            [require("promtool"), "check", "metrics"],
+            input=scrape,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        self.assertEqual((check.returncode, check.stdout, check.stderr), (0, "", ""))
         # A second publisher of the key on the other host is refused, as on one server.
         second = self.publish(b, "cam", 5)
         b.process.wait_for_msg("Publish refused: the key is live on another node", 20, stream_key="live/cam")
