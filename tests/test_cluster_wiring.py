@@ -144,3 +144,26 @@ class OperationsTests(SynchronousTestCase):
         empty = CollectorRegistry(auto_describe=False)
         empty.register(ClusterCollector(lambda: None))
         self.assertNotIn("rtmpd_cluster", generate_latest(empty).decode())
+
+
+class APITests(SynchronousTestCase):
+    def test_cluster_streams_answer_503_while_the_directory_is_down(self) -> None:
+        from twisted.internet.defer import fail
+
+        from rtmpd.cluster.directory import DirectoryUnavailable
+        from rtmpd.http.api.endpoints import ROUTES, Call
+        from rtmpd.http.jsonio import HTTPError
+
+        server = MemoryServer()
+        directory = LocalDirectory(ClaimTable(server.clock.seconds, 5.0), Node("n1", "rtmp://h:1935"))
+        cluster = ClusterService(server.registry, directory, server.clock, lambda upstream: None)
+        cluster.setServiceParent(server.service)
+        self.addCleanup(cluster.disownServiceParent)
+        (route,) = [r for r in ROUTES if r.pattern == ("cluster", "streams")]
+        call = Call({}, {}, ServerViews(server.service), None)
+        directory.table.claim("live/a", directory.node)
+        self.assertEqual(result_of(route.handler(call))["streams"][0]["key"], "live/a")
+        directory.claims = lambda: fail(DirectoryUnavailable("redis claims: refused"))
+        failure = self.failureResultOf(route.handler(call), HTTPError)
+        self.assertEqual(failure.value.status, 503)
+        self.assertIn("refused", failure.value.message)
