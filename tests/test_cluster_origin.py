@@ -284,6 +284,14 @@ class DuplicatePublishTests(SynchronousTestCase):
         for player in (on_a, on_b):
             self.assertGreaterEqual(kinds(player).count("key"), 3, "the player resumed after the move")
 
+    def test_a_clean_stop_releases_the_claims_at_once(self) -> None:
+        cluster = Cluster(self, "a")
+        a = cluster.nodes["a"]
+        a.publish("k")
+        self.assertEqual(cluster.table.lookup("live/k"), a.node)
+        a.origin.stopService()
+        self.assertIsNone(cluster.table.lookup("live/k"))
+
     def test_a_claim_whose_publish_never_happened_is_released(self) -> None:
         cluster = Cluster(self, "a")
         a = cluster.nodes["a"]

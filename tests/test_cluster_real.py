@@ -209,6 +209,12 @@ class ClusterOfHosts(TestCase):
         for client in (on_a, on_b):
             client.pump_until(lambda c=client: "key" in video_kinds(c)[marks[c] :], 30)
             self.assertIn("vconfig", video_kinds(client)[marks[client] :], "the new publisher's config first")
+        # A new player on a, which now pulls the key from b, decodes cleanly from its first keyframe.
+        late = self.player(a, "mv", "late.flv", duration=3)
+        self.assertEqual(late.finish(40), "")
+        played = flv_messages(late.path)
+        assert_starts_clean(self, played)
+        assert_monotonic(self, played)
         second.kill()
         self.assertEqual(len(a.recordings("mv")), 1, "a recorded while it was the origin")
         self.assertEqual(len(b.recordings("mv")), 1, "b records since it is the origin")
