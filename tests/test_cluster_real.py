@@ -59,7 +59,7 @@ class HostClient(SocketRTMPClient):
 class Host:
     """One node: its rtmpd process, address, RTMP and HTTP ports, record directory."""
 
-    def __init__(self, test: ClusterOfHosts, name: str, address: str) -> None:
+    def __init__(self, test: _Hosts, name: str, address: str, *extra: str) -> None:
         self.name = name
         self.address = address
         self.port = free_port(address)
@@ -79,6 +79,7 @@ class Host:
             "3",
             "--record-dir",
             self.record_dir,
+            *extra,
             cwd=test.tmp,
             log_level="info",
         )
@@ -113,8 +114,11 @@ def video_kinds(client: SocketRTMPClient) -> list[str]:
     return [k for k in kinds([m for m in client.protocol.media() if m.type_id == 9])]
 
 
-class ClusterOfHosts(TestCase):
+class _Hosts(TestCase):
+    """A Redis and two nodes, host-a on 127.0.0.2 and host-b on 127.0.0.3, started with ``extra``."""
+
     timeout = 240
+    extra: tuple[str, ...] = ()
 
     def setUp(self) -> None:
         require("ffmpeg")
@@ -122,8 +126,8 @@ class ClusterOfHosts(TestCase):
         self.addCleanup(shutil.rmtree, self.tmp, True)
         self.redis = RedisServer().start()
         self.addCleanup(self.redis.stop)
-        self.a = Host(self, "host-a", "127.0.0.2")
-        self.b = Host(self, "host-b", "127.0.0.3")
+        self.a = Host(self, "host-a", "127.0.0.2", *self.extra)
+        self.b = Host(self, "host-b", "127.0.0.3", *self.extra)
         self.client = redis_client(self.redis.url)
         self.addCleanup(self.client.close)
 
@@ -141,6 +145,8 @@ class ClusterOfHosts(TestCase):
         self.addCleanup(player.kill)
         return player
 
+
+class ClusterOfHosts(_Hosts):
     def test_publish_on_one_play_on_the_other_refuse_the_second_publisher(self) -> None:
         a, b = self.a, self.b
         publisher = self.publish(a, "cam", 8)
@@ -266,3 +272,28 @@ class ClusterOfHosts(TestCase):
         again.pump_until(lambda: "key" in video_kinds(again), 20)
         self.assertIn("rtmpd_cluster_directory_up 1.0", b.metrics())
         self.assertEqual(a.process.errors() + b.process.errors(), [])
+
+
+class TakeoverAcrossHosts(_Hosts):
+    extra = ("--publish-takeover",)
+
+    def test_a_new_publisher_on_another_host_takes_the_key_over(self) -> None:
+        a, b = self.a, self.b
+        first = self.publish(a, "tk", 60)
+        a.process.wait_for_msg("Codecs detected", 20, stream_key="live/tk")
+        on_b = b.player("tk")
+        self.addCleanup(on_b.sock.close)
+        on_b.pump_until(lambda: "key" in video_kinds(on_b), 20)
+        mark = len(video_kinds(on_b))
+        second = self.publish(b, "tk", 60)
+        b.process.wait_for_msg("Key claimed", 20, stream_key="live/tk", node_id="host-b")
+        self.assertEqual(self.owner("tk"), "host-b")
+        # a finds its claim gone at its next refresh and closes its publisher.
+        lost = a.process.wait_for_msg("Claim lost: the key is live on another node", 20, stream_key="live/tk")
+        self.assertEqual(lost["owner"], "host-b")
+        first.communicate(timeout=20)
+        self.assertEqual(self.owner("tk"), "host-b")
+        on_b.pump_until(
+            lambda: "vconfig" in video_kinds(on_b)[mark:] and "key" in video_kinds(on_b)[mark:], 30
+        )
+        second.kill()
