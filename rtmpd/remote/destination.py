@@ -36,7 +36,8 @@ from twisted.logger import Logger
 from rtmpd.core.classify import METADATA, MediaInfo, classify
 from rtmpd.core.messages import Message, MessageType
 from rtmpd.remote.backoff import Backoff
-from rtmpd.remote.connection import RTMPClientProtocol, describe_failure
+from rtmpd.remote.connection import RTMPClientProtocol
+from rtmpd.remote.dialer import Dialer
 from rtmpd.remote.shared import SharedChunks
 from rtmpd.remote.timeline import Timeline
 from rtmpd.remote.urls import RemoteURL
@@ -86,7 +87,6 @@ class PushDestination:
         self.rule_id = rule_id
         self.key = key
         self.url = url
-        self._connect = connect
         self.clock = clock
         self.backoff = backoff or Backoff()
         self.max_queue_bytes = max_queue_bytes
@@ -94,8 +94,15 @@ class PushDestination:
         self.state = DestinationState.IDLE
         self.stream: Stream | None = None
         self.client: RTMPClientProtocol | None = None
-        self._attempt: Any = None  # the Deferred of the connection attempt in progress
-        self._retry: Any = None
+        self._dialer = Dialer(
+            clock,
+            connect,
+            self,
+            on_client=self._set_client,
+            on_failure=lambda reason: self._failed(reason, healthy_for=0.0),
+            current=lambda: self.client,
+            stale_reason="destination stopped",
+        )
         self._stall: Any = None
         #: Counters for the API and the manhole.
         self.attempts = 0
@@ -176,12 +183,9 @@ class PushDestination:
         was = self.state
         self.state = DestinationState.IDLE
         self.stream = None
-        self._cancel_retry()
+        self._dialer.cancel()
         self._cancel_stall()
         self._clear_queue()
-        if self._attempt is not None:
-            attempt, self._attempt = self._attempt, None
-            attempt.cancel()
         client, self.client = self.client, None
         if client is not None:
             client.finish()
@@ -202,7 +206,6 @@ class PushDestination:
     # -- connecting --------------------------------------------------------------------------
 
     def _connect_now(self) -> None:
-        self._retry = None
         self.state = DestinationState.CONNECTING
         self.attempts += 1
         if self.attempts > 1:
@@ -216,22 +219,10 @@ class PushDestination:
             url=self.url.redacted(),
             attempt=self.attempts,
         )
-        d = self._attempt = self._connect(self)
-        d.addCallbacks(self._connected, self._connect_failed, callbackArgs=(d,), errbackArgs=(d,))
+        self._dialer.dial()
 
-    def _connected(self, client: RTMPClientProtocol, d: Any) -> None:
-        if self._attempt is d:
-            self._attempt = None
-            self.client = client
-        elif client is not self.client:  # (the same one when client_started adopted it first)
-            client.abort("destination stopped")
-
-    def _connect_failed(self, failure: Any, d: Any) -> None:
-        if self._attempt is not d:
-            return None  # cancelled by stop()
-        self._attempt = None
-        self._failed(describe_failure(failure), healthy_for=0.0)
-        return None
+    def _set_client(self, client: RTMPClientProtocol) -> None:
+        self.client = client
 
     def _failed(self, reason: str, healthy_for: float) -> None:
         self.last_error = reason
@@ -247,24 +238,16 @@ class PushDestination:
             delay=delay,
             attempt=self.attempts,
         )
-        self._retry = self.clock.callLater(delay, self._connect_now)
-
-    def _cancel_retry(self) -> None:
-        if self._retry is not None:
-            if self._retry.active():
-                self._retry.cancel()
-            self._retry = None
+        self._dialer.retry(delay, self._connect_now)
 
     # -- the connection's reports (ClientHandler) -------------------------------------------
 
     def client_started(self, client: RTMPClientProtocol) -> None:
         if client is not self.client:
-            if self._attempt is not None:
-                # Started before the endpoint's Deferred fired (TLS): adopt it.
-                self.client, self._attempt = client, None
-            else:
+            if not self._dialer.adopt(client):
                 client.abort("destination stopped")
                 return
+            self.client = client  # started before the endpoint's Deferred fired (TLS)
         self.state = DestinationState.PUBLISHING
         self.publishing_since = self.clock.seconds()
         self.log.info(

@@ -29,7 +29,8 @@ from rtmpd.core.events import DataReceived, MediaReceived, MetadataReceived
 from rtmpd.core.messages import Message
 from rtmpd.relay.stream import Publication
 from rtmpd.remote.backoff import Backoff
-from rtmpd.remote.connection import RTMPClientProtocol, describe_failure
+from rtmpd.remote.connection import RTMPClientProtocol
+from rtmpd.remote.dialer import Dialer
 from rtmpd.remote.push import RELAY_FLASH_VER
 from rtmpd.remote.urls import RemoteURL
 
@@ -67,7 +68,6 @@ class Upstream:
         self.key = key
         self.url = url
         self.registry = registry
-        self._connect = connect
         self.clock = clock
         self.backoff = backoff or Backoff()
         # Peer attributes (rtmpd.relay.peer).
@@ -87,8 +87,15 @@ class Upstream:
         self.publication: Publication | None = None
         self.attempts = 0
         self.last_error: str | None = None
-        self._attempt: Any = None
-        self._retry: Any = None
+        self._dialer = Dialer(
+            clock,
+            connect,
+            self,
+            on_client=self._set_client,
+            on_failure=self._failed,
+            current=lambda: self.client,
+            stale_reason="pull stopped",
+        )
         self._holds = 0
         self._started_at: float | None = None
 
@@ -101,12 +108,7 @@ class Upstream:
     def stop(self, reason: str) -> None:
         """Close the upstream for good and unpublish here."""
         self.state = "stopped"
-        if self._retry is not None and self._retry.active():
-            self._retry.cancel()
-        self._retry = None
-        if self._attempt is not None:
-            attempt, self._attempt = self._attempt, None
-            attempt.cancel()
+        self._dialer.cancel()
         client, self.client = self.client, None
         if client is not None:
             client.finish()
@@ -114,26 +116,15 @@ class Upstream:
         self.log.info("Pull upstream closed", stream_key=self.key, conn_id=self.conn_id, reason=reason)
 
     def _connect_now(self) -> None:
-        self._retry = None
         self.state = "connecting"
         self.attempts += 1
         self.log.info(
             "Pull upstream connecting", stream_key=self.key, url=self.url.redacted(), attempt=self.attempts
         )
-        d = self._attempt = self._connect(self)
-        d.addCallbacks(self._connected, self._connect_failed, callbackArgs=(d,), errbackArgs=(d,))
+        self._dialer.dial()
 
-    def _connected(self, client: RTMPClientProtocol, d: Any) -> None:
-        if self._attempt is d:
-            self._attempt = None
-            self.client = client
-        elif client is not self.client:  # (the same one when client_started adopted it first)
-            client.abort("pull stopped")
-
-    def _connect_failed(self, failure: Any, d: Any) -> None:
-        if self._attempt is d:
-            self._attempt = None
-            self._failed(describe_failure(failure))
+    def _set_client(self, client: RTMPClientProtocol) -> None:
+        self.client = client
 
     def _failed(self, reason: str) -> None:
         self.last_error = reason
@@ -153,16 +144,16 @@ class Upstream:
             delay=delay,
             attempt=self.attempts,
         )
-        self._retry = self.clock.callLater(delay, self._connect_now)
+        self._dialer.retry(delay, self._connect_now)
 
     # -- ClientHandler --------------------------------------------------------------------
 
     def client_started(self, client: RTMPClientProtocol) -> None:
         if client is not self.client:
-            if self._attempt is None:
+            if not self._dialer.adopt(client):
                 client.abort("pull stopped")
                 return
-            self.client, self._attempt = client, None
+            self.client = client  # started before the endpoint's Deferred fired (TLS)
         self.state = "playing"
         self._started_at = self.clock.seconds()
         self.log.info(
