@@ -9,7 +9,7 @@ import errno
 import os
 from typing import BinaryIO
 
-__all__ = ["describe_error", "fsync_directory", "fsync_file", "open_exclusive"]
+__all__ = ["describe_error", "fsync_directory", "fsync_file", "open_exclusive", "write_all"]
 
 
 def open_exclusive(path: str) -> BinaryIO:
@@ -43,3 +43,13 @@ def describe_error(error: BaseException) -> str:
     if isinstance(error, OSError) and error.errno is not None:
         return f"{errno.errorcode.get(error.errno, str(error.errno))}: {error.strerror}"
     return f"{type(error).__name__}: {error}"
+
+
+def write_all(file: BinaryIO, path: str, data: bytes) -> None:
+    """Write all of ``data`` to the unbuffered ``file`` (a short write is continued); OSError if stuck."""
+    view = memoryview(data)
+    while view:
+        n = file.write(view)
+        if n is None or n <= 0:
+            raise OSError(f"write to {path} made no progress")
+        view = view[n:]

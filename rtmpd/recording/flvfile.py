@@ -35,6 +35,7 @@ from typing import Any, BinaryIO
 
 from rtmpd.core import amf0, flv
 from rtmpd.core.errors import AMFDecodeError
+from rtmpd.recording.disk import write_all
 
 __all__ = [
     "MAX_KEYFRAME_SLOTS",
@@ -218,12 +219,7 @@ class SegmentFile:
         self.written_timestamp = self.last_timestamp
 
     def _write_all(self, data: bytes) -> None:
-        view = memoryview(data)
-        while view:
-            n = self.file.write(view)
-            if n is None or n <= 0:
-                raise OSError(f"write to {self.path} made no progress")
-            view = view[n:]
+        write_all(self.file, self.path, data)
 
     def _patch(self, offset: int, data: bytes) -> None:
         self.file.seek(offset)

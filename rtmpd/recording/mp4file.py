@@ -41,6 +41,7 @@ from rtmpd.core.errors import Fmp4ConfigChanged, Fmp4Error
 from rtmpd.core.fmp4 import Fmp4Muxer
 from rtmpd.core.fmp4_boxes import box, full_box
 from rtmpd.core.messages import Message, MessageType
+from rtmpd.recording.disk import write_all
 
 __all__ = ["FRAGMENT_MS", "Mp4Prologue", "Mp4SegmentFile", "build_mp4_prologue", "fragment_sync_samples"]
 
@@ -294,12 +295,7 @@ class Mp4SegmentFile:
         self.written_timestamp = self._cut_ms
 
     def _write_all(self, data: bytes) -> None:
-        view = memoryview(data)
-        while view:
-            n = self.file.write(view)
-            if n is None or n <= 0:
-                raise OSError(f"write to {self.path} made no progress")
-            view = view[n:]
+        write_all(self.file, self.path, data)
 
     def patch_progress(self) -> bool:
         """Flush, then patch mvhd's duration to what is written; False if it was current."""
