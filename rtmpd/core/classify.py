@@ -23,7 +23,7 @@ Rules this module keeps:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from rtmpd.core.errors import MalformedTag
 from rtmpd.core.media import (
@@ -68,6 +68,23 @@ class MediaInfo:
     #: ``onMetaData``, already unwrapped from ``@setDataFrame``.
     is_metadata: bool = False
     error: str | None = None
+    #: Neither configuration nor metadata: a frame (or a data message) for the late-join GOP.
+    is_frame: bool = field(init=False)
+    #: Worth the relay's closer look: configuration, an unreadable tag, or a first track that is
+    #: Enhanced RTMP, multitrack or of an unknown codec. Plain frames (nearly every message) are not.
+    notable: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        set_field = object.__setattr__  # frozen: the derived fields are set once, here
+        set_field(self, "is_frame", self.config_slot is None and not self.is_metadata)
+        first = self.tracks[0] if self.tracks else None
+        set_field(
+            self,
+            "notable",
+            self.config_slot is not None
+            or self.error is not None
+            or (first is not None and (first.enhanced or first.multitrack or first.codec.startswith("u"))),
+        )
 
     @property
     def is_config(self) -> bool:

@@ -163,6 +163,11 @@ class Stream:
         the message with its ``MediaInfo``.
         """
         info = classify(message, self.primary_video_track)
+        if info.notable:
+            self._take_note(message, info)
+        self._pass_on(message, info)
+
+    def _take_note(self, message: Message, info: MediaInfo) -> None:
         if info.tracks:
             first = info.tracks[0]
             if first.enhanced or first.multitrack or first.codec[0] == "u":
@@ -178,7 +183,6 @@ class Stream:
                 kind="video" if info.is_video else "audio",
                 error=info.error,
             )
-        self._pass_on(message, info)
 
     def set_metadata(self, message: Message, values: dict[str, Any]) -> None:
         """Cache ``onMetaData`` (already unwrapped from ``@setDataFrame``) and relay it at time 0."""
@@ -191,7 +195,7 @@ class Stream:
 
     def _pass_on(self, message: Message, info: MediaInfo) -> None:
         self.last_timestamp = message.timestamp
-        if info.config_slot is None and not info.is_metadata:
+        if info.is_frame:
             self.cache.add_frame(message, info)
         # Every message goes to every listener: spelt out rather than through ``_tell``.
         failed = self._failed
