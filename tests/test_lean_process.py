@@ -1,4 +1,4 @@
-"""A lean process: the server built the way ``twistd -n rtmpd`` builds it loads no heavy package it does not use.
+"""A lean process: the server built as ``twistd -n rtmpd`` builds it loads no heavy package it does not use.
 
 Each case runs in a fresh interpreter (``sys.modules`` of this test process
 holds everything the other tests imported): it parses a twistd command line

@@ -21,7 +21,17 @@ if TYPE_CHECKING:
     from rtmpd.access.addresses import AddressRule, AddressRules, parse_rule
     from rtmpd.access.callback import FailurePolicy, HTTPCallback
     from rtmpd.access.counters import AccessCounters, Refusal
-    from rtmpd.access.decision import ALLOW, Action, Allow, Authoriser, Chain, Decision, Deny, Reloaded, Request
+    from rtmpd.access.decision import (
+        ALLOW,
+        Action,
+        Allow,
+        Authoriser,
+        Chain,
+        Decision,
+        Deny,
+        Reloaded,
+        Request,
+    )
     from rtmpd.access.errors import (
         AccessDenied,
         CallbackConfigError,
