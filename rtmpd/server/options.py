@@ -59,6 +59,16 @@ def _positive(value: str) -> int:
 _positive.coerceDoc = "A positive integer."
 
 
+def _milliseconds(value: str) -> float:
+    number = float(value)
+    if not 0 <= number <= 1000:
+        raise ValueError(f"must be 0..1000 milliseconds, got {value}")
+    return number
+
+
+_milliseconds.coerceDoc = "Milliseconds, 0..1000; 0 means off."
+
+
 LIMIT_PARAMETERS: list[list[Any]] = [
     [
         "max-connections",
@@ -102,6 +112,14 @@ LIMIT_PARAMETERS: list[list[Any]] = [
         "Most messages in a stream's GOP cache",
         _positive,
     ],
+    [
+        "send-window-ms",
+        None,
+        _defaults.send_window * 1000,
+        "Milliseconds a player's media may wait to go out with more in one write (0: no waiting; "
+        "keyframes never wait)",
+        _milliseconds,
+    ],
 ]
 
 
@@ -115,4 +133,5 @@ def config_fields(options: Any) -> dict[str, Any]:
         "idle_timeout": options["idle-timeout"],
         "max_stream_requests": options["max-stream-requests"],
         "gop_cache_max_messages": options["gop-cache-messages"],
+        "send_window": options["send-window-ms"] / 1000,
     }
