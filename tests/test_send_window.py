@@ -15,6 +15,7 @@ from rtmpd.config import ServerConfig
 from rtmpd.core.classify import MediaInfo
 from rtmpd.core.messages import Message, MessageType
 from rtmpd.relay.fanout import Outbox
+from rtmpd.server.options import DEFAULT_SEND_WINDOW_MS
 from rtmpd.tap import Options
 from rtmpd.testing import MemoryServer
 from tests.media_samples import aac_frame, avc_interframe, avc_keyframe
@@ -175,6 +176,10 @@ class ServerWindowTests(SynchronousTestCase):
         self.assertEqual([m.timestamp for m in player.media(psid)], [0, 33])
 
     def test_options_set_the_window(self) -> None:
+        options = Options()
+        options.parseOptions([])
+        self.assertEqual(options.config().send_window, DEFAULT_SEND_WINDOW_MS / 1000)
+        self.assertEqual(ServerConfig().send_window, 0.0)  # built in code: no window unless asked
         options = Options()
         options.parseOptions(["--send-window-ms", "12.5"])
         self.assertEqual(options.config().send_window, 0.0125)

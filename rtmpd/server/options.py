@@ -68,6 +68,12 @@ def _milliseconds(value: str) -> float:
 
 _milliseconds.coerceDoc = "Milliseconds, 0..1000; 0 means off."
 
+#: The operator's default send window (docs/performance.md, "Send windows"): of the windows measured
+#: (0, 5, 10, 20 ms), the longest whose added latency stays within the 20 ms the project allows at the
+#: p99. ``ServerConfig.send_window`` itself stays 0, so code that builds a config (tests, embedders) writes
+#: at once unless it asks for a window.
+DEFAULT_SEND_WINDOW_MS = 10.0
+
 
 LIMIT_PARAMETERS: list[list[Any]] = [
     [
@@ -115,7 +121,7 @@ LIMIT_PARAMETERS: list[list[Any]] = [
     [
         "send-window-ms",
         None,
-        _defaults.send_window * 1000,
+        DEFAULT_SEND_WINDOW_MS,
         "Milliseconds a player's media may wait to go out with more in one write (0: no waiting; "
         "keyframes never wait)",
         _milliseconds,
