@@ -6,7 +6,7 @@ For each load client and N: every server's CPU-seconds per GB delivered and
 its ratio to nginx-rtmp's in the same run, write system calls per MB
 delivered (``benchmarks.syscalls``; "-" when perf could not count them) and
 their ratio to nginx's, latency p50/p99 and the p99 added to rtmpd's
-without a window (``rtmpd``) in the same run, the players at real time and
+without a window (``rtmpd+w0``, else ``rtmpd``) in the same run, the players at real time and
 the server's RSS. Several files (repeated runs) give one row per run.
 """
 
@@ -31,7 +31,7 @@ def rows(results: list[dict[str, Any]], run: str) -> list[str]:
     for (client, players), group in sorted(groups.items()):
         by_server = {r["server"]: r for r in group}
         nginx = by_server.get("nginx", {})
-        base = by_server.get("rtmpd", {})
+        base = by_server.get("rtmpd+w0", by_server.get("rtmpd", {}))
         for r in group:
             calls = r.get("write_syscalls_per_mb")
             ratio = r["cpu_s_per_gb"] / nginx["cpu_s_per_gb"] if nginx.get("cpu_s_per_gb") else None
@@ -59,7 +59,7 @@ def rows(results: list[dict[str, Any]], run: str) -> list[str]:
 
 HEADER = (
     "| run | client | N | server | CPU-s per GB | vs nginx | write calls per MB | vs nginx | "
-    "latency p50 / p99 ms | p99 added vs rtmpd | real time | RSS MB |\n"
+    "latency p50 / p99 ms | p99 added vs no window | real time | RSS MB |\n"
     "|---|---|---|---|---|---|---|---|---|---|---|---|"
 )
 
