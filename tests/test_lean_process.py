@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -52,6 +53,7 @@ def loaded(modules: list[str], package: str) -> bool:
 class LeanProcessTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.tmp = Path(tempfile.mkdtemp(prefix="rtmpd-lean-"))
+        self.addCleanup(shutil.rmtree, self.tmp, True)
 
     def modules_after_build(self, *args: str) -> list[str]:
         """``sys.modules`` of a fresh interpreter after twistd's options and the plugin's makeService."""
