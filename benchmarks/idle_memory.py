@@ -14,6 +14,7 @@ import socket
 import subprocess
 import time
 
+from benchmarks.servers import _twistd
 from rtmpd.core.chunks import ChunkWriter
 from rtmpd.core.commands import encode_command
 from rtmpd.core.handshake import HANDSHAKE_SIZE, ClientHandshake
@@ -47,12 +48,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--connections", type=int, default=1000)
     parser.add_argument("--port", type=int, default=19777)
+    parser.add_argument("--rtmpd-arg", action="append", default=[], help="extra rtmpd option (repeatable)")
     args = parser.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, args.connections + 100)), hard))
     server = subprocess.Popen(
         [
-            "twistd",
+            _twistd(),
             "-n",
             "--pidfile=",
             "rtmpd",
@@ -60,6 +62,7 @@ def main() -> None:
             f"tcp:{args.port}:interface=127.0.0.1",
             "--log-level",
             "warn",
+            *args.rtmpd_arg,
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

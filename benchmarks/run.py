@@ -26,7 +26,7 @@ from benchmarks import report
 from benchmarks.media import DEFAULT_SECONDS, ensure_media, load_media
 from benchmarks.profile import py_spy, summarize
 from benchmarks.scenarios import CLIENTS, HTTP_CLIENTS, Settings, fanout, ingest, push
-from benchmarks.servers import nginx_available
+from benchmarks.servers import nginx_available, split_window
 
 SCENARIOS = ("A", "B", "C", "D", "H", "P")
 DEFAULTS: dict[str, Any] = {"players": [1, 10, 100, 250, 1000], "duration": 20.0, "ingest_duration": 10.0,
@@ -55,8 +55,8 @@ def _csv(kind):
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n\n")[0])
     parser.add_argument("--servers", type=_csv(str), default=["nginx", "rtmpd"],
-                        help="comma-separated: nginx, rtmpd (working tree), rtmpd@GITREF "
-                        "(default nginx,rtmpd)")
+                        help="comma-separated: nginx, rtmpd (working tree), rtmpd@GITREF; either rtmpd "
+                        "with +wMS (--send-window-ms MS) and/or +metrics (default nginx,rtmpd)")
     parser.add_argument("--scenarios", type=_csv(str.upper), default=["A", "B", "C", "D"],
                         help="subset of A,B,C,D,H,P (default A,B,C,D)")
     parser.add_argument("--players", type=_csv(int), help="N for scenario B (default 1,10,100,250,1000)")
@@ -103,7 +103,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if unknown:
         parser.error(f"unknown scenarios: {', '.join(sorted(unknown))}")
     for name in args.servers:
-        base = name.removesuffix("+metrics")
+        base = split_window(name.removesuffix("+metrics"))[0]
         if base not in ("nginx", "rtmpd") and not base.startswith("rtmpd@"):
             parser.error(f"unknown server {name!r}")
     if "nginx" in args.servers and not nginx_available():
@@ -216,6 +216,8 @@ def _preamble(args: argparse.Namespace, argv: list[str], media_path: str, payloa
           for name in args.servers if name.startswith("rtmpd@")],
         *[f"- {name}: with --http, its /metrics fetched every second during each run"
           for name in args.servers if name.endswith("+metrics")],
+        *[f"- {name}: with --send-window-ms {split_window(name.removesuffix('+metrics'))[1]}"
+          for name in args.servers if split_window(name.removesuffix("+metrics"))[1] is not None],
         f"- Stream: {os.path.basename(media_path)}: 1280x720 30 fps H.264 (2 s GOP, CBR 3 Mb/s) + AAC 48 kHz "
         f"stereo; audio+video payload {payload_rate * 8 / 1e6:.2f} Mb/s",
         f"- Windows: B/C {args.duration:g} s, A {args.ingest_duration:g} s, D {args.slow_duration:g} s, "

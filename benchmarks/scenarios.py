@@ -24,6 +24,7 @@ from typing import Any
 from benchmarks.procs import Child, RSSSampler, cpu_times, free_port, rss_bytes
 from benchmarks.profile import record_command
 from benchmarks.servers import NginxServer, make_server
+from benchmarks.syscalls import SyscallCounter
 
 __all__ = ["Settings", "fanout", "ingest", "split_players"]
 
@@ -268,6 +269,7 @@ def fanout(server_name: str, settings: Settings, players: int, *, stalled: int =
         for client in run.clients:
             client.send("start")
         sampler.start()
+        syscalls = SyscallCounter(run.server.pid).start()
         t0 = time.monotonic()
         profiler = _start_profiler(run, settings, duration, f"{scenario}-{players}-{server_name}")
         time.sleep(duration)
@@ -278,11 +280,17 @@ def fanout(server_name: str, settings: Settings, players: int, *, stalled: int =
         pub1 = run.publisher.cpu_seconds()
         client1 = sum(c.cpu_seconds() for c in run.clients)
         rss = sampler.stop()
+        write_calls = syscalls.stop()
         clients = run.client_results()
         sends = run.publisher_log()["sends"]
         if profiler is not None:
             result["profile"] = _finish_profiler(*profiler)
         result.update(_fanout_figures(clients, sends, payload_rate))
+        if write_calls is not None:
+            # Write system calls per MB delivered: what a send window saves, free of the machine's noise.
+            result["write_syscalls"] = write_calls
+            mb = result["delivered_bytes"] / _MB
+            result["write_syscalls_per_mb"] = sum(write_calls.values()) / mb if mb else None
         seconds = t1 - t0
         cpu = (user1 - user0) + (sys1 - sys0)
         delivered = result["delivered_bytes"]

@@ -294,14 +294,30 @@ def export_tree(ref: str, directory: str) -> str:
     return directory
 
 
+#: "rtmpd+w10": rtmpd with --send-window-ms 10.
+WINDOW_SUFFIX = "+w"
+
+
+def split_window(name: str) -> tuple[str, str | None]:
+    """"rtmpd+w10" -> ("rtmpd", "10"): an rtmpd name may end in "+wMS", run with --send-window-ms MS."""
+    base, sep, window = name.rpartition(WINDOW_SUFFIX)
+    if sep and base.startswith("rtmpd") and window.replace(".", "", 1).isdigit():
+        return base, window
+    return name, None
+
+
 def make_server(name: str, workdir: str, rtmpd_args: list[str] | None = None,
                 trees_dir: str | None = None, http: bool = False) -> Server:
     """A server object for ``name``: "nginx", "rtmpd" (the working tree) or "rtmpd@REF" (a git commit);
-    an rtmpd name ending in "+metrics" also serves /metrics, scraped every second during the run.
+    an rtmpd name ending in "+metrics" also serves /metrics, scraped every second during the run; one
+    ending in "+wMS" (before any "+metrics") runs with ``--send-window-ms MS``.
 
     Raises ValueError for any other name, RuntimeError if REF cannot be extracted.
     """
     base, scraped = (name[: -len(METRICS_SUFFIX)], True) if name.endswith(METRICS_SUFFIX) else (name, False)
+    base, window = split_window(base)
+    if window is not None:
+        rtmpd_args = [*(rtmpd_args or []), "--send-window-ms", window]
     if base == "rtmpd":
         return RtmpdServer(workdir, rtmpd_args, name=name, scrape_metrics=scraped, http=http)
     if base.startswith("rtmpd@"):

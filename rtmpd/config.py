@@ -59,3 +59,8 @@ class ServerConfig:
     max_stream_requests: int = 128
     #: Most messages in a stream's GOP cache (each also counts a fixed overhead against its bytes).
     gop_cache_max_messages: int = 20_000
+    # -- send windows (issue 17) --
+    #: Seconds a player's relayed media may wait for more before it is written, so that one system call
+    #: carries all of it (0: written when the input that produced it is handled). See docs/performance.md;
+    #: ``--send-window-ms`` has its own default (``rtmpd.server.options.DEFAULT_SEND_WINDOW_MS``).
+    send_window: float = 0.0

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from rtmpd.access.addresses import AddressRules
-from rtmpd.access.callback import HTTPCallback
 from rtmpd.access.counters import AccessCounters
 from rtmpd.access.decision import Authoriser
 from rtmpd.access.keyfile import KeyFile, StreamKeys
@@ -75,6 +74,9 @@ def build_policy(
     if settings.keys:
         authorisers.append(StreamKeys(KeyFile(settings.keys)))
     if settings.callback:
+        # Imported here: the callback's HTTP client (treq, twisted.web) is loaded only when one is configured.
+        from rtmpd.access.callback import HTTPCallback
+
         authorisers.append(
             HTTPCallback(
                 settings.callback,

@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any
 from rtmpd.core.flv import TAG_AUDIO, TAG_VIDEO
 from rtmpd.core.messages import MessageType
 from rtmpd.recording.flvfile import build_prologue, publisher_metadata
-from rtmpd.recording.mp4file import build_mp4_prologue
 
 if TYPE_CHECKING:
     from rtmpd.relay.latejoin import LateJoinCache
@@ -52,6 +51,9 @@ def file_start(
     has_audio = bool(cache.audio_headers) or audio_seen or _present(metadata.get("audiocodecid"))
     configs = frozenset(m.payload for m in codec_headers)
     if file_format == "mp4":
+        # Imported here: a server that records FLV only never loads the MP4 muxer.
+        from rtmpd.recording.mp4file import build_mp4_prologue
+
         return FileStart(build_mp4_prologue(codec_headers, has_video), 0, has_video, configs)
     headers = [(TAG_VIDEO if m.type_id == MessageType.VIDEO else TAG_AUDIO, m.payload) for m in codec_headers]
     prologue = build_prologue(

@@ -31,7 +31,6 @@ from rtmpd.core.classify import MediaInfo
 from rtmpd.core.messages import Message
 from rtmpd.recording.admission import RecordingAdmission
 from rtmpd.recording.flvfile import SegmentFile, keyframe_slots_for
-from rtmpd.recording.mp4file import Mp4SegmentFile
 from rtmpd.recording.paths import FilePaths
 from rtmpd.recording.recording import StreamRecording
 from rtmpd.recording.writer import (
@@ -257,7 +256,7 @@ class Recorder(service.Service, StreamListener):
             "fsync_interval": self.fsync_interval,
             # A test's disk double has no directory to sync.
             "sync_dir": fsync_directory if self.open_file is open_exclusive else None,
-            "segment_file": Mp4SegmentFile if self.format == "mp4" else SegmentFile,
+            "segment_file": _mp4_segment_file() if self.format == "mp4" else SegmentFile,
             "hand_over": self._hand_over,
             **self.writer_options,
         }
@@ -280,3 +279,10 @@ class Recorder(service.Service, StreamListener):
             self.ended_bytes += recording.bytes_before + recording.bytes
             self.ended_failed += recording.state == "failed"
         self.unfinished.discard(recording)
+
+
+def _mp4_segment_file() -> type:
+    """The MP4 writer, imported when a recording in MP4 starts: an FLV-only server never loads it."""
+    from rtmpd.recording.mp4file import Mp4SegmentFile
+
+    return Mp4SegmentFile

@@ -11,8 +11,9 @@ Rules this module keeps:
 - The relay decides per message and per player with attribute reads only
   (``chunk_size``, ``congested``, ``over_queue_bound``): they must be cheap.
 - ``queue_media`` never writes at once: queued bytes go out together when the
-  input being handled is done (``rtmpd.relay.fanout.Outbox``), so one socket
-  write carries every message that became ready together.
+  input being handled is done, or when the send window ends
+  (``rtmpd.relay.fanout.Outbox``), so one socket write carries every message
+  that became ready together.
 - ``hold_input``/``release_input`` stop and restart reading the peer's
   socket. They are counted: input resumes when every hold was released.
   This is not the output flow control (``congested``), which the transport

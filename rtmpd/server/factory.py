@@ -50,7 +50,10 @@ class RTMPServerFactory(Factory):
         self.config = config
         self.clock = clock
         self.registry = StreamRegistry(config, clock.seconds)
-        self.outbox = Outbox(clock)
+        self.outbox = Outbox(clock, config.send_window)
+        if config.send_window:
+            # It ends a window early for keyframes and sequence headers: it must see every message.
+            self.registry.listeners.append(self.outbox)
         self.connections: dict[str, RTMPProtocol] = {}
         #: Connections closed so far, by the reason logged (``rtmpd.server.lifecycle.count_closed``).
         self.closed_by_reason: dict[str, int] = {}
