@@ -35,6 +35,7 @@ from rtmpd.server.options import LIMIT_PARAMETERS, config_fields
 from rtmpd.tap.access import install_access
 from rtmpd.tap.manhole import manhole_service
 from rtmpd.tap.metrics import METRICS_FLAGS, METRICS_PARAMETERS
+from rtmpd.tap.workers import WORKER_PARAMETERS
 
 __all__ = ["Options", "install_access", "makeService", "manhole_service"]
 
@@ -228,6 +229,7 @@ class Options(AccessOptions, HookOptions, RemoteOptions, usage.Options):
         ["hls-window", None, 6, "HLS segments listed in the playlist (kept in memory)", _positive(int)],
     ]
     optParameters += LIMIT_PARAMETERS
+    optParameters += WORKER_PARAMETERS  # --workers (rtmpd.tap.workers, docs/cluster.md)
     # Hostile-client budgets (docs/security.md): one option per Limits field.
     optParameters += [
         [name, None, getattr(_limits, field), text, _limit(name, type(getattr(_limits, field)))]
@@ -318,11 +320,20 @@ class Options(AccessOptions, HookOptions, RemoteOptions, usage.Options):
         )
 
 
-def makeService(options: Options) -> service.MultiService:
-    """Build the rtmpd service collection from parsed options.
+def makeService(options: Options) -> service.IService:
+    """Build the rtmpd service collection from parsed options (with ``--workers N``: their parent).
 
     Exits with one line (``rtmpd: error: ...``) when the manhole cannot start.
     """
+    from rtmpd.tap.workers import wants_workers, workers_service
+
+    if wants_workers(options):
+        return workers_service(options, build_service)
+    return build_service(options)
+
+
+def build_service(options: Options) -> service.MultiService:
+    """The service collection of one rtmpd process."""
     from rtmpd.server.service import RTMPService
 
     config = options.config()

@@ -1,0 +1,241 @@
+"""The parent process of ``--workers N``: shared listening sockets, the in-host directory, supervision.
+
+The parent opens every listening socket itself (RTMP, HTTP, manhole), never
+accepts on them, and hands them to each worker as inherited file
+descriptors: the workers ``adoptStreamPort`` the same sockets and the kernel
+balances accepts between them. Each worker also gets its own internal
+listener (127.0.0.1, an ephemeral port the parent binds once, so a restarted
+worker keeps its pull URL) for the internal pulls of other workers. The
+parent holds no stream state: only the host's ``ClaimTable``, served over AMP
+on a unix socket in a private directory (``rtmpd.cluster.amp``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.application import service
+from twisted.internet import endpoints
+from twisted.internet.interfaces import IListeningPort
+from twisted.internet.protocol import Factory, ProcessProtocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from rtmpd.cluster.amp import DirectoryServerFactory
+from rtmpd.cluster.directory import ClaimTable
+from rtmpd.cluster.supervisor import WorkerSupervisor
+
+__all__ = ["SHAREABLE_KINDS", "WorkerSpec", "WorkersService", "worker_node_id"]
+
+#: Endpoint kinds whose sockets can be shared: a plain stream socket a worker can adopt (TLS cannot).
+SHAREABLE_KINDS = ("tcp", "tcp6", "unix")
+#: First file descriptor number of the sockets in a worker (0-2 are its stdio).
+FIRST_FD = 3
+
+
+def worker_node_id(worker_id: int) -> str:
+    return f"worker-{worker_id}"
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """What a worker is told by its parent (one JSON command-line value).
+
+    ``sockets`` maps each shared endpoint description to the (fd, address
+    family) it inherited; ``internal`` is the fd and port of its own internal
+    listener; ``link`` is the path of the parent's directory socket.
+    """
+
+    worker_id: int
+    link: str
+    ttl: float
+    sockets: dict[str, tuple[int, int]]
+    internal: tuple[int, int]
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "id": self.worker_id,
+                "link": self.link,
+                "ttl": self.ttl,
+                "sockets": {d: list(v) for d, v in self.sockets.items()},
+                "internal": list(self.internal),
+            }
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> WorkerSpec:
+        """Raises ValueError for anything ``to_json`` did not write."""
+        try:
+            data = json.loads(text)
+            return cls(
+                worker_id=int(data["id"]),
+                link=str(data["link"]),
+                ttl=float(data["ttl"]),
+                sockets={str(d): (int(v[0]), int(v[1])) for d, v in data["sockets"].items()},
+                internal=(int(data["internal"][0]), int(data["internal"][1])),
+            )
+        except (KeyError, TypeError, IndexError, json.JSONDecodeError) as e:
+            raise ValueError(f"not a worker spec: {e}") from e
+
+
+class _NoConnections(Factory):
+    """The parent never accepts on a shared socket; a factory is needed to listen at all."""
+
+    noisy = False
+
+    def buildProtocol(self, addr: Any) -> None:
+        return None
+
+
+def open_shared(reactor: Any, description: str) -> IListeningPort:
+    """A listening port on ``description`` that this process does not accept on.
+
+    Raises ValueError for an endpoint kind that cannot be shared (TLS), and
+    whatever listening raises (address in use, permission).
+    """
+    kind = description.partition(":")[0]
+    if kind not in SHAREABLE_KINDS:
+        raise ValueError(
+            f"{description}: only {', '.join(SHAREABLE_KINDS)} listeners can be shared by workers"
+        )
+    outcome: list = []
+    endpoints.serverFromString(reactor, description).listen(_NoConnections()).addBoth(outcome.append)
+    if not outcome:
+        raise RuntimeError(f"endpoint {description} did not listen synchronously")
+    if isinstance(outcome[0], Failure):
+        outcome[0].raiseException()
+    port = outcome[0]
+    # Listening registered the socket for reading; the workers accept, not this process.
+    port.stopReading()
+    return port
+
+
+def _addr(port: IListeningPort) -> str:
+    host = port.getHost()
+    return f"{host.host}:{host.port}" if hasattr(host, "port") else str(getattr(host, "name", host))
+
+
+class WorkersService(service.Service):
+    """The parent: opens ``shared`` (description, what) sockets, serves the directory, supervises workers.
+
+    ``argv(spec)`` is the command line that starts the worker ``spec``
+    describes. Start-up fails with one line on stderr and exit status 1 when
+    a socket cannot be opened.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        count: int,
+        shared: Sequence[tuple[str, str]],
+        argv: Callable[[WorkerSpec], list[str]],
+        reactor: Any,
+        ttl: float,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.count = count
+        self.shared = list(shared)
+        self.argv = argv
+        self.reactor = reactor
+        self.table = ClaimTable(reactor.seconds, ttl)
+        self.env = env
+        self.ports: dict[str, IListeningPort] = {}
+        self.internal: dict[int, socket.socket] = {}
+        self.link_dir: str | None = None
+        self.link_path: str | None = None
+        self._link_port: IListeningPort | None = None
+        self.supervisor = WorkerSupervisor(count, self._spawn, reactor, on_death=self._release)
+
+    def privilegedStartService(self) -> None:
+        super().privilegedStartService()
+        self._open()
+
+    def startService(self) -> None:
+        super().startService()
+        if self.link_path is None:
+            self._open()
+        self.supervisor.start()
+
+    def _open(self) -> None:
+        for description, what in self.shared:
+            try:
+                port = open_shared(self.reactor, description)
+            except Exception as e:
+                sys.stderr.write(f"rtmpd: cannot listen on {description}: {e}\n")
+                raise SystemExit(1) from e
+            self.ports[description] = port
+            self.log.info("{what} listening", what=what, addr=_addr(port), endpoint=description, shared=True)
+        for worker_id in range(1, self.count + 1):
+            # Bound once here, so a restarted worker answers internal pulls at the same URL.
+            internal = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            internal.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            internal.bind(("127.0.0.1", 0))
+            internal.listen(128)
+            self.internal[worker_id] = internal
+        self.link_dir = tempfile.mkdtemp(prefix="rtmpd-workers-")
+        self.link_path = os.path.join(self.link_dir, "directory.sock")
+        link = endpoints.UNIXServerEndpoint(self.reactor, self.link_path, mode=0o600)
+        outcome: list = []
+        link.listen(DirectoryServerFactory(self.table)).addBoth(outcome.append)
+        self._link_port = outcome[0]
+
+    def spec(self, worker_id: int) -> WorkerSpec:
+        """What worker ``worker_id`` is told; its fds are numbered from FIRST_FD in ``shared``'s order."""
+        sockets = {}
+        for i, (description, _) in enumerate(self.shared):
+            sockets[description] = (FIRST_FD + i, self.ports[description].addressFamily)
+        internal = self.internal[worker_id]
+        return WorkerSpec(
+            worker_id=worker_id,
+            link=self.link_path or "",
+            ttl=self.table.ttl,
+            sockets=sockets,
+            internal=(FIRST_FD + len(self.shared), internal.getsockname()[1]),
+        )
+
+    def _spawn(self, worker_id: int, protocol: ProcessProtocol) -> Any:
+        spec = self.spec(worker_id)
+        # Workers write their logs where the parent's go: stdout and stderr are shared.
+        child_fds: dict[int, Any] = {0: "w", 1: 1, 2: 2}
+        for description, (fd, _) in spec.sockets.items():
+            child_fds[fd] = self.ports[description].fileno()
+        child_fds[spec.internal[0]] = self.internal[worker_id].fileno()
+        argv = self.argv(spec)
+        env = dict(os.environ if self.env is None else self.env)
+        return self.reactor.spawnProcess(protocol, argv[0], argv, env=env, childFDs=child_fds)
+
+    def _release(self, worker_id: int) -> None:
+        dropped = self.table.release_node(worker_node_id(worker_id))
+        if dropped:
+            self.log.info("Released a dead worker's claims", worker=worker_id, keys=dropped)
+
+    def stopService(self):
+        super().stopService()
+        d = self.supervisor.stop()
+        d.addCallback(lambda _: self._close())
+        return d
+
+    def _close(self) -> None:
+        for port in self.ports.values():
+            port.stopListening()
+        self.ports.clear()
+        for internal in self.internal.values():
+            internal.close()
+        self.internal.clear()
+        if self._link_port is not None:
+            self._link_port.stopListening()
+            self._link_port = None
+        if self.link_dir is not None:
+            shutil.rmtree(self.link_dir, ignore_errors=True)
+            self.link_dir = None
+        self.log.info("Workers stopped", restarts=self.supervisor.restarts)
