@@ -42,6 +42,8 @@ def restart_delay(young_deaths: int) -> float:
 class _Worker:
     worker_id: int
     process: IProcessTransport | None = None
+    #: Kept apart: a process transport forgets its pid once the process ended.
+    pid: int | None = None
     started: float = 0.0
     young_deaths: int = 0
     restart: IDelayedCall | None = None
@@ -89,18 +91,18 @@ class WorkerSupervisor:
 
     def pids(self) -> dict[int, int | None]:
         """The pid of each worker now (None while it is down)."""
-        return {i: (w.process.pid if w.process is not None else None) for i, w in self.workers.items()}
+        return {i: w.pid for i, w in self.workers.items()}
 
     def _start(self, worker: _Worker) -> None:
         worker.restart = None
         worker.started = self._clock.seconds()
         worker.ended = Deferred()
         worker.process = self._spawn(worker.worker_id, _WorkerProtocol(self, worker))
-        self.log.info("Worker started", worker=worker.worker_id, pid=worker.process.pid)
+        worker.pid = worker.process.pid
+        self.log.info("Worker started", worker=worker.worker_id, pid=worker.pid)
 
     def _ended(self, worker: _Worker, reason: Failure) -> None:
-        pid = worker.process.pid if worker.process is not None else None
-        worker.process = None
+        pid, worker.pid, worker.process = worker.pid, None, None
         status = reason.value
         fields = {"exit_code": getattr(status, "exitCode", None), "signal": getattr(status, "signal", None)}
         try:

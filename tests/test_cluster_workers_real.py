@@ -1,0 +1,125 @@
+"""``twistd -n rtmpd --workers 2`` with real clients: kernel balancing, supervision, clean stop.
+
+Every worker's log event carries ``worker``; the parent logs ``Worker started``
+with each worker's pid, so a test knows where each connection landed and which
+process to kill.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import tempfile
+import time
+from typing import Any
+
+from tests.support import ServerProcess
+from tests.test_relay_real import FfmpegPlayer, RealClientTestCase
+
+WORKERS = 2
+
+
+class WorkersTestCase(RealClientTestCase):
+    def setUp(self) -> None:
+        self.tmp = tempfile.mkdtemp(prefix="rtmpd-test-")
+        self.addCleanup(shutil.rmtree, self.tmp, True)
+        self.record_dir = os.path.join(self.tmp, "rec")
+        self.server = ServerProcess("--workers", str(WORKERS), "--record-dir", self.record_dir).start()
+        self.addCleanup(self._stop_server)
+        for worker in range(1, WORKERS + 1):
+            self.server.wait_for_msg("Directory link up", 30, worker=worker)
+
+    def pid_of(self, worker: int) -> int:
+        return [e["pid"] for e in self.server.messages("Worker started") if e["worker"] == worker][-1]
+
+    def landed(self, msg: str, timeout: float = 20.0, start: int = 0, **fields: Any) -> int:
+        """The worker that logged ``msg`` with ``fields`` (from event index ``start``)."""
+        return self.server.wait_for_msg(msg, timeout, start, **fields)["worker"]
+
+    def player_on(self, worker: int, key: str, tries: int = 12) -> FfmpegPlayer:
+        """An ffmpeg player of ``key`` that the kernel handed to ``worker`` (others are killed)."""
+        for _ in range(tries):
+            mark = len(self.server.events)
+            player = self.ffmpeg_player(key)
+            if self.landed("play command", start=mark, stream_key=f"live/{key}") == worker:
+                return player
+            player.kill()
+        self.fail(f"no player of {key} landed on worker {worker} in {tries} tries")
+
+
+class BalancingTests(WorkersTestCase):
+    def test_connections_land_on_both_workers(self) -> None:
+        workers = []
+        for _ in range(16):
+            sock = socket.create_connection(("127.0.0.1", self.server.port), timeout=10)
+            self.addCleanup(sock.close)
+            host, port = sock.getsockname()
+            workers.append(self.landed("Connection accepted", peer_addr=f"{host}:{port}"))
+        self.assertEqual(set(workers), {1, 2}, workers)
+
+    def test_publishers_spread_and_each_stream_is_recorded_once(self) -> None:
+        keys = [f"spread{i}" for i in range(6)]
+        publishers = [self.publish(key, 4) for key in keys]
+        origins = {key: self.landed("publish command", stream_key=f"live/{key}") for key in keys}
+        self.assertEqual(set(origins.values()), {1, 2}, origins)
+        for publisher in publishers:
+            self.assertEqual(publisher.wait(60), 0)
+        for key in keys:
+            self.server.wait_for_msg("recording finalized", 20, stream_key=f"live/{key}")
+        started = self.server.messages("recording started")
+        self.assertEqual(sorted(e["stream_key"] for e in started), sorted(f"live/{k}" for k in keys))
+        for event in started:
+            self.assertEqual(event["worker"], origins[event["stream_key"].partition("/")[2]])
+
+
+class SupervisionTests(WorkersTestCase):
+    def test_killed_worker_restarts_within_2s_and_the_other_worker_goes_on(self) -> None:
+        publisher = self.publish("steady", 14)
+        origin = self.landed("publish command", stream_key="live/steady")
+        self.wait_live("steady")
+        player = self.player_on(origin, "steady")
+        player.wait_frames(30)
+        other = 3 - origin
+        victim = self.pid_of(other)
+        mark = len(self.server.events)
+        killed_at = time.monotonic()
+        os.kill(victim, signal.SIGKILL)
+        died = self.server.wait_for_msg("Worker died; restarting it", 5, mark, worker=other)
+        self.assertEqual((died["pid"], died["signal"]), (victim, signal.SIGKILL))
+        restarted = self.server.wait_for_msg("Worker started", 2.0, mark, worker=other)
+        self.assertLess(time.monotonic() - killed_at, 2.0)
+        self.assertNotEqual(restarted["pid"], victim)
+        self.server.wait_for_msg("Directory link up", 30, mark, worker=other)
+        # The restarted worker accepts again on the shared socket.
+        for _ in range(40):
+            sock = socket.create_connection(("127.0.0.1", self.server.port), timeout=10)
+            self.addCleanup(sock.close)
+            host, port = sock.getsockname()
+            if self.landed("Connection accepted", peer_addr=f"{host}:{port}") == other:
+                break
+        else:
+            self.fail("the restarted worker accepted none of 40 connections")
+        # The origin's publisher and player never noticed.
+        self.assertEqual(publisher.wait(60), 0)
+        self.assertCleanFfmpeg(player, 10)
+
+
+class StopTests(WorkersTestCase):
+    def test_sigterm_stops_every_worker_and_finalises_recordings(self) -> None:
+        publishers = [self.publish(f"term{i}", 30) for i in range(4)]
+        for i in range(4):
+            self.server.wait_for_msg("recording started", 20, stream_key=f"live/term{i}")
+        pids = [self.pid_of(w) for w in (1, 2)]
+        self.server.signal(signal.SIGTERM)
+        self.assertIn(self.server.process.wait(60), (0, -signal.SIGTERM))
+        for i in range(4):
+            self.server.wait_for_msg("recording finalized", 1, stream_key=f"live/term{i}")
+        self.assertEqual({e["worker"] for e in self.server.messages("Worker stopped")}, {1, 2})
+        self.server.wait_for_msg("Workers stopped", 1)
+        for pid in pids:
+            self.assertRaises(ProcessLookupError, os.kill, pid, 0)
+        for publisher in publishers:
+            publisher.kill()
+            publisher.wait(10)
