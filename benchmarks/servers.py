@@ -20,7 +20,7 @@ from string import Template
 from benchmarks.procs import free_port, wait_listening
 
 __all__ = ["NGINX_MODULE_PATHS", "NginxServer", "RtmpdServer", "Server", "export_tree", "make_server",
-           "nginx_available"]
+           "nginx_available", "split_name"]
 
 #: Where Debian's libnginx-mod-rtmp puts the module.
 NGINX_MODULE_PATHS = (
@@ -31,6 +31,24 @@ _TEMPLATE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "nginx.conf
 _START_TIMEOUT = 30.0
 #: Appended to an rtmpd server name: run it with /metrics on and scraped every second.
 METRICS_SUFFIX = "+metrics"
+#: ``+wN`` appended to an rtmpd server name: run it as N worker processes (``--workers N``).
+WORKERS_PREFIX = "+w"
+
+
+def split_name(name: str) -> tuple[str, int, bool]:
+    """(base, workers, scraped) of a server name such as ``rtmpd@REF+w2+metrics``. Raises ValueError."""
+    base, *modifiers = name.split("+")
+    workers, scraped = 1, False
+    for modifier in modifiers:
+        if modifier == METRICS_SUFFIX[1:]:
+            scraped = True
+        elif modifier.startswith(WORKERS_PREFIX[1:]) and modifier[1:].isdigit() and int(modifier[1:]) >= 1:
+            workers = int(modifier[1:])
+        else:
+            raise ValueError(f"unknown server modifier +{modifier} in {name!r} (+metrics, +wN)")
+    if (workers > 1 or scraped) and not base.startswith("rtmpd"):
+        raise ValueError(f"{name!r}: +metrics and +wN are for rtmpd only")
+    return base, workers, scraped
 
 
 def _nginx_module() -> str | None:
@@ -297,11 +315,15 @@ def export_tree(ref: str, directory: str) -> str:
 def make_server(name: str, workdir: str, rtmpd_args: list[str] | None = None,
                 trees_dir: str | None = None, http: bool = False) -> Server:
     """A server object for ``name``: "nginx", "rtmpd" (the working tree) or "rtmpd@REF" (a git commit);
-    an rtmpd name ending in "+metrics" also serves /metrics, scraped every second during the run.
+    an rtmpd name ending in "+metrics" also serves /metrics, scraped every second during the run, and
+    one with "+wN" runs as N worker processes (measured over the parent and all workers).
 
     Raises ValueError for any other name, RuntimeError if REF cannot be extracted.
     """
-    base, scraped = (name[: -len(METRICS_SUFFIX)], True) if name.endswith(METRICS_SUFFIX) else (name, False)
+    base, workers, scraped = split_name(name)
+    if workers > 1:
+        # The parent opens the port at once; its workers accept from it once they are up.
+        rtmpd_args = [*(rtmpd_args or []), "--workers", str(workers)]
     if base == "rtmpd":
         return RtmpdServer(workdir, rtmpd_args, name=name, scrape_metrics=scraped, http=http)
     if base.startswith("rtmpd@"):
@@ -311,4 +333,4 @@ def make_server(name: str, workdir: str, rtmpd_args: list[str] | None = None,
                            http=http)
     if name == "nginx":
         return NginxServer(workdir)
-    raise ValueError(f"unknown server {name!r}: nginx, rtmpd or rtmpd@GITREF (+metrics)")
+    raise ValueError(f"unknown server {name!r}: nginx, rtmpd or rtmpd@GITREF (+metrics, +wN)")
