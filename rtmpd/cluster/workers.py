@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import socket
 import sys
@@ -51,7 +52,10 @@ class WorkerSpec:
 
     ``sockets`` maps each shared endpoint description to the (fd, address
     family) it inherited; ``internal`` is the fd and port of its own internal
-    listener; ``link`` is the path of the parent's directory socket.
+    listener, on ``internal_host``; ``link`` is the path of the parent's
+    directory socket; ``secret`` the path of the file holding the host's
+    secret that signs internal pulls (mode 0600, in the parent's private
+    directory, so that it never shows on a command line).
     """
 
     worker_id: int
@@ -59,6 +63,8 @@ class WorkerSpec:
     ttl: float
     sockets: dict[str, tuple[int, int]]
     internal: tuple[int, int]
+    internal_host: str = "127.0.0.1"
+    secret: str = ""
 
     def to_json(self) -> str:
         return json.dumps(
@@ -68,6 +74,8 @@ class WorkerSpec:
                 "ttl": self.ttl,
                 "sockets": {d: list(v) for d, v in self.sockets.items()},
                 "internal": list(self.internal),
+                "internal_host": self.internal_host,
+                "secret": self.secret,
             }
         )
 
@@ -82,6 +90,8 @@ class WorkerSpec:
                 ttl=float(data["ttl"]),
                 sockets={str(d): (int(v[0]), int(v[1])) for d, v in data["sockets"].items()},
                 internal=(int(data["internal"][0]), int(data["internal"][1])),
+                internal_host=str(data["internal_host"]),
+                secret=str(data["secret"]),
             )
         except (KeyError, TypeError, IndexError, json.JSONDecodeError) as e:
             raise ValueError(f"not a worker spec: {e}") from e
@@ -142,6 +152,7 @@ class WorkersService(service.Service):
         reactor: Any,
         ttl: float,
         env: dict[str, str] | None = None,
+        internal_host: str = "127.0.0.1",
     ) -> None:
         self.count = count
         self.shared = list(shared)
@@ -149,6 +160,8 @@ class WorkersService(service.Service):
         self.reactor = reactor
         self.table = ClaimTable(reactor.seconds, ttl)
         self.env = env
+        self.internal_host = internal_host
+        self.secret_path: str | None = None
         self.ports: dict[str, IListeningPort] = {}
         self.internal: dict[int, socket.socket] = {}
         self.link_dir: str | None = None
@@ -177,13 +190,19 @@ class WorkersService(service.Service):
             self.log.info("{what} listening", what=what, addr=_addr(port), endpoint=description, shared=True)
         for worker_id in range(1, self.count + 1):
             # Bound once here, so a restarted worker answers internal pulls at the same URL.
-            internal = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            family = socket.AF_INET6 if ":" in self.internal_host else socket.AF_INET
+            internal = socket.socket(family, socket.SOCK_STREAM)
             internal.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            internal.bind(("127.0.0.1", 0))
+            internal.bind((self.internal_host, 0))
             internal.listen(128)
             self.internal[worker_id] = internal
         self.link_dir = tempfile.mkdtemp(prefix="rtmpd-workers-")
         self.link_path = os.path.join(self.link_dir, "directory.sock")
+        # Workers sign their internal pulls of each other with it (past access control).
+        self.secret_path = os.path.join(self.link_dir, "secret")
+        descriptor = os.open(self.secret_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as f:
+            f.write(secrets.token_hex(32))
         link = endpoints.UNIXServerEndpoint(self.reactor, self.link_path, mode=0o600)
         outcome: list = []
         link.listen(DirectoryServerFactory(self.table)).addBoth(outcome.append)
@@ -201,6 +220,8 @@ class WorkersService(service.Service):
             ttl=self.table.ttl,
             sockets=sockets,
             internal=(FIRST_FD + len(self.shared), internal.getsockname()[1]),
+            internal_host=self.internal_host,
+            secret=self.secret_path or "",
         )
 
     def _spawn(self, worker_id: int, protocol: ProcessProtocol) -> Any:
