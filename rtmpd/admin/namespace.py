@@ -18,6 +18,7 @@ from typing import Any
 
 from rtmpd.access.policy import AccessPolicy
 from rtmpd.admin.actions import Actions, Report
+from rtmpd.admin.cluster import cluster_table
 from rtmpd.admin.format import Column, Table, duration, kbps, size, text
 from rtmpd.admin.rates import WINDOW, RateSampler
 from rtmpd.admin.views import Server, ServerViews
@@ -38,6 +39,7 @@ Views (each returns a list of row dicts that prints as a table)
                         recording file
   subscribers(key)      the players of one stream: peer, conn_id, bytes sent, dropped frames, buffered bytes
   conns()               every connection: what it publishes or plays, bytes and bit rates in and out
+  cluster_streams()     with --cluster: every live key of the cluster, from the directory (its node, pull URL)
 
 Actions (logged with your user name)
   kick(key)             disconnect the publisher of a stream; its players get NetStream.Play.UnpublishNotify
@@ -210,4 +212,5 @@ def make_namespace(
         "push": getattr(top, "namedServices", {}).get("push"),
     }
     namespace.update(Helpers(top, user, sampler, access, reload_access).namespace())
+    namespace["cluster_streams"] = lambda: cluster_table(top)
     return namespace

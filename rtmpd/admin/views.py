@@ -20,6 +20,7 @@ import os
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
+from rtmpd.admin.cluster import cluster_view, stream_origin
 from rtmpd.admin.errors import NotFound
 from rtmpd.core.commands import decode_data
 from rtmpd.core.errors import RTMPError
@@ -126,6 +127,8 @@ class ServerViews:
             "recording_state": recording["state"] if recording is not None else None,
             "recording_bytes": recording["bytes"] if recording is not None else None,
             "recording_duration": recording["duration"] if recording is not None else None,
+            # The node it comes from in a cluster (--cluster); None on a single server.
+            "origin": stream_origin(self.server, stream.key) if publication is not None else None,
         }
 
     def players(self, key: str) -> list[dict[str, Any]]:
@@ -184,6 +187,7 @@ class ServerViews:
             "streams": len(list(self.server.registry)),
             "connections": len(self.server.connections),
             "recording": self.server.recorder is not None,
+            "cluster": cluster_view(self.server),
         }
 
     def recording(self, key: str) -> dict[str, Any] | None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
+from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
 from rtmpd.config import ServerConfig
@@ -37,6 +38,9 @@ class StreamRegistry:
         self.notifier = Notifier(clock)
         #: Called with the key when a player subscribes to a key with no publisher (a pull relay's cue).
         self.on_missing_publisher: list[Callable[[str], None]] = []
+        #: Asked, in order, before a client's publish is accepted (the cluster's claim, rtmpd.cluster):
+        #: each returns None or a Deferred that fails with BadStreamName to refuse.
+        self.publish_checks: list[Callable[[str, Publication], Deferred | None]] = []
 
     def __iter__(self) -> Iterator[Stream]:
         return iter(list(self.streams.values()))
@@ -51,6 +55,13 @@ class StreamRegistry:
                 key, self.config, self.listeners, self.forget_if_idle, self.notifier
             )
         return stream
+
+    def check_publish(self, key: str, publication: Publication) -> Deferred:
+        """Fires with None once every publish check let ``key`` be published; fails as the first refusal."""
+        d: Deferred = succeed(None)
+        for check in list(self.publish_checks):
+            d.addCallback(lambda _, check=check: check(key, publication))
+        return d.addCallback(lambda _: None)
 
     def publish(self, key: str, publication: Publication) -> Stream:
         """Make ``publication`` the publisher of ``key``.

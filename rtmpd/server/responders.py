@@ -285,27 +285,28 @@ class ServerCommands:
         request = self.gate.request(Action.PUBLISH, conn.app, name, query)
         return self.gate.authorise(request, self._publish_allowed, ns, name, query, request)
 
-    def _publish_allowed(self, allow: Allow, ns: NetStream, name: str, query: str, request: Request) -> None:
+    def _publish_allowed(self, allow: Allow, ns: NetStream, name: str, query: str, request: Request) -> Any:
         conn = self.conn
-        ns.pending = False
-        if conn.net_streams.get(ns.stream_id) is not ns:
-            return  # deleted while the decision was pending
         if allow.name is not None:
             name = split_stream_name(allow.name)[0]
-        key = f"{conn.app}/{name}"
         now = conn.clock.seconds()
         publication = Publication(conn, ns.stream_id, name, query, now, now, record=allow.record)
         publication.authorisation = request
+        d = self.registry.check_publish(f"{conn.app}/{name}", publication)  # a cluster's claim: may wait
+        return d.addBoth(self._publish_checked, allow, ns, publication)
+
+    def _publish_checked(self, refused: Any, allow: Allow, ns: NetStream, publication: Publication) -> Any:
+        conn, name, ns.pending = self.conn, publication.name, False
+        if refused is not None or conn.net_streams.get(ns.stream_id) is not ns:
+            return refused  # a Failure, or None when the stream was deleted while the decisions were pending
+        key = f"{conn.app}/{name}"
         # Authorised before the registry decides: a takeover (--publish-takeover) needs the permission.
         ns.stream = self.registry.publish(key, publication)
         ns.publication = publication
         ns.expiry = self.gate.schedule_expiry(allow, "publish")
         conn.send_control(user_control(UserControlEvent.STREAM_BEGIN, ns.stream_id))
-        conn.send_command(
-            on_status(
-                ns.stream_id, "status", "NetStream.Publish.Start", f"{key} is now published.", details=name
-            )
-        )
+        text = f"{key} is now published."
+        conn.send_command(on_status(ns.stream_id, "status", "NetStream.Publish.Start", text, details=name))
 
     #: Players expect a ``NetStream.Play.*`` code for a name that cannot be played.
     _PLAY_ERRORS = {

@@ -33,6 +33,7 @@ from rtmpd.remote.options import REMOTE_PARAMETERS, RemoteOptions
 from rtmpd.server.listening import ListeningService
 from rtmpd.server.options import LIMIT_PARAMETERS, config_fields
 from rtmpd.tap.access import install_access
+from rtmpd.tap.cluster import CLUSTER_PARAMETERS, install_cluster
 from rtmpd.tap.manhole import manhole_service
 from rtmpd.tap.metrics import METRICS_FLAGS, METRICS_PARAMETERS
 from rtmpd.tap.workers import WORKER_PARAMETERS
@@ -222,6 +223,7 @@ class Options(AccessOptions, HookOptions, RemoteOptions, usage.Options):
     optFlags += METRICS_FLAGS
     optParameters += METRICS_PARAMETERS
     optParameters += REMOTE_PARAMETERS
+    optParameters += CLUSTER_PARAMETERS  # the cluster (rtmpd.tap.cluster, docs/cluster.md)
     # LL-HLS (rtmpd.tap.hls, docs/hls.md)
     optParameters += [
         ["hls-segment-duration", None, 1.0, "HLS segment target in seconds (at keyframes)", _positive(float)],
@@ -378,6 +380,7 @@ def build_service(options: Options) -> service.MultiService:
     from rtmpd.remote.options import install_remote
 
     install_remote(top, options)
+    install_cluster(top, options)
     if options["manhole"]:
         from rtmpd.admin.auth import ManholeError
 

@@ -111,6 +111,9 @@ def metrics_registry(
         pull=lambda: _named(top, "pull"),
     )
     registry.register(ServerCollector(sources, app_label, per_stream=per_stream, max_streams=max_streams))
+    from rtmpd.metrics.cluster import ClusterCollector
+
+    registry.register(ClusterCollector(lambda: _named(top, "cluster")))
     first_keyframe = Histogram(
         "rtmpd_play_first_keyframe_seconds",
         "Time from a play of a live stream (or from the publish, for waiting players) to the first video "

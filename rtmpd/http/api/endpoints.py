@@ -15,10 +15,13 @@ from typing import Any
 from twisted.internet.defer import Deferred
 
 from rtmpd.admin.actions import Actions, Report
+from rtmpd.admin.cluster import cluster_streams, cluster_view
 from rtmpd.admin.errors import AdminError, NotFound
 from rtmpd.admin.relays import RelayActions, relays_view
 from rtmpd.admin.views import ServerViews
+from rtmpd.cluster.directory import DirectoryUnavailable
 from rtmpd.http.api.routes import Route
+from rtmpd.http.jsonio import HTTPError
 
 __all__ = ["Call", "ROUTES"]
 
@@ -97,6 +100,19 @@ def _relays(call: Call) -> dict[str, Any]:
     return {"relays": relays_view(call.views.server)}
 
 
+def _cluster(call: Call) -> dict[str, Any]:
+    return {"cluster": cluster_view(call.views.server)}
+
+
+def _cluster_streams(call: Call) -> Deferred:
+    def unavailable(failure: Any) -> None:
+        failure.trap(DirectoryUnavailable)
+        raise HTTPError(503, f"cluster directory unavailable: {failure.getErrorMessage()}")
+
+    d = cluster_streams(call.views.server).addCallback(lambda rows: {"streams": rows})
+    return d.addErrback(unavailable)
+
+
 def _relay_actions(call: Call) -> RelayActions:
     return RelayActions(call.views.server, call.actions.user, front="API")
 
@@ -143,6 +159,8 @@ ROUTES = [
     _route("GET", "server", _server),
     _route("POST", "auth/reload", _auth_reload),
     _route("GET", "relays", _relays),
+    _route("GET", "cluster", _cluster),
+    _route("GET", "cluster/streams", _cluster_streams),
     _route("POST", "relays/push", _push_add, ("pattern", "url")),
     _route("POST", "relays/push/{rule}/remove", _push_remove),
     _route("POST", "relays/push/{rule}/restart", _push_restart),
