@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 
@@ -19,6 +20,7 @@ from rtmpd.cluster.amp_client import AMPDirectory, DirectoryLinkProtocol
 from rtmpd.cluster.directory import ClaimTable, DirectoryUnavailable, Node
 from rtmpd.cluster.supervisor import FIRST_DELAY, MAX_DELAY, STABLE_UPTIME, WorkerSupervisor, restart_delay
 from rtmpd.cluster.workers import WorkerSpec, WorkersService
+from rtmpd.cluster.workers_sockets import open_listener
 from rtmpd.tap import Options
 from rtmpd.tap.workers import (
     WorkerTag,
@@ -313,7 +315,9 @@ class WorkersParentTests(SynchronousTestCase):
         for argv, child_fds in self.spawns:
             spec = WorkerSpec.from_json(argv[1])
             fd, _ = spec.sockets["tcp:0:interface=127.0.0.1"]
-            self.assertEqual(child_fds[fd], 77, "the shared socket reaches every worker")
+            self.assertEqual(
+                child_fds[fd], 70 + spec.worker_id, "each worker gets its own socket of the port"
+            )
             internal_fd, internal_port = spec.internal
             self.assertEqual(child_fds[internal_fd], parent.internal[spec.worker_id].fileno())
             seen_ports.add(internal_port)
@@ -327,19 +331,18 @@ class WorkersParentTests(SynchronousTestCase):
     def patch_listen(self, reactor) -> None:
         import rtmpd.cluster.workers as workers
 
-        class Port:
-            addressFamily = socket.AF_INET
+        class Listener:
+            family = socket.AF_INET
+            addr = "127.0.0.1:1935"
+            per_worker = True
 
-            def fileno(self):
-                return 77
+            def fileno(self, worker_id):
+                return 70 + worker_id
 
-            def getHost(self):
-                return type("H", (), {"host": "127.0.0.1", "port": 1935})()
-
-            def stopListening(self):
+            def close(self):
                 return None
 
-        self.patch(workers, "open_shared", lambda reactor, description: Port())
+        self.patch(workers, "open_listener", lambda reactor, description, count: Listener())
 
     def test_dead_workers_claims_are_released(self) -> None:
         reactor = MemoryReactorClock()
@@ -350,9 +353,9 @@ class WorkersParentTests(SynchronousTestCase):
         self.assertEqual(parent.table.claims(), {"live/b": W2})
 
     def test_tls_listeners_cannot_be_shared(self) -> None:
-        from rtmpd.cluster.workers import open_shared
-
-        self.assertRaises(ValueError, open_shared, MemoryReactorClock(), "ssl:1936:privateKey=k:certKey=c")
+        self.assertRaises(
+            ValueError, open_listener, MemoryReactorClock(), "ssl:1936:privateKey=k:certKey=c", 2
+        )
 
     def test_parent_without_subcommand_exits_with_one_line(self) -> None:
         options = self.options("--workers", "2")
@@ -369,3 +372,37 @@ class WorkerTagTests(SynchronousTestCase):
         publisher({"log_format": "y", "worker": "own"})
         self.assertEqual([e["worker"] for e in seen], [3, "own"])
         self.assertIsInstance(WorkerTag(1), WorkerTag)
+
+
+class SharedListenerTests(SynchronousTestCase):
+    """The kernel spreads connections over the workers' SO_REUSEPORT sockets of one port."""
+
+    def test_each_worker_has_a_socket_of_the_same_port_and_connections_spread(self) -> None:
+        listener = open_listener(MemoryReactorClock(), "tcp:0:interface=127.0.0.1", 2)
+        self.addCleanup(listener.close)
+        self.assertTrue(listener.per_worker)
+        first, second = (socket.socket(fileno=os.dup(listener.fileno(i))) for i in (1, 2))
+        self.addCleanup(first.close)
+        self.addCleanup(second.close)
+        self.assertNotEqual(listener.fileno(1), listener.fileno(2))
+        self.assertEqual(first.getsockname(), second.getsockname())
+        host, port = listener.addr.rsplit(":", 1)
+        self.assertEqual((host, int(port)), first.getsockname())
+        clients = [socket.create_connection((host, int(port)), timeout=5) for _ in range(24)]
+        for client in clients:
+            self.addCleanup(client.close)
+        accepted = {1: 0, 2: 0}
+        for worker, sock in ((1, first), (2, second)):
+            sock.setblocking(False)
+            while True:
+                try:
+                    conn, _ = sock.accept()
+                except BlockingIOError:
+                    break
+                conn.close()
+                accepted[worker] += 1
+        self.assertEqual(sum(accepted.values()), 24)
+        self.assertGreater(min(accepted.values()), 0, accepted)
+
+    def test_interface_and_backlog_only(self) -> None:
+        self.assertRaises(ValueError, open_listener, MemoryReactorClock(), "tcp:0:reuse=1", 2)

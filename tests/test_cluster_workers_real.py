@@ -123,3 +123,61 @@ class StopTests(WorkersTestCase):
         for publisher in publishers:
             publisher.kill()
             publisher.wait(10)
+
+
+class CrossWorkerTests(WorkersTestCase):
+    """Each worker's streams are played from the other worker through one internal pull per key."""
+
+    def refusals(self, conn_id: str, worker: int) -> list[dict[str, Any]]:
+        return [
+            e
+            for e in self.server.messages("Command refused")
+            if e.get("conn_id") == conn_id and e.get("worker") == worker
+        ]
+
+    def test_players_on_either_worker_decode_a_key_published_on_one(self) -> None:
+        publisher = self.publish("cross", 12)
+        origin = self.landed("publish command", stream_key="live/cross")
+        self.wait_live("cross")
+        edge = 3 - origin
+        remote = self.player_on(edge, "cross")
+        local = self.player_on(origin, "cross")
+        remote.wait_frames(30)
+        self.assertEqual(publisher.wait(60), 0)
+        # Both decoded cleanly from their first frame (ffmpeg logs a warning for anything else).
+        self.assertCleanFfmpeg(remote, 6)
+        self.assertCleanFfmpeg(local, 6)
+        self.server.wait_for_msg("recording finalized", 20, stream_key="live/cross")
+        recordings = self.server.messages("recording started")
+        self.assertEqual([(e["stream_key"], e["worker"]) for e in recordings], [("live/cross", origin)])
+
+    def test_second_publisher_on_the_other_worker_is_refused_and_a_dead_workers_key_is_free_at_once(
+        self,
+    ) -> None:
+        first = self.publish("dup", 40)
+        origin = self.landed("publish command", stream_key="live/dup")
+        self.wait_live("dup")
+        for _ in range(12):
+            mark = len(self.server.events)
+            second = self.publish("dup", 3, size="320x240")
+            event = self.server.wait_for_msg("publish command", 20, mark, stream_key="live/dup")
+            self.assertNotEqual(second.wait(20), 0, "the second publisher was not refused")
+            if event["worker"] != origin:
+                break
+        else:
+            self.fail("no second publisher landed on the other worker in 12 tries")
+        codes = [e["code"] for e in self.refusals(event["conn_id"], event["worker"])]
+        self.assertEqual(codes, ["NetStream.Publish.BadName"])
+        self.assertIsNone(first.poll(), "the first publisher did not survive the refusal")
+
+        # kill -9 the origin worker: the parent releases its claims as it reaps it.
+        mark = len(self.server.events)
+        os.kill(self.pid_of(origin), signal.SIGKILL)
+        released = self.server.wait_for_msg("Released a dead worker's claims", 5, mark, worker=origin)
+        self.assertIn("live/dup", released["keys"])
+        again = self.publish("dup", 4, size="320x240")
+        event = self.server.wait_for_msg("publish command", 20, mark, stream_key="live/dup")
+        self.wait_live("dup", 20, mark)
+        self.assertEqual(self.refusals(event["conn_id"], event["worker"]), [])
+        self.assertEqual(again.wait(30), 0)
+        first.kill()

@@ -1,9 +1,9 @@
 """The parent process of ``--workers N``: shared listening sockets, the in-host directory, supervision.
 
 The parent opens every listening socket itself (RTMP, HTTP, manhole), never
-accepts on them, and hands them to each worker as inherited file
-descriptors: the workers ``adoptStreamPort`` the same sockets and the kernel
-balances accepts between them. Each worker also gets its own internal
+accepts on them, and hands them to the workers as inherited file
+descriptors, which they ``adoptStreamPort``; the kernel balances new
+connections between the workers (``rtmpd.cluster.workers_sockets``). Each worker also gets its own internal
 listener (127.0.0.1, an ephemeral port the parent binds once, so a restarted
 worker keeps its pull URL) for the internal pulls of other workers. The
 parent holds no stream state: only the host's ``ClaimTable``, served over AMP
@@ -26,18 +26,15 @@ from typing import Any
 from twisted.application import service
 from twisted.internet import endpoints
 from twisted.internet.interfaces import IListeningPort
-from twisted.internet.protocol import Factory, ProcessProtocol
+from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 
 from rtmpd.cluster.amp import DirectoryServerFactory
 from rtmpd.cluster.directory import ClaimTable
 from rtmpd.cluster.supervisor import WorkerSupervisor
+from rtmpd.cluster.workers_sockets import SharedListener, open_listener
 
-__all__ = ["SHAREABLE_KINDS", "WorkerSpec", "WorkersService", "worker_node_id"]
-
-#: Endpoint kinds whose sockets can be shared: a plain stream socket a worker can adopt (TLS cannot).
-SHAREABLE_KINDS = ("tcp", "tcp6", "unix")
+__all__ = ["WorkerSpec", "WorkersService", "worker_node_id"]
 #: First file descriptor number of the sockets in a worker (0-2 are its stdio).
 FIRST_FD = 3
 
@@ -97,43 +94,6 @@ class WorkerSpec:
             raise ValueError(f"not a worker spec: {e}") from e
 
 
-class _NoConnections(Factory):
-    """The parent never accepts on a shared socket; a factory is needed to listen at all."""
-
-    noisy = False
-
-    def buildProtocol(self, addr: Any) -> None:
-        return None
-
-
-def open_shared(reactor: Any, description: str) -> IListeningPort:
-    """A listening port on ``description`` that this process does not accept on.
-
-    Raises ValueError for an endpoint kind that cannot be shared (TLS), and
-    whatever listening raises (address in use, permission).
-    """
-    kind = description.partition(":")[0]
-    if kind not in SHAREABLE_KINDS:
-        raise ValueError(
-            f"{description}: only {', '.join(SHAREABLE_KINDS)} listeners can be shared by workers"
-        )
-    outcome: list = []
-    endpoints.serverFromString(reactor, description).listen(_NoConnections()).addBoth(outcome.append)
-    if not outcome:
-        raise RuntimeError(f"endpoint {description} did not listen synchronously")
-    if isinstance(outcome[0], Failure):
-        outcome[0].raiseException()
-    port = outcome[0]
-    # Listening registered the socket for reading; the workers accept, not this process.
-    port.stopReading()
-    return port
-
-
-def _addr(port: IListeningPort) -> str:
-    host = port.getHost()
-    return f"{host.host}:{host.port}" if hasattr(host, "port") else str(getattr(host, "name", host))
-
-
 class WorkersService(service.Service):
     """The parent: opens ``shared`` (description, what) sockets, serves the directory, supervises workers.
 
@@ -162,7 +122,7 @@ class WorkersService(service.Service):
         self.env = env
         self.internal_host = internal_host
         self.secret_path: str | None = None
-        self.ports: dict[str, IListeningPort] = {}
+        self.listeners: dict[str, SharedListener] = {}
         self.internal: dict[int, socket.socket] = {}
         self.link_dir: str | None = None
         self.link_path: str | None = None
@@ -182,12 +142,19 @@ class WorkersService(service.Service):
     def _open(self) -> None:
         for description, what in self.shared:
             try:
-                port = open_shared(self.reactor, description)
+                listener = open_listener(self.reactor, description, self.count)
             except Exception as e:
+                self._close()
                 sys.stderr.write(f"rtmpd: cannot listen on {description}: {e}\n")
                 raise SystemExit(1) from e
-            self.ports[description] = port
-            self.log.info("{what} listening", what=what, addr=_addr(port), endpoint=description, shared=True)
+            self.listeners[description] = listener
+            self.log.info(
+                "{what} listening",
+                what=what,
+                addr=listener.addr,
+                endpoint=description,
+                per_worker_sockets=listener.per_worker,
+            )
         for worker_id in range(1, self.count + 1):
             # Bound once here, so a restarted worker answers internal pulls at the same URL.
             family = socket.AF_INET6 if ":" in self.internal_host else socket.AF_INET
@@ -195,6 +162,7 @@ class WorkersService(service.Service):
             internal.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             internal.bind((self.internal_host, 0))
             internal.listen(128)
+            internal.setblocking(False)
             self.internal[worker_id] = internal
         self.link_dir = tempfile.mkdtemp(prefix="rtmpd-workers-")
         self.link_path = os.path.join(self.link_dir, "directory.sock")
@@ -212,7 +180,7 @@ class WorkersService(service.Service):
         """What worker ``worker_id`` is told; its fds are numbered from FIRST_FD in ``shared``'s order."""
         sockets = {}
         for i, (description, _) in enumerate(self.shared):
-            sockets[description] = (FIRST_FD + i, self.ports[description].addressFamily)
+            sockets[description] = (FIRST_FD + i, self.listeners[description].family)
         internal = self.internal[worker_id]
         return WorkerSpec(
             worker_id=worker_id,
@@ -229,7 +197,7 @@ class WorkersService(service.Service):
         # Workers write their logs where the parent's go: stdout and stderr are shared.
         child_fds: dict[int, Any] = {0: "w", 1: 1, 2: 2}
         for description, (fd, _) in spec.sockets.items():
-            child_fds[fd] = self.ports[description].fileno()
+            child_fds[fd] = self.listeners[description].fileno(worker_id)
         child_fds[spec.internal[0]] = self.internal[worker_id].fileno()
         argv = self.argv(spec)
         env = dict(os.environ if self.env is None else self.env)
@@ -247,9 +215,9 @@ class WorkersService(service.Service):
         return d
 
     def _close(self) -> None:
-        for port in self.ports.values():
-            port.stopListening()
-        self.ports.clear()
+        for listener in self.listeners.values():
+            listener.close()
+        self.listeners.clear()
         for internal in self.internal.values():
             internal.close()
         self.internal.clear()

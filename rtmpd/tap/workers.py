@@ -124,7 +124,27 @@ def parent_service(options: Any, argv: Sequence[str] | None = None) -> WorkersSe
         command = worker_argv(options, argv)
     except ValueError as e:
         sys.exit(f"rtmpd: error: --workers: {e}")
-    return WorkersService(options["workers"], shared_listeners(options), command, reactor, DEFAULT_TTL)
+    ttl = options.get("cluster-ttl", DEFAULT_TTL)
+    return WorkersService(
+        options["workers"],
+        shared_listeners(options),
+        command,
+        reactor,
+        ttl,
+        internal_host=internal_host(options),
+    )
+
+
+def internal_host(options: Any) -> str:
+    """Where workers' internal listeners bind: loopback, or with ``--cluster`` the host of ``--advertise``
+    (other hosts pull from it; its port is not used, each worker has its own)."""
+    if options.get("cluster") and options.get("advertise"):
+        from urllib.parse import urlsplit
+
+        host = urlsplit(options["advertise"]).hostname
+        if host:
+            return host
+    return "127.0.0.1"
 
 
 # -- a worker ---------------------------------------------------------------------------
@@ -141,6 +161,9 @@ class AdoptedListeningService(ListeningService):
     def _listen(self) -> None:
         from twisted.internet import reactor as default_reactor
 
+        # A blocking listening socket would block the whole reactor in accept(); Twisted does not
+        # change the mode of a socket it adopts.
+        os.set_blocking(self.fd, False)
         self.port = (self._reactor or default_reactor).adoptStreamPort(self.fd, self.family, self.factory)
         # adoptStreamPort listens on a duplicate: the inherited descriptor is not needed any more.
         os.close(self.fd)
@@ -194,18 +217,69 @@ def worker_service(options: Any, build: Callable[[Any], service.IService]) -> se
     except ValueError as e:
         sys.exit(f"rtmpd: error: --worker-spec: {e}")
     tag_logs(spec.worker_id)
+    node = Node(worker_node_id(spec.worker_id), internal_url(spec))
+    if options.get("cluster"):
+        # A node of a shared directory: each worker is a node of its own, pulled from its internal listener.
+        from rtmpd.tap.cluster import node_identity
+
+        try:
+            host_id, _ = node_identity(options)
+        except ValueError as e:
+            sys.exit(f"rtmpd: error: --cluster: {e}")
+        options["node-id"] = f"{host_id}/{node.node_id}"
+        options["advertise"] = node.pull_url
     top = build(options)
     adopt_listeners(top, spec)
     fd, port = spec.internal
-    description = f"tcp:{port}:interface=127.0.0.1"
-    AdoptedListeningService(fd, socket.AF_INET, description, top.factory, "Internal RTMP").setServiceParent(
-        top
+    host = spec.internal_host
+    description = (
+        f"tcp6:{port}:interface={host.replace(':', chr(92) + ':')}"
+        if ":" in host
+        else (f"tcp:{port}:interface={host}")
     )
-    directory = AMPDirectory(Node(worker_node_id(spec.worker_id), f"rtmp://127.0.0.1:{port}"), spec.ttl)
-    link = DirectoryLink(spec.link, directory, reactor, on_lost=_stop_worker)
-    link.setName("directory-link")
-    link.setServiceParent(top)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    AdoptedListeningService(fd, family, description, top.factory, "Internal RTMP").setServiceParent(top)
+    if not options.get("cluster"):
+        directory = AMPDirectory(node, spec.ttl)
+        link = DirectoryLink(spec.link, directory, reactor, on_lost=_stop_worker)
+        link.setName("directory-link")
+        link.setServiceParent(top)
+        install_host_cluster(top, directory, spec, options.get("pull-idle", 10.0))
     return top
+
+
+def internal_url(spec: WorkerSpec) -> str:
+    """The RTMP URL base of a worker's internal listener (its node's ``pull_url``)."""
+    host, port = spec.internal_host, spec.internal[1]
+    return f"rtmp://[{host}]:{port}" if ":" in host else f"rtmp://{host}:{port}"
+
+
+def install_host_cluster(top: Any, directory: AMPDirectory, spec: WorkerSpec, idle: float) -> None:
+    """The cluster service of one worker over the parent's directory: claims of the keys published
+    here, internal pulls of the other workers' keys, signed with the host's secret past access control."""
+    from rtmpd.cluster.access import ClusterAccess, cluster_query, read_cluster_secret
+    from rtmpd.cluster.service import ClusterService
+    from rtmpd.remote.options import make_connector
+
+    secret = read_cluster_secret(spec.secret)
+    policy = top.factory.access
+
+    def sign(action: str, key: str) -> str:
+        # Without access control there is nothing to get past: the pull asks like any player.
+        return cluster_query(secret, action, key) if policy is not None else ""
+
+    cluster = ClusterService(
+        top.registry,
+        directory,
+        reactor,
+        make_connector(reactor, mode="play"),
+        idle=idle,
+        sign=sign,
+        description="in-host (the parent over AMP)",
+    )
+    cluster.setServiceParent(top)
+    if policy is not None:
+        top.factory.access = ClusterAccess(policy, secret)
 
 
 def _stop_worker() -> None:
