@@ -284,6 +284,14 @@ class DuplicatePublishTests(SynchronousTestCase):
         for player in (on_a, on_b):
             self.assertGreaterEqual(kinds(player).count("key"), 3, "the player resumed after the move")
 
+    def test_a_clean_stop_releases_the_claims_at_once(self) -> None:
+        cluster = Cluster(self, "a")
+        a = cluster.nodes["a"]
+        a.publish("k")
+        self.assertEqual(cluster.table.lookup("live/k"), a.node)
+        a.origin.stopService()
+        self.assertIsNone(cluster.table.lookup("live/k"))
+
     def test_a_claim_whose_publish_never_happened_is_released(self) -> None:
         cluster = Cluster(self, "a")
         a = cluster.nodes["a"]
@@ -381,3 +389,53 @@ class ClusterAccessTests(SynchronousTestCase):
             (url.host, url.port, url.app, url.name), ("10.0.0.1", 1936, "live?cluster=c", "k?cluster=p")
         )
         self.assertEqual(url.tc_url, "rtmp://10.0.0.1:1936/live?cluster=c")
+
+
+class InternalPullAccessTests(SynchronousTestCase):
+    """An origin whose access control refuses every play still serves the nodes' signed pulls."""
+
+    def _cluster(self, pull_secret: bytes) -> tuple[Cluster, ClusterNode, ClusterNode]:
+        from rtmpd.access.decision import Allow, Authoriser
+        from rtmpd.access.policy import AccessPolicy
+
+        class NoPlayers(Authoriser):
+            name = "no-players"
+
+            def check(self, request: Request):
+                return Deny("no plays here") if request.action is Action.PLAY else Allow()
+
+        cluster = Cluster(self, "a", "b")
+        a, b = cluster.nodes["a"], cluster.nodes["b"]
+        policy = AccessPolicy([NoPlayers()], clock=cluster.clock)
+        a.server.factory.access = ClusterAccess(policy, SECRET)
+        b.pulls._sign = lambda action, key: cluster_query(pull_secret, action, key)
+        return cluster, a, b
+
+    def test_signed_internal_pull_passes_a_player_does_not(self) -> None:
+        cluster, a, b = self._cluster(SECRET)
+        publisher, sid = a.publish("k")
+        cluster.gop(publisher, sid, 0)
+        player, _ = b.server.player("k")
+        cluster.advance(0.5)
+        cluster.gop(publisher, sid, 1000, config=False)
+        self.assertIn("key", kinds(player), "the pull passed a's access control")
+        direct, dsid = a.server.session()
+        outcome: list = []
+        direct.play(dsid, "k").addBoth(outcome.append)
+        cluster.advance(5.0)
+        self.assertEqual(
+            outcome[0].value.info["code"], "NetStream.Play.Failed", "a's own players are refused"
+        )
+
+    def test_a_wrong_secret_is_refused(self) -> None:
+        cluster, a, b = self._cluster(b"w" * 32)
+        publisher, sid = a.publish("k")
+        cluster.gop(publisher, sid, 0)
+        player, _ = b.server.player("k")
+        cluster.advance(5.0)
+        cluster.gop(publisher, sid, 1000, config=False)
+        self.assertNotIn("key", kinds(player))
+        self.assertIsNotNone(b.pulls.upstreams()[0]["last_error"])
+
+
+SECRET = b"s" * 32

@@ -131,6 +131,7 @@ class ClusterOrigin(service.Service, StreamListener):
             raise BadStreamName(f"{key} is already being published (on {owner.node_id})")
         self._directory_back()
         self.claimed[key] = self.clock.seconds()
+        self.log.info("Key claimed", stream_key=key, node_id=owner.node_id)
         for callback in list(self.on_claimed):
             callback(key)
 
@@ -152,6 +153,7 @@ class ClusterOrigin(service.Service, StreamListener):
         if key in self.claimed and self._local_publisher(key) is None:
             del self.claimed[key]
             self._idle_logged.discard(key)
+            self.log.info("Key released", stream_key=key)
             self.directory.release(key).addErrback(self._quiet, "release", key)
 
     # -- refresh --------------------------------------------------------------------------
@@ -194,8 +196,9 @@ class ClusterOrigin(service.Service, StreamListener):
         if owner == self.node:
             if publisher is None:
                 self.directory.release(key).addErrback(self._quiet, "release", key)
-            else:
-                self.claimed.setdefault(key, self.clock.seconds())
+            elif key not in self.claimed:
+                self.claimed[key] = self.clock.seconds()
+                self.log.info("Key claimed", stream_key=key, node_id=owner.node_id, late=True)
             return
         self.claimed.pop(key, None)
         if publisher is not None:

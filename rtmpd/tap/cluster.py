@@ -9,6 +9,7 @@ access policy. Without ``--cluster`` nothing is built and nothing is imported.
 
 from __future__ import annotations
 
+import re
 import socket
 import sys
 from typing import TYPE_CHECKING, Any
@@ -17,10 +18,11 @@ from urllib.parse import urlsplit
 from twisted.logger import Logger
 
 if TYPE_CHECKING:
+    from rtmpd.cluster.directory import StreamDirectory
     from rtmpd.cluster.service import ClusterService
     from rtmpd.server.service import RTMPService
 
-__all__ = ["CLUSTER_PARAMETERS", "install_cluster"]
+__all__ = ["CLUSTER_PARAMETERS", "install_cluster", "install_cluster_node"]
 
 _log = Logger(namespace="rtmpd.tap")
 
@@ -56,7 +58,7 @@ CLUSTER_PARAMETERS = [
 
 def listener_address(description: str) -> tuple[str | None, int | None]:
     """(interface, port) of a tcp/tcp6 endpoint description; None where it does not say."""
-    parts = description.split(":")
+    parts = re.split(r"(?<!\\):", description)  # an endpoint escapes the colons of an IPv6 address
     if parts[0] not in ("tcp", "tcp6") or len(parts) < 2 or not parts[1].isdigit():
         return None, None
     interface = None
@@ -100,11 +102,9 @@ def install_cluster(top: RTMPService, options: Any, reactor: Any = None) -> Clus
         return None
     if reactor is None:
         from twisted.internet import reactor
-    from rtmpd.cluster.access import ClusterAccess, ClusterSecretError, cluster_query, read_cluster_secret
+    from rtmpd.cluster.access import ClusterSecretError, read_cluster_secret
     from rtmpd.cluster.directory import Node
     from rtmpd.cluster.redis import RedisDirectory, redis_client
-    from rtmpd.cluster.service import ClusterService
-    from rtmpd.remote.options import make_connector
 
     try:
         node_id, pull_url = node_identity(options)
@@ -114,8 +114,27 @@ def install_cluster(top: RTMPService, options: Any, reactor: Any = None) -> Clus
         sys.exit(f"rtmpd: error: --cluster-secret: {e}")
     except ValueError as e:
         sys.exit(f"rtmpd: error: --cluster: {e}")
-    node = Node(node_id, pull_url)
-    directory = RedisDirectory(client, node, options.get("cluster-ttl", 5.0), reactor)
+    directory = RedisDirectory(client, Node(node_id, pull_url), options.get("cluster-ttl", 5.0), reactor)
+    return install_cluster_node(
+        top, directory, reactor, _redacted(url), secret, options.get("pull-idle", 10.0)
+    )
+
+
+def install_cluster_node(
+    top: RTMPService,
+    directory: StreamDirectory,
+    reactor: Any,
+    description: str,
+    secret: bytes | None = None,
+    idle: float = 10.0,
+) -> ClusterService:
+    """Make ``top`` a node of the cluster that ``directory`` describes (any ``StreamDirectory``: Redis,
+    or a worker's in-host directory): the claims of its publishers, internal pulls of the others'
+    keys (signed with ``secret`` if given, which also lets the other nodes' signed pulls past the
+    access policy)."""
+    from rtmpd.cluster.access import ClusterAccess, cluster_query
+    from rtmpd.cluster.service import ClusterService
+    from rtmpd.remote.options import make_connector
 
     def sign(action: str, key: str) -> str:
         return cluster_query(secret, action, key) if secret is not None else ""
@@ -125,9 +144,9 @@ def install_cluster(top: RTMPService, options: Any, reactor: Any = None) -> Clus
         directory,
         reactor,
         make_connector(reactor, mode="play"),
-        idle=options.get("pull-idle", 10.0),
+        idle=idle,
         sign=sign,
-        description=_redacted(url),
+        description=description,
     )
     cluster.setServiceParent(top)
     policy = top.factory.access
@@ -138,11 +157,12 @@ def install_cluster(top: RTMPService, options: Any, reactor: Any = None) -> Clus
             "Access control is on and --cluster-secret is not given: other nodes' internal pulls "
             "must pass this node's access control (docs/cluster.md)"
         )
+    node = directory.node
     _log.info(
         "Cluster node {node_id}: directory {directory}, pulled from {pull_url}, claims live {ttl:g} s",
-        node_id=node_id,
-        directory=cluster.description,
-        pull_url=pull_url,
+        node_id=node.node_id,
+        directory=description,
+        pull_url=node.pull_url,
         ttl=directory.ttl,
     )
     return cluster
