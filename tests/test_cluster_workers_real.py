@@ -22,11 +22,15 @@ WORKERS = 2
 
 
 class WorkersTestCase(RealClientTestCase):
+    def extra_args(self) -> list[str]:
+        return []
+
     def setUp(self) -> None:
         self.tmp = tempfile.mkdtemp(prefix="rtmpd-test-")
         self.addCleanup(shutil.rmtree, self.tmp, True)
         self.record_dir = os.path.join(self.tmp, "rec")
-        self.server = ServerProcess("--workers", str(WORKERS), "--record-dir", self.record_dir).start()
+        args = ["--workers", str(WORKERS), "--record-dir", self.record_dir, *self.extra_args()]
+        self.server = ServerProcess(*args).start()
         self.addCleanup(self._stop_server)
         for worker in range(1, WORKERS + 1):
             self.server.wait_for_msg("Directory link up", 30, worker=worker)
@@ -181,3 +185,39 @@ class CrossWorkerTests(WorkersTestCase):
         self.assertEqual(self.refusals(event["conn_id"], event["worker"]), [])
         self.assertEqual(again.wait(30), 0)
         first.kill()
+
+
+class AccessAcrossWorkersTests(WorkersTestCase):
+    """With access control on, internal pulls carry the host's signature; clients still need their keys."""
+
+    def extra_args(self) -> list[str]:
+        keys = os.path.join(self.tmp, "keys.txt")
+        with open(keys, "w") as f:
+            f.write("live pub-key-1 name=show\nlive view-key-1 play name=show\n")
+        return ["--auth-keys", keys]
+
+    def test_player_with_its_key_on_the_other_worker_decodes_and_a_wrong_key_is_refused(self) -> None:
+        publisher = self.publish("pub-key-1", 12)
+        origin = self.landed("Access decision", action="publish", outcome="allow")
+        self.server.wait_for_msg("Codecs detected", 20, stream_key="live/show")
+        for _ in range(12):
+            mark = len(self.server.events)
+            player = self.ffmpeg_player("view-key-1")
+            event = self.server.wait_for_msg("Access decision", 20, mark, action="play", outcome="allow")
+            if event["worker"] != origin:
+                break
+            player.kill()
+        else:
+            self.fail("no player landed on the other worker in 12 tries")
+        pulled = self.server.wait_for_msg("Internal pull started", 20, mark, stream_key="live/show")
+        self.assertEqual(pulled["worker"], 3 - origin)
+        # The pull plays "show", which no key grants: only the host's signature let it in.
+        denied = [e for e in self.server.messages("Access decision") if e.get("outcome") == "deny"]
+        self.assertEqual(denied, [])
+        self.assertEqual(publisher.wait(60), 0)
+        self.assertCleanFfmpeg(player, 6)
+        for _ in range(4):
+            mark = len(self.server.events)
+            wrong = self.ffmpeg_player("wrong-key")
+            self.assertNotEqual(wrong.finish(), 0)
+            self.server.wait_for_msg("Access decision", 20, mark, action="play", outcome="deny")
