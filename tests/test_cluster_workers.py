@@ -406,3 +406,59 @@ class SharedListenerTests(SynchronousTestCase):
 
     def test_interface_and_backlog_only(self) -> None:
         self.assertRaises(ValueError, open_listener, MemoryReactorClock(), "tcp:0:reuse=1", 2)
+
+
+class AdoptTests(SynchronousTestCase):
+    """A worker swaps each listener its parent shared for the inherited socket, nested ones too."""
+
+    def test_shared_listeners_are_swapped_and_others_kept(self) -> None:
+        from twisted.application import service
+
+        from rtmpd.server.listening import ListeningService
+        from rtmpd.tap.workers import AdoptedListeningService, adopt_listeners
+
+        top = service.MultiService()
+        factory, ssh = object(), object()
+        ListeningService("tcp:1935", factory).setServiceParent(top)
+        ListeningService("tcp:8080", factory, what="HTTP server").setServiceParent(top)
+        manhole = service.MultiService()
+        manhole.setServiceParent(top)
+        ListeningService("tcp:2222:interface=127.0.0.1", ssh, what="Manhole").setServiceParent(manhole)
+        spec = WorkerSpec(
+            1,
+            "/x",
+            5.0,
+            {"tcp:1935": (3, socket.AF_INET), "tcp:2222:interface=127.0.0.1": (4, socket.AF_INET)},
+            (5, 4000),
+        )
+        adopt_listeners(top, spec)
+        listeners = [s for s in top if isinstance(s, ListeningService)]
+        adopted = {s.description: s for s in [*listeners, *manhole] if isinstance(s, AdoptedListeningService)}
+        self.assertEqual(sorted(adopted), ["tcp:1935", "tcp:2222:interface=127.0.0.1"])
+        self.assertEqual((adopted["tcp:1935"].fd, adopted["tcp:1935"].factory), (3, factory))
+        manhole_listener = adopted["tcp:2222:interface=127.0.0.1"]
+        self.assertEqual(
+            (manhole_listener.fd, manhole_listener.factory, manhole_listener.what), (4, ssh, "Manhole")
+        )
+        self.assertIs(manhole_listener.parent, manhole)
+        kept = [s for s in listeners if not isinstance(s, AdoptedListeningService)]
+        self.assertEqual([s.description for s in kept], ["tcp:8080"])
+
+    def test_adopted_listener_accepts_on_the_inherited_socket(self) -> None:
+        from twisted.internet.protocol import Factory, Protocol
+
+        from rtmpd.tap.workers import AdoptedListeningService
+
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(5)
+        port = sock.getsockname()[1]
+        fd = os.dup(sock.fileno())
+        sock.close()
+        listener = AdoptedListeningService(
+            fd, socket.AF_INET, f"tcp:{port}", Factory.forProtocol(Protocol), "X"
+        )
+        listener.startService()
+        self.addCleanup(listener.stopService)
+        self.assertEqual(listener.port.getHost().port, port)
+        self.assertFalse(os.get_blocking(listener.port.fileno()), "an adopted socket must not block accept()")
