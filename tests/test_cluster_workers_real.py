@@ -221,3 +221,31 @@ class AccessAcrossWorkersTests(WorkersTestCase):
             wrong = self.ffmpeg_player("wrong-key")
             self.assertNotEqual(wrong.finish(), 0)
             self.server.wait_for_msg("Access decision", 20, mark, action="play", outcome="deny")
+
+
+class RedisAcrossWorkersTests(WorkersTestCase):
+    """With --cluster, each worker is a node of the Redis directory, named after the host."""
+
+    def extra_args(self) -> list[str]:
+        from tests.test_cluster_redis import RedisServer
+
+        self.redis = RedisServer().start()
+        self.addCleanup(self.redis.stop)
+        return ["--cluster", self.redis.url, "--node-id", "hostx", "--cluster-ttl", "3"]
+
+    def test_each_worker_is_a_node_and_plays_the_others_keys(self) -> None:
+        from rtmpd.cluster.redis import PREFIX, redis_client
+
+        publisher = self.publish("redis", 12)
+        origin = self.landed("publish command", stream_key="live/redis")
+        self.wait_live("redis")
+        client = redis_client(self.redis.url)
+        self.addCleanup(client.close)
+        owner = client.get(PREFIX + "live/redis")
+        self.assertEqual(owner.split(" ")[0], f"hostx/worker-{origin}")
+        self.assertTrue(owner.split(" ")[1].startswith("rtmp://127.0.0.1:"), owner)
+        player = self.player_on(3 - origin, "redis")
+        pulled = self.server.wait_for_msg("Internal pull started", 20, stream_key="live/redis")
+        self.assertEqual((pulled["worker"], pulled["origin"]), (3 - origin, f"hostx/worker-{origin}"))
+        self.assertEqual(publisher.wait(60), 0)
+        self.assertCleanFfmpeg(player, 6)

@@ -239,11 +239,12 @@ def worker_service(options: Any, build: Callable[[Any], service.IService]) -> se
     )
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     AdoptedListeningService(fd, family, description, top.factory, "Internal RTMP").setServiceParent(top)
+    # The link also tells the worker that its parent is gone (with --cluster its directory is Redis's).
+    directory = AMPDirectory(node, spec.ttl)
+    link = DirectoryLink(spec.link, directory, reactor, on_lost=_stop_worker)
+    link.setName("directory-link")
+    link.setServiceParent(top)
     if not options.get("cluster"):
-        directory = AMPDirectory(node, spec.ttl)
-        link = DirectoryLink(spec.link, directory, reactor, on_lost=_stop_worker)
-        link.setName("directory-link")
-        link.setServiceParent(top)
         install_host_cluster(top, directory, spec, options.get("pull-idle", 10.0))
     return top
 
