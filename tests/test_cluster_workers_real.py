@@ -109,6 +109,25 @@ class SupervisionTests(WorkersTestCase):
         self.assertEqual(publisher.wait(60), 0)
         self.assertCleanFfmpeg(player, 10)
 
+    def test_workers_stop_when_their_parent_is_killed(self) -> None:
+        pids = [self.pid_of(w) for w in (1, 2)]
+        self.server.process.kill()
+        for worker in (1, 2):
+            self.server.wait_for_msg("Directory link to the parent lost", 20, worker=worker)
+            self.server.wait_for_msg("Server Shut Down.", 20, worker=worker)
+        deadline = time.monotonic() + 20
+        while any(_alive(pid) for pid in pids):
+            self.assertLess(time.monotonic(), deadline, "a worker outlived its parent")
+            time.sleep(0.1)  # an orphan's exit is not an event this process can wait for
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
 
 class StopTests(WorkersTestCase):
     def test_sigterm_stops_every_worker_and_finalises_recordings(self) -> None:
