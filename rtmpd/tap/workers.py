@@ -258,29 +258,12 @@ def internal_url(spec: WorkerSpec) -> str:
 def install_host_cluster(top: Any, directory: AMPDirectory, spec: WorkerSpec, idle: float) -> None:
     """The cluster service of one worker over the parent's directory: claims of the keys published
     here, internal pulls of the other workers' keys, signed with the host's secret past access control."""
-    from rtmpd.cluster.access import ClusterAccess, cluster_query, read_cluster_secret
-    from rtmpd.cluster.service import ClusterService
-    from rtmpd.remote.options import make_connector
+    from rtmpd.cluster.access import read_cluster_secret
+    from rtmpd.tap.cluster import install_cluster_node
 
-    secret = read_cluster_secret(spec.secret)
-    policy = top.factory.access
-
-    def sign(action: str, key: str) -> str:
-        # Without access control there is nothing to get past: the pull asks like any player.
-        return cluster_query(secret, action, key) if policy is not None else ""
-
-    cluster = ClusterService(
-        top.registry,
-        directory,
-        reactor,
-        make_connector(reactor, mode="play"),
-        idle=idle,
-        sign=sign,
-        description="in-host (the parent over AMP)",
-    )
-    cluster.setServiceParent(top)
-    if policy is not None:
-        top.factory.access = ClusterAccess(policy, secret)
+    # Without access control there is nothing to get past: the pull asks like any player.
+    secret = read_cluster_secret(spec.secret) if top.factory.access is not None else None
+    install_cluster_node(top, directory, reactor, "in-host (the parent over AMP)", secret=secret, idle=idle)
 
 
 def _stop_worker() -> None:
