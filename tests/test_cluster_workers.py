@@ -462,3 +462,42 @@ class AdoptTests(SynchronousTestCase):
         self.addCleanup(listener.stopService)
         self.assertEqual(listener.port.getHost().port, port)
         self.assertFalse(os.get_blocking(listener.port.fileno()), "an adopted socket must not block accept()")
+
+
+class BenchmarkWorkersAxisTests(SynchronousTestCase):
+    """The benchmark's workers axis: server names, the expansion of --rtmpd-workers, the process tree."""
+
+    def test_server_names(self) -> None:
+        from benchmarks.servers import split_name
+
+        self.assertEqual(split_name("rtmpd"), ("rtmpd", 1, False))
+        self.assertEqual(split_name("rtmpd@abc+w2+metrics"), ("rtmpd@abc", 2, True))
+        for bad in ("nginx+w2", "rtmpd+w0", "rtmpd+x", "rtmpd+w"):
+            self.assertRaises(ValueError, split_name, bad)
+
+    def test_rtmpd_workers_expands_every_rtmpd_server(self) -> None:
+        from benchmarks.run import parse_args
+
+        args = parse_args(["--servers", "rtmpd,rtmpd+metrics", "--rtmpd-workers", "1,2", "--scenarios", "B"])
+        self.assertEqual(args.servers, ["rtmpd", "rtmpd+w2", "rtmpd+metrics", "rtmpd+metrics+w2"])
+
+    def test_process_tree_counts_children(self) -> None:
+        import subprocess
+        import sys
+        import time
+
+        from benchmarks.procs import cpu_times, process_tree, tree_cpu_times
+
+        code = (
+            "import subprocess, sys; subprocess.run([sys.executable, '-c', 'import sys; sys.stdin.read()'])"
+        )
+        parent = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE)
+        self.addCleanup(parent.wait, 10)
+        self.addCleanup(parent.stdin.close)
+        deadline = time.monotonic() + 10
+        while len(process_tree(parent.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)  # the grandchild's start is not an event this process can wait for
+        tree = process_tree(parent.pid)
+        self.assertEqual(len(tree), 2, tree)
+        self.assertEqual(tree[0], parent.pid)
+        self.assertGreaterEqual(sum(tree_cpu_times(parent.pid)), sum(cpu_times(parent.pid)))
