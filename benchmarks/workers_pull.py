@@ -10,8 +10,9 @@ republishes it for its players. This measures it directly, on one server:
 3. window *pulled*: one player on the other worker (one internal pull).
 
 A player is placed by trying: each new player lands where the kernel puts it
-(the server logs at info level, which says where and whether a pull
-started); one that lands on the wrong worker is closed. The server's CPU is
+(the server logs at info level, which says on which worker the publisher and
+each player landed); one that lands on the wrong worker is closed, and the
+pull of a pulled window is closed (``--pull-idle 1``) before the next window. The server's CPU is
 summed over the parent and both workers; the difference between the two
 windows is the pull (the origin's extra send and the other worker's receive
 and republish; the player costs the same on either worker). Everything
@@ -87,21 +88,17 @@ def _repo_root() -> str:
     return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _place_player(server: RtmpdServer, port: int, workdir: str, want_pull: bool, tries: int = 16) -> Child:
-    """A playing player on the origin (``want_pull`` False) or on the other worker (True)."""
-    for attempt in range(tries):
+def _place_player(server: RtmpdServer, port: int, workdir: str, origin: int, want_pull: bool) -> Child:
+    """A playing player on the origin worker (``want_pull`` False) or on the other worker (True)."""
+    for attempt in range(16):
         mark = _log_lines(server)
         player = _player(port, workdir, f"player-{want_pull}-{attempt}")
         player.wait_event("ready", 40)
         play = _wait_event(server, mark, lambda e: e.get("msg") == "play command", 10)
-        events = _server_events(server, mark)
-        pulled = any(
-            e.get("msg") == "Internal pull started" and e.get("worker") == play["worker"] for e in events
-        )
-        if pulled == want_pull:
+        if (play["worker"] != origin) == want_pull:
             return player
         player.stop()
-    raise RuntimeError(f"no player landed where wanted in {tries} tries")
+    raise RuntimeError("no player landed where wanted in 16 tries")
 
 
 def _window(server: RtmpdServer, seconds: float) -> float:
@@ -143,9 +140,11 @@ def measure(workdir: str, media: str, seconds: float, repeats: int) -> dict[str,
         )
         ready = publisher.wait_event("ready", 30)
         result["payload_rate"] = ready["payload_rate"]
+        origin = _wait_event(server, 0, lambda e: e.get("msg") == "publish command", 10)["worker"]
         for _ in range(repeats):
             for want_pull in (False, True):
-                player = _place_player(server, port, workdir, want_pull)
+                mark = _log_lines(server)
+                player = _place_player(server, port, workdir, origin, want_pull)
                 players.append(player)
                 time.sleep(3)  # the late-join burst and the pull's start are not measured
                 cpu = _window(server, seconds)
@@ -153,7 +152,7 @@ def measure(workdir: str, media: str, seconds: float, repeats: int) -> dict[str,
                 player.stop()
                 players.remove(player)
                 if want_pull:
-                    time.sleep(3)  # the idle pull closes within about 2 s (--pull-idle 1, swept every second)
+                    _wait_event(server, mark, lambda e: e.get("msg") == "Pull upstream closed", 30)
     finally:
         for child in [*players, *([publisher] if publisher else [])]:
             child.stop()
