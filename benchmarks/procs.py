@@ -17,7 +17,8 @@ import threading
 import time
 from typing import Any
 
-__all__ = ["Child", "RSSSampler", "cpu_seconds", "cpu_times", "free_port", "rss_bytes", "wait_listening"]
+__all__ = ["Child", "RSSSampler", "cpu_seconds", "cpu_times", "free_port", "process_tree", "rss_bytes",
+           "tree_cpu_times", "tree_rss_bytes", "wait_listening"]
 
 _TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -34,6 +35,46 @@ def cpu_times(pid: int) -> tuple[float, float]:
 def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds the process has used so far. Raises OSError if it is gone."""
     return sum(cpu_times(pid))
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its live descendants (a parent of worker processes and its workers)."""
+    pids, index = [pid], 0
+    while index < len(pids):
+        parent = pids[index]
+        index += 1
+        try:
+            for task in os.listdir(f"/proc/{parent}/task"):
+                with open(f"/proc/{parent}/task/{task}/children") as f:
+                    pids += [int(child) for child in f.read().split()]
+        except OSError:  # gone meanwhile
+            continue
+    return pids
+
+
+def tree_cpu_times(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of ``pid`` and its live descendants, summed. Raises OSError if
+    ``pid`` is gone (a descendant that vanished meanwhile counts as 0)."""
+    user, system = cpu_times(pid)
+    for child in process_tree(pid)[1:]:
+        try:
+            child_user, child_system = cpu_times(child)
+        except OSError:
+            continue
+        user += child_user
+        system += child_system
+    return user, system
+
+
+def tree_rss_bytes(pid: int) -> int:
+    """Resident set size of ``pid`` and its live descendants, summed. Raises OSError if ``pid`` is gone."""
+    total = rss_bytes(pid)
+    for child in process_tree(pid)[1:]:
+        try:
+            total += rss_bytes(child)
+        except OSError:
+            continue
+    return total
 
 
 def rss_bytes(pid: int) -> int:
@@ -161,11 +202,13 @@ class Child:
 
 
 class RSSSampler:
-    """Samples a process's RSS every ``interval`` seconds in a thread, between ``start()`` and ``stop()``."""
+    """Samples a process's RSS every ``interval`` seconds in a thread, between ``start()`` and ``stop()``
+    (with ``tree``: summed over the process and its descendants)."""
 
-    def __init__(self, pid: int, interval: float = 0.5) -> None:
+    def __init__(self, pid: int, interval: float = 0.5, *, tree: bool = False) -> None:
         self.pid = pid
         self.interval = interval
+        self._rss = tree_rss_bytes if tree else rss_bytes
         #: (monotonic time, RSS bytes)
         self.samples: list[tuple[float, int]] = []
         self._stop = threading.Event()
@@ -178,7 +221,7 @@ class RSSSampler:
     def _run(self) -> None:
         while True:
             try:
-                self.samples.append((time.monotonic(), rss_bytes(self.pid)))
+                self.samples.append((time.monotonic(), self._rss(self.pid)))
             except OSError:
                 return
             if self._stop.wait(self.interval):
@@ -188,7 +231,7 @@ class RSSSampler:
         self._stop.set()
         self._thread.join(5)
         try:
-            self.samples.append((time.monotonic(), rss_bytes(self.pid)))
+            self.samples.append((time.monotonic(), self._rss(self.pid)))
         except OSError:
             pass
         return self.samples

@@ -26,7 +26,7 @@ from benchmarks import report
 from benchmarks.media import DEFAULT_SECONDS, ensure_media, load_media
 from benchmarks.profile import py_spy, summarize
 from benchmarks.scenarios import CLIENTS, HTTP_CLIENTS, Settings, fanout, ingest, push
-from benchmarks.servers import nginx_available, split_window
+from benchmarks.servers import nginx_available, split_name
 
 SCENARIOS = ("A", "B", "C", "D", "H", "P")
 DEFAULTS: dict[str, Any] = {"players": [1, 10, 100, 250, 1000], "duration": 20.0, "ingest_duration": 10.0,
@@ -81,6 +81,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=float, help="seconds between all players playing and the window "
                         "(late-join bursts are not measured) (3)")
     parser.add_argument("--sample", type=int, default=10, help="players that parse every message (latency)")
+    parser.add_argument("--rtmpd-workers", type=_csv(int), default=[1],
+                        help="the rtmpd workers axis: run each rtmpd server with each of these numbers of "
+                        "worker processes (rtmpd --workers N; N > 1 is named rtmpd+pN) (default 1)")
     parser.add_argument("--workers", type=int, default=0,
                         help="load-client processes (0: one per 400 players, at most 2)")
     parser.add_argument("--quick", action="store_true", help="defaults for a short run: N up to 100, "
@@ -102,8 +105,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     unknown = set(args.scenarios) - set(SCENARIOS)
     if unknown:
         parser.error(f"unknown scenarios: {', '.join(sorted(unknown))}")
+    if any(n < 1 for n in args.rtmpd_workers):
+        parser.error("--rtmpd-workers: each number must be at least 1")
+    args.servers = [
+        variant
+        for name in args.servers
+        for variant in ([name] if not name.startswith("rtmpd") else
+                        [name if n == 1 else f"{name}+p{n}" for n in args.rtmpd_workers])
+    ]
     for name in args.servers:
-        base = split_window(name.removesuffix("+metrics"))[0]
+        try:
+            base = split_name(name)[0]
+        except ValueError as e:
+            parser.error(str(e))
         if base not in ("nginx", "rtmpd") and not base.startswith("rtmpd@"):
             parser.error(f"unknown server {name!r}")
     if "nginx" in args.servers and not nginx_available():
@@ -216,8 +230,8 @@ def _preamble(args: argparse.Namespace, argv: list[str], media_path: str, payloa
           for name in args.servers if name.startswith("rtmpd@")],
         *[f"- {name}: with --http, its /metrics fetched every second during each run"
           for name in args.servers if name.endswith("+metrics")],
-        *[f"- {name}: with --send-window-ms {split_window(name.removesuffix('+metrics'))[1]}"
-          for name in args.servers if split_window(name.removesuffix("+metrics"))[1] is not None],
+        *[f"- {name}: with --send-window-ms {split_name(name)[2]}"
+          for name in args.servers if split_name(name)[2] is not None],
         f"- Stream: {os.path.basename(media_path)}: 1280x720 30 fps H.264 (2 s GOP, CBR 3 Mb/s) + AAC 48 kHz "
         f"stereo; audio+video payload {payload_rate * 8 / 1e6:.2f} Mb/s",
         f"- Windows: B/C {args.duration:g} s, A {args.ingest_duration:g} s, D {args.slow_duration:g} s, "

@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from benchmarks.procs import Child, RSSSampler, cpu_times, free_port, rss_bytes
+from benchmarks.procs import Child, RSSSampler, cpu_times, free_port, process_tree, rss_bytes, tree_cpu_times
 from benchmarks.profile import record_command
 from benchmarks.servers import NginxServer, make_server
 from benchmarks.syscalls import SyscallCounter
@@ -262,8 +262,10 @@ def fanout(server_name: str, settings: Settings, players: int, *, stalled: int =
         result["ramp_s"] = time.monotonic() - t_ready
         result["playing"] = sum(r["playing"] for r in readiness)
         time.sleep(settings.warmup)
-        sampler = RSSSampler(run.server.pid, 1.0 if stalled else 0.5)
-        user0, sys0 = cpu_times(run.server.pid)
+        # A server of several processes (rtmpd --workers N) is measured over all of them.
+        sampler = RSSSampler(run.server.pid, 1.0 if stalled else 0.5, tree=True)
+        by_process0 = _cpu_by_process(run.server.pid)
+        user0, sys0 = tree_cpu_times(run.server.pid)
         pub0 = run.publisher.cpu_seconds()
         client0 = sum(c.cpu_seconds() for c in run.clients)
         for client in run.clients:
@@ -276,7 +278,8 @@ def fanout(server_name: str, settings: Settings, players: int, *, stalled: int =
         for client in run.clients:
             client.send("stop")
         t1 = time.monotonic()
-        user1, sys1 = cpu_times(run.server.pid)
+        user1, sys1 = tree_cpu_times(run.server.pid)
+        by_process1 = _cpu_by_process(run.server.pid)
         pub1 = run.publisher.cpu_seconds()
         client1 = sum(c.cpu_seconds() for c in run.clients)
         rss = sampler.stop()
@@ -305,12 +308,26 @@ def fanout(server_name: str, settings: Settings, players: int, *, stalled: int =
             publisher_cpu_share=(pub1 - pub0) / seconds,
             client_cpu_share=(client1 - client0) / seconds,
             client_workers=len(run.clients),
+            server_processes=len(by_process1),
+            server_cpu_s_by_process=[round(by_process1[pid] - by_process0.get(pid, 0.0), 3)
+                                     for pid in by_process1],
         )
     except Exception as e:  # one failed measurement must not lose the others
         result.update(_error(e))
     finally:
         run.close(result)
     return result
+
+
+def _cpu_by_process(pid: int) -> dict[int, float]:
+    """CPU seconds so far of ``pid`` and of each of its live descendants, in tree order."""
+    found = {}
+    for each in process_tree(pid):
+        try:
+            found[each] = sum(cpu_times(each))
+        except OSError:
+            continue
+    return found
 
 
 def _start_profiler(run: _Run, settings: Settings, seconds: float,

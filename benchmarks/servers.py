@@ -20,7 +20,7 @@ from string import Template
 from benchmarks.procs import free_port, wait_listening
 
 __all__ = ["NGINX_MODULE_PATHS", "NginxServer", "RtmpdServer", "Server", "export_tree", "make_server",
-           "nginx_available"]
+           "nginx_available", "split_name"]
 
 #: Where Debian's libnginx-mod-rtmp puts the module.
 NGINX_MODULE_PATHS = (
@@ -31,6 +31,32 @@ _TEMPLATE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "nginx.conf
 _START_TIMEOUT = 30.0
 #: Appended to an rtmpd server name: run it with /metrics on and scraped every second.
 METRICS_SUFFIX = "+metrics"
+#: ``+wN`` appended to an rtmpd server name: run it as N worker processes (``--workers N``).
+WORKERS_PREFIX = "+p"
+WINDOW_PREFIX = "+w"
+
+
+def split_name(name: str) -> tuple[str, int, str | None, bool]:
+    """(base, workers, send window, scraped) of a server name such as ``rtmpd@REF+p2+w10+metrics``.
+
+    Modifiers, for rtmpd only: ``+pN`` runs N worker processes (``--workers N``), ``+wMS`` runs with
+    ``--send-window-ms MS``, ``+metrics`` serves /metrics and scrapes it. Raises ValueError.
+    """
+    base, *modifiers = name.split("+")
+    workers, window, scraped = 1, None, False
+    for modifier in modifiers:
+        kind, value = modifier[:1], modifier[1:]
+        if modifier == METRICS_SUFFIX[1:]:
+            scraped = True
+        elif kind == WORKERS_PREFIX[1:] and value.isdigit() and int(value) >= 1:
+            workers = int(value)
+        elif kind == WINDOW_PREFIX[1:] and value.replace(".", "", 1).isdigit():
+            window = value
+        else:
+            raise ValueError(f"unknown server modifier +{modifier} in {name!r} (+metrics, +pN, +wMS)")
+    if (workers > 1 or scraped or window is not None) and not base.startswith("rtmpd"):
+        raise ValueError(f"{name!r}: +metrics, +pN and +wMS are for rtmpd only")
+    return base, workers, window, scraped
 
 
 def _nginx_module() -> str | None:
@@ -295,27 +321,19 @@ def export_tree(ref: str, directory: str) -> str:
 
 
 #: "rtmpd+w10": rtmpd with --send-window-ms 10.
-WINDOW_SUFFIX = "+w"
-
-
-def split_window(name: str) -> tuple[str, str | None]:
-    """"rtmpd+w10" -> ("rtmpd", "10"): an rtmpd name may end in "+wMS", run with --send-window-ms MS."""
-    base, sep, window = name.rpartition(WINDOW_SUFFIX)
-    if sep and base.startswith("rtmpd") and window.replace(".", "", 1).isdigit():
-        return base, window
-    return name, None
-
-
 def make_server(name: str, workdir: str, rtmpd_args: list[str] | None = None,
                 trees_dir: str | None = None, http: bool = False) -> Server:
     """A server object for ``name``: "nginx", "rtmpd" (the working tree) or "rtmpd@REF" (a git commit);
-    an rtmpd name ending in "+metrics" also serves /metrics, scraped every second during the run; one
-    ending in "+wMS" (before any "+metrics") runs with ``--send-window-ms MS``.
+    an rtmpd name may carry the modifiers of ``split_name``: "+metrics" also serves /metrics, scraped
+    every second during the run; "+pN" runs N worker processes (measured over the parent and all
+    workers); "+wMS" runs with ``--send-window-ms MS``.
 
     Raises ValueError for any other name, RuntimeError if REF cannot be extracted.
     """
-    base, scraped = (name[: -len(METRICS_SUFFIX)], True) if name.endswith(METRICS_SUFFIX) else (name, False)
-    base, window = split_window(base)
+    base, workers, window, scraped = split_name(name)
+    if workers > 1:
+        # The parent opens the port at once; its workers accept from it once they are up.
+        rtmpd_args = [*(rtmpd_args or []), "--workers", str(workers)]
     if window is not None:
         rtmpd_args = [*(rtmpd_args or []), "--send-window-ms", window]
     if base == "rtmpd":
@@ -327,4 +345,4 @@ def make_server(name: str, workdir: str, rtmpd_args: list[str] | None = None,
                            http=http)
     if name == "nginx":
         return NginxServer(workdir)
-    raise ValueError(f"unknown server {name!r}: nginx, rtmpd or rtmpd@GITREF (+metrics)")
+    raise ValueError(f"unknown server {name!r}: nginx, rtmpd or rtmpd@GITREF (+metrics, +pN, +wMS)")

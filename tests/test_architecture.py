@@ -143,6 +143,10 @@ CONNECTION_ALLOWLIST: dict[tuple[str, str], str] = {
     ("rtmpd/tap/metrics.py", "top.factory"): "the tap gives the metrics the factory's close counts, policy",
     ("rtmpd/tap/hls.py", "top.factory"): "the tap gives HLS the service's access policy",
     ("rtmpd/tap/http.py", "top.factory"): "the tap gives HTTP players conn ids, the outbox, the policy",
+    ("rtmpd/cluster/amp_client.py", "link.transport"): "a worker's AMP link to its parent, not RTMP",
+    ("rtmpd/tap/workers.py", "top.factory"): "a worker's internal listener serves the service's factory",
+    ("rtmpd/tap/workers.py", "child.factory"): "a shared listener keeps its factory on the adopted socket",
+    ("rtmpd/tap/workers.py", "self.factory"): "the adopted listener's own factory (a listening service's)",
     ("rtmpd/tap/cluster.py", "top.factory"): "the tap lets signed internal pulls past the factory's policy",
     # rtmpd.testing's RTMPTestClient is an RTMP client with its own handshake, chunk reader and writer,
     # commands and transport; MemoryServer builds server connections from the service's factory on purpose.

@@ -36,6 +36,7 @@ from rtmpd.tap.access import install_access
 from rtmpd.tap.cluster import CLUSTER_PARAMETERS, install_cluster
 from rtmpd.tap.manhole import manhole_service
 from rtmpd.tap.metrics import METRICS_FLAGS, METRICS_PARAMETERS
+from rtmpd.tap.workers import WORKER_PARAMETERS
 
 __all__ = ["Options", "install_access", "makeService", "manhole_service"]
 
@@ -230,6 +231,7 @@ class Options(AccessOptions, HookOptions, RemoteOptions, usage.Options):
         ["hls-window", None, 6, "HLS segments listed in the playlist (kept in memory)", _positive(int)],
     ]
     optParameters += LIMIT_PARAMETERS
+    optParameters += WORKER_PARAMETERS  # --workers (rtmpd.tap.workers, docs/cluster.md)
     # Hostile-client budgets (docs/security.md): one option per Limits field.
     optParameters += [
         [name, None, getattr(_limits, field), text, _limit(name, type(getattr(_limits, field)))]
@@ -320,23 +322,28 @@ class Options(AccessOptions, HookOptions, RemoteOptions, usage.Options):
         )
 
 
-def makeService(options: Options) -> service.MultiService:
-    """Build the rtmpd service collection from parsed options.
+def makeService(options: Options) -> service.IService:
+    """Build the rtmpd service collection from parsed options (with ``--workers N``: their parent).
 
     Exits with one line (``rtmpd: error: ...``) when the manhole cannot start.
     """
+    from rtmpd.tap.workers import wants_workers, workers_service
+
+    if wants_workers(options):
+        return workers_service(options, build_service)
+    return build_service(options)
+
+
+def build_service(options: Options) -> service.MultiService:
+    """The service collection of one rtmpd process."""
     from rtmpd.server.service import RTMPService
 
     config = options.config()
     top = RTMPService(config)
     if config.record_dir is not None:
-        from rtmpd.recording.recorder import Recorder
+        from rtmpd.tap.recording import install_recorder
 
-        # One hand-over of a turn's tags to each writer thread, after the reactor's turn.
-        top.recorder = Recorder(
-            config, top.registry, top.clock, hand_over=lambda release: reactor.callLater(0, release)
-        )
-        top.recorder.setServiceParent(top)
+        install_recorder(top, config, reactor)
     listeners = [options["port"], *options["listen"]]
     for description in listeners:
         ListeningService(description, top.factory).setServiceParent(top)
