@@ -38,12 +38,13 @@ def install_http(
 
 
 def install_flv_players(top: RTMPService, root: HTTPRoot) -> None:
-    """HTTP-FLV and WebSocket-FLV players at ``/APP/NAME.flv`` (the root's fallback), swept for stalls
-    once a second."""
+    """HTTP-FLV and WebSocket-FLV players at ``/APP/NAME.flv``, WebSocket-fMP4 players at
+    ``/APP/NAME.mp4`` (the root's fallback), swept for stalls once a second."""
     from twisted.application.internet import TimerService
 
     from rtmpd.http.flv.resource import FLVPlayers
     from rtmpd.http.flv.websocket import websocket_resource
+    from rtmpd.http.fmp4.websocket import fmp4_resource
 
     factory = top.factory
     players = FLVPlayers(
@@ -54,6 +55,7 @@ def install_flv_players(top: RTMPService, root: HTTPRoot) -> None:
         outbox=factory.outbox,
     )
     players.websocket = websocket_resource(players)
+    players.fmp4 = fmp4_resource(players)
     root.fallback = players
     sweeper = TimerService(1.0, players.sweep)
     sweeper.clock = top.clock

@@ -36,9 +36,10 @@ class HTTPPlayer(Player):
         self.peer.close("stream unpublished")
 
 
-def parse_path(app: str, file_name: str) -> tuple[str, str]:
-    """``("live", "cam.flv")`` → ("live", "cam"). Raises HTTPError(404) for anything else."""
-    raw = file_name[:-4] if file_name.endswith(".flv") else ""
+def parse_path(app: str, file_name: str, suffix: str = ".flv") -> tuple[str, str]:
+    """``("live", "cam.flv")`` → ("live", "cam") (``suffix`` ".mp4" for WebSocket-fMP4). Raises
+    HTTPError(404) for anything else."""
+    raw = file_name[: -len(suffix)] if file_name.endswith(suffix) else ""
     try:
         if not app or not raw or len(app) > MAX_NAME or len(raw) > MAX_NAME:
             raise IllegalName("empty or too long")
@@ -76,6 +77,8 @@ class FLVPlayers(Resource):
         self.players: dict[str, HTTPPlayer] = {}
         #: The WebSocket-FLV resource (``rtmpd.http.flv.websocket``), or None.
         self.websocket: Resource | None = None
+        #: The WebSocket-fMP4 resource for ``/APP/NAME.mp4`` (``rtmpd.http.fmp4.websocket``), or None.
+        self.fmp4: Resource | None = None
 
     def getChild(self, path: bytes, request: Request) -> IResource:
         if len(request.postpath) == 1 and request.postpath[0].endswith(b".flv"):
@@ -83,6 +86,9 @@ class FLVPlayers(Resource):
             return _OnePlay(
                 self, path.decode("utf-8", "replace"), request.prepath[-1].decode("utf-8", "replace")
             )
+        if len(request.postpath) == 1 and request.postpath[0].endswith(b".mp4") and self.fmp4 is not None:
+            request.prepath.append(request.postpath.pop())
+            return self.fmp4
         return ErrorResource(HTTPError(404, "no such path", path=request.path.decode("latin-1")[:200]))
 
     # -- shared by both kinds of player ------------------------------------------------

@@ -1,0 +1,169 @@
+"""WebSocket-fMP4 with real clients: ffmpeg publishes, a WebSocket client collects the init segment and
+10 s of fragments, and ffprobe and PyAV decode the concatenation; refusals and plain GETs get clean errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import urllib.error
+import urllib.request
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from rtmpd.http.fmp4.source import starts_with_sync_sample
+from tests.support import ServerProcess, ffmpeg_publish, require
+from tests.test_httpflv_real import WebSocketClient
+
+#: Seconds of fragments collected.
+SECONDS = 10.0
+
+
+def _kill(process) -> None:
+    if process.poll() is None:
+        process.kill()
+        process.wait(10)
+
+
+def top_boxes(data: bytes) -> list[bytes]:
+    kinds, at = [], 0
+    while at + 8 <= len(data):
+        size = int.from_bytes(data[at : at + 4], "big")
+        kinds.append(data[at + 4 : at + 8])
+        if size < 8:
+            break
+        at += size
+    return kinds
+
+
+def tfdt(fragment: bytes, track_id: int) -> int | None:
+    """The base media decode time of ``track_id`` in a fragment (a plain scan; the test's own reader)."""
+    at = fragment.find(b"tfhd")
+    while at >= 0:
+        if int.from_bytes(fragment[at + 8 : at + 12], "big") == track_id:
+            t = fragment.find(b"tfdt", at)
+            version = fragment[t + 4]
+            size = 8 if version == 1 else 4
+            return int.from_bytes(fragment[t + 8 : t + 8 + size], "big")
+        at = fragment.find(b"tfhd", at + 4)
+    return None
+
+
+class WebSocketFMP4Tests(SynchronousTestCase):
+    def setUp(self) -> None:
+        require("ffmpeg")
+        self.server = ServerProcess("--http", "tcp:0:interface=127.0.0.1", log_level="info").start()
+        self.addCleanup(self.server.stop)
+        self.http = self.server.port_of("HTTP server")
+
+    def publish(self, key: str, seconds: float):
+        process = ffmpeg_publish(self.server.url(key), seconds, size="320x240", gop_seconds=1)
+        self.addCleanup(_kill, process)
+        self.server.wait_for_msg("Codecs detected", 30, stream_key=f"live/{key}")
+        return process
+
+    def collect(self, key: str, seconds: float) -> list[bytes]:
+        client = WebSocketClient(self.http, f"/live/{key}.mp4")
+        self.addCleanup(client.close)
+        self.assertEqual(client.status, 101)
+        messages: list[bytes] = []
+        end = None
+        # Until ``seconds`` of video (90 kHz) after the first fragment that has video.
+        while True:
+            frames = client.messages(1)
+            self.assertEqual(len(frames), 1, "the connection ended early")
+            opcode, payload = frames[0]
+            self.assertEqual(opcode, 2, "binary messages only")
+            messages.append(payload)
+            start = tfdt(payload, 1) if len(messages) > 1 else None
+            if start is not None:
+                if end is None:
+                    end = start + int(seconds * 90000)
+                elif start >= end:
+                    break
+        client.close()
+        return messages
+
+    def test_init_then_fragments_decode_cleanly(self) -> None:
+        self.publish("mp4", 40)
+        messages = self.collect("mp4", SECONDS)
+        self.assertEqual(top_boxes(messages[0]), [b"ftyp", b"moov"], "the init segment first, alone")
+        for payload in messages[1:]:
+            self.assertEqual(top_boxes(payload), [b"moof", b"mdat"], "one fragment per message")
+        self.assertTrue(starts_with_sync_sample(messages[1]), "the first fragment starts at a keyframe")
+        video = [m for m in messages[1:] if tfdt(m, 1) is not None]
+        self.assertGreaterEqual(len(video), int(SECONDS * 30 * 0.95), "a fragment per video frame")
+        path = os.path.join(self.mktemp() + ".mp4")
+        with open(path, "wb") as f:
+            f.write(b"".join(messages))
+        self.assert_decodes(path, min_frames=int(SECONDS * 30))
+        started = self.server.wait_for_msg("WebSocket-fMP4 player started", 5, stream_key="live/mp4")
+        self.server.wait_for_msg("WebSocket-fMP4 player ended", 10, conn_id=started["conn_id"])
+        self.assertEqual(self.server.errors(), [])
+
+    def assert_decodes(self, path: str, min_frames: int) -> None:
+        ffprobe = require("ffprobe")
+        probe = subprocess.run(
+            [ffprobe, "-v", "error", "-show_streams", "-of", "json", path],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        self.assertEqual(probe.stderr, "")
+        streams = {s["codec_type"]: s for s in json.loads(probe.stdout)["streams"]}
+        self.assertEqual(streams["video"]["codec_name"], "h264")
+        self.assertEqual((streams["video"]["width"], streams["video"]["height"]), (320, 240))
+        self.assertEqual(streams["audio"]["codec_name"], "aac")
+        ffmpeg = require("ffmpeg")
+        decoded = subprocess.run(
+            [ffmpeg, "-v", "error", "-nostdin", "-i", path, "-f", "null", "-"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        self.assertEqual(decoded.returncode, 0)
+        self.assertEqual(decoded.stderr, "", "ffmpeg decodes every frame without an error")
+        import av
+
+        with av.open(path) as container:
+            frames = [f for f in container.decode(video=0)]
+        self.assertGreaterEqual(len(frames), min_frames)
+        self.assertEqual((frames[0].width, frames[0].height), (320, 240))
+        self.assertTrue(frames[0].key_frame)
+        seconds = [float(f.time) for f in frames]
+        self.assertEqual(seconds, sorted(seconds), "presentation times grow")
+        self.assertGreaterEqual(seconds[-1] - seconds[0], SECONDS - 0.1)
+
+    def test_late_joiner_starts_at_once_from_the_gop(self) -> None:
+        self.publish("late", 40)
+        first = WebSocketClient(self.http, "/live/late.mp4")  # the source now exists and keeps a GOP
+        self.addCleanup(first.close)
+        self.assertEqual(len(first.messages(40)), 40)
+        late = WebSocketClient(self.http, "/live/late.mp4")
+        self.addCleanup(late.close)
+        messages = [payload for _, payload in late.messages(3)]
+        self.assertEqual(top_boxes(messages[0]), [b"ftyp", b"moov"])
+        self.assertTrue(starts_with_sync_sample(messages[1]), "the late joiner's first fragment is a keyframe")
+        self.assertLess(tfdt(messages[1], 1), tfdt(first.messages(1)[0][1], 1) or 0)
+
+    def test_plain_get_refused_and_unknown_paths(self) -> None:
+        with self.assertRaises(urllib.error.HTTPError) as caught:
+            urllib.request.urlopen(f"http://127.0.0.1:{self.http}/live/x.mp4", timeout=10)
+        self.assertEqual(caught.exception.code, 426)
+        self.assertEqual(caught.exception.headers["Upgrade"], "websocket")
+        self.assertEqual(WebSocketClient(self.http, "/live/a/b.mp4").status, 404)
+        self.assertEqual(self.server.errors(), [])
+
+    def test_unpublish_ends_the_connection(self) -> None:
+        publisher = self.publish("end", 3)
+        client = WebSocketClient(self.http, "/live/end.mp4")
+        self.addCleanup(client.close)
+        publisher.wait(30)
+        frames = []
+        while not frames or frames[-1][0] == 2:
+            got = client.messages(1)
+            self.assertEqual(len(got), 1, "the connection ended without a close frame")
+            frames += got
+        self.assertEqual(frames[-1][0], 8, "a close frame ends the fragments")
+        self.assertEqual(int.from_bytes(frames[-1][1][:2], "big"), 1000)
+        self.server.wait_for_msg("WebSocket-fMP4 player ended", 10, reason="stream unpublished")
