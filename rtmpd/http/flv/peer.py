@@ -7,12 +7,26 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.interfaces import IPushProducer
+from twisted.protocols.policies import ProtocolWrapper
 from twisted.web.server import Request
 from zope.interface import implementer
 
 from rtmpd.core.messages import Message
 from rtmpd.fastwrite import write_chunks
 from rtmpd.relay.fanout import FLV_TAGS, Outbox
+
+
+def socket_transport(transport: Any) -> Any:
+    """The transport under the plain forwarding wrappers of ``twisted.protocols.policies`` (the HTTP
+    listener's connection cap is a ``WrappingFactory``): writing there is what the wrapper would do,
+    and lets ``rtmpd.fastwrite`` see the socket. A wrapper that changes the bytes (TLS) is kept."""
+    while (
+        isinstance(transport, ProtocolWrapper)
+        and type(transport).write is ProtocolWrapper.write
+        and type(transport).writeSequence is ProtocolWrapper.writeSequence
+    ):
+        transport = transport.transport
+    return transport
 
 
 @implementer(IPushProducer)
@@ -169,7 +183,7 @@ class HTTPPeer(StreamingPeer):
         request.notifyFinish().addBoth(lambda _: self._end("client closed the connection"))
 
     def _transport(self) -> Any:
-        return getattr(self.request.channel, "transport", None)
+        return socket_transport(getattr(self.request.channel, "transport", None))
 
     def _send(self, chunks: list[bytes]) -> int:
         request = self.request
