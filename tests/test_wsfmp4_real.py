@@ -172,3 +172,75 @@ class WebSocketFMP4Tests(SynchronousTestCase):
         self.assertEqual(frames[-1][0], 8, "a close frame ends the fragments")
         self.assertEqual(int.from_bytes(frames[-1][1][:2], "big"), 1000)
         self.server.wait_for_msg("WebSocket-fMP4 player ended", 10, reason="stream unpublished")
+
+
+def get_json(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def metric(text: str, name: str, labels: str = "") -> float:
+    """The value of one sample of the Prometheus text ``text``."""
+    for line in text.splitlines():
+        if line.startswith(f"{name}{labels} ") or (not labels and line.startswith(f"{name} ")):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"no sample {name}{labels}")
+
+
+class HTTPPlayersCountedTests(SynchronousTestCase):
+    """HTTP-FLV, WebSocket-FLV and WebSocket-fMP4 players in the API's connections and stream detail, and
+    in the metrics' connection, player and byte counts, as RTMP players are."""
+
+    def setUp(self) -> None:
+        require("ffmpeg")
+        self.server = ServerProcess("--http", "tcp:0:interface=127.0.0.1", log_level="info").start()
+        self.addCleanup(self.server.stop)
+        self.http = self.server.port_of("HTTP server")
+        self.base = f"http://127.0.0.1:{self.http}"
+
+    def test_api_and_metrics_count_http_players(self) -> None:
+        publisher = ffmpeg_publish(self.server.url("count"), 40, size="320x240", gop_seconds=1)
+        self.addCleanup(_kill, publisher)
+        self.server.wait_for_msg("Codecs detected", 30, stream_key="live/count")
+        fmp4 = WebSocketClient(self.http, "/live/count.mp4")
+        self.addCleanup(fmp4.close)
+        wsflv = WebSocketClient(self.http, "/live/count.flv")
+        self.addCleanup(wsflv.close)
+        flv = urllib.request.urlopen(f"{self.base}/live/count.flv", timeout=10)
+        self.addCleanup(flv.close)
+        self.assertEqual(flv.read(3), b"FLV")
+        self.assertEqual(len(fmp4.messages(20)), 20)
+        self.assertEqual(len(wsflv.messages(20)), 20)
+        kinds = {"WebSocket-fMP4", "WebSocket-FLV", "HTTP-FLV"}
+        conn_ids = {
+            kind: self.server.wait_for_msg(f"{kind} player started", 10, stream_key="live/count")["conn_id"]
+            for kind in kinds
+        }
+        rows = {row["conn_id"]: row for row in get_json(f"{self.base}/api/v1/connections")["connections"]}
+        for kind, conn_id in conn_ids.items():
+            self.assertEqual(rows[conn_id]["roles"], [f"play live/count ({kind})"])
+            self.assertEqual(rows[conn_id]["app"], "live")
+            self.assertGreater(rows[conn_id]["bytes_out"], 0)
+        detail = get_json(f"{self.base}/api/v1/streams/live/count")["stream"]
+        self.assertEqual(detail["subscribers"], 3)
+        self.assertEqual({p["conn_id"] for p in detail["players"]}, set(conn_ids.values()))
+        with urllib.request.urlopen(f"{self.base}/metrics", timeout=10) as response:
+            text = response.read().decode()
+        self.assertEqual(metric(text, "rtmpd_players", '{app="live"}'), 3)
+        self.assertEqual(metric(text, "rtmpd_connections"), 4, "the publisher and three players")
+        sent = metric(text, "rtmpd_sent_bytes_total", '{app="live"}')
+        self.assertGreaterEqual(sent, sum(rows[c]["bytes_out"] for c in conn_ids.values()))
+        # Once they leave, their bytes stay counted and their connections count as closed.
+        fmp4.close()
+        wsflv.close()
+        flv.close()
+        for conn_id in conn_ids.values():
+            self.server.wait_for(
+                lambda e, c=conn_id: e.get("msg", "").endswith("player ended") and e.get("conn_id") == c, 15
+            )
+        with urllib.request.urlopen(f"{self.base}/metrics", timeout=10) as response:
+            after = response.read().decode()
+        self.assertEqual(metric(after, "rtmpd_players", '{app="live"}'), 0)
+        self.assertEqual(metric(after, "rtmpd_connections"), 1)
+        self.assertGreaterEqual(metric(after, "rtmpd_sent_bytes_total", '{app="live"}'), sent)
+        self.assertGreaterEqual(metric(after, "rtmpd_connections_accepted_total"), 4)

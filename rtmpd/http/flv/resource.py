@@ -67,6 +67,7 @@ class FLVPlayers(Resource):
         access: Callable[[], Any],
         clock: Any,
         outbox: Any,
+        count_closed: Callable[[str], None] | None = None,
     ) -> None:
         super().__init__()
         self.registry = registry
@@ -74,7 +75,11 @@ class FLVPlayers(Resource):
         self.access = access
         self.clock = clock
         self.outbox = outbox
-        self.players: dict[str, HTTPPlayer] = {}
+        self.players: dict[str, Player] = {}
+        #: The players' connections by conn id, for the API's connection list and the metrics.
+        self.connections: dict[str, StreamingPeer] = {}
+        #: Counts a closed connection by its reason, with the RTMP ones (the metrics' close reasons).
+        self._count_closed = count_closed
         #: The WebSocket-FLV resource (``rtmpd.http.flv.websocket``), or None.
         self.websocket: Resource | None = None
         #: The WebSocket-fMP4 resource for ``/APP/NAME.mp4`` (``rtmpd.http.fmp4.websocket``), or None.
@@ -117,19 +122,47 @@ class FLVPlayers(Resource):
         key = f"{app}/{name}"
         peer.playing = key
         peer.write(encode_header(has_audio=True, has_video=True))
-        player = HTTPPlayer(peer, _STREAM_ID, self.registry.subscribe(key), name)
+        self.opened(peer, HTTPPlayer(peer, _STREAM_ID, self.registry.subscribe(key), name)).start(False)
+
+    def opened(self, peer: StreamingPeer, player: Player) -> Player:
+        """``player`` (of ``peer.playing``) is about to start: log it, and count its connection with
+        the server's (the ``connect`` event, the API's connection list, the metrics). Returns it."""
         self.players[peer.conn_id] = player
+        self.connections[peer.conn_id] = peer
         self.log.info(
-            f"{peer.kind} player started", conn_id=peer.conn_id, peer_addr=peer.peer_addr, stream_key=key
+            f"{peer.kind} player started",
+            conn_id=peer.conn_id,
+            peer_addr=peer.peer_addr,
+            stream_key=peer.playing,
         )
-        player.start(False)
+        notifier = self.registry.notifier
+        if notifier.active:
+            notifier.emit(
+                "connect", conn_id=peer.conn_id, peer_addr=peer.peer_addr, app=peer.app, flash_ver=""
+            )
+        return player
 
     def gone(self, peer: StreamingPeer, reason: str) -> None:
         player = self.players.pop(peer.conn_id, None)
-        if player is not None:
-            player.stop()
-            self.log.info(
-                f"{peer.kind} player ended", conn_id=peer.conn_id, reason=reason, bytes_out=peer.bytes_out
+        if player is None:
+            return
+        player.stop()
+        self.connections.pop(peer.conn_id, None)
+        if self._count_closed is not None:
+            self._count_closed(reason)
+        self.log.info(
+            f"{peer.kind} player ended", conn_id=peer.conn_id, reason=reason, bytes_out=peer.bytes_out
+        )
+        notifier = self.registry.notifier
+        if notifier.active:
+            notifier.emit(
+                "disconnect",
+                conn_id=peer.conn_id,
+                peer_addr=peer.peer_addr,
+                app=peer.app,
+                reason=reason,
+                bytes_in=peer.bytes_in,
+                bytes_out=peer.bytes_out,
             )
 
     def peer_options(self) -> dict[str, Any]:

@@ -39,15 +39,8 @@ class FMP4WebSocketProtocol(FLVWebSocketProtocol):
         key = f"{self.app}/{self.name}"
         self.peer.playing = key
         player = FMP4Player(self.peer, players.registry.subscribe(key), self.name, factory.sources)
-        # In the FLV players' table: swept for stalls like them, ended through their ``gone``.
-        players.players[self.peer.conn_id] = player  # type: ignore[assignment]
-        players.log.info(
-            "WebSocket-fMP4 player started",
-            conn_id=self.peer.conn_id,
-            peer_addr=self.peer.peer_addr,
-            stream_key=key,
-        )
-        player.start()
+        # One of the HTTP players: swept for stalls, counted and ended like the FLV ones.
+        players.opened(self.peer, player).start(False)
 
 
 class FMP4WebSocketFactory(FLVWebSocketFactory):
