@@ -143,6 +143,7 @@ CONNECTION_ALLOWLIST: dict[tuple[str, str], str] = {
     ("rtmpd/tap/metrics.py", "top.factory"): "the tap gives the metrics the factory's close counts, policy",
     ("rtmpd/tap/hls.py", "top.factory"): "the tap gives HLS the service's access policy",
     ("rtmpd/tap/http.py", "top.factory"): "the tap gives HTTP players conn ids, the outbox, the policy",
+    ("rtmpd/http/fmp4/websocket.py", "self.factory"): "the autobahn protocol's own WebSocket factory",
     # rtmpd.testing's RTMPTestClient is an RTMP client with its own handshake, chunk reader and writer,
     # commands and transport; MemoryServer builds server connections from the service's factory on purpose.
     ("rtmpd/testing.py", "self.handshake"): "the test client's own client handshake",

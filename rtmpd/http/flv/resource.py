@@ -127,6 +127,7 @@ class FLVPlayers(Resource):
     def opened(self, peer: StreamingPeer, player: Player) -> Player:
         """``player`` (of ``peer.playing``) is about to start: log it, and count its connection with
         the server's (the ``connect`` event, the API's connection list, the metrics). Returns it."""
+        peer.playing = player.stream.key
         self.players[peer.conn_id] = player
         self.connections[peer.conn_id] = peer
         self.log.info(

@@ -37,7 +37,6 @@ class FMP4WebSocketProtocol(FLVWebSocketProtocol):
         players = factory.players
         self.peer = FMP4Peer(self, self.conn_id, self.app, attrgetter("prepared"), **players.peer_options())
         key = f"{self.app}/{self.name}"
-        self.peer.playing = key
         player = FMP4Player(self.peer, players.registry.subscribe(key), self.name, factory.sources)
         # One of the HTTP players: swept for stalls, counted and ended like the FLV ones.
         players.opened(self.peer, player).start(False)
@@ -65,8 +64,8 @@ class FMP4Resource(Resource):
 
     def __init__(self, players: FLVPlayers) -> None:
         super().__init__()
-        self.factory = FMP4WebSocketFactory(players)
-        self.websocket = WebSocketResource(self.factory)
+        self.websocket_factory = FMP4WebSocketFactory(players)
+        self.websocket = WebSocketResource(self.websocket_factory)
 
     def render_GET(self, request: Request) -> bytes | int:
         if (request.getHeader(b"upgrade") or b"").lower() == b"websocket":
