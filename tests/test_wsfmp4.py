@@ -252,4 +252,3 @@ class PathTests(SynchronousTestCase):
             parse_path("live", "cam.flv", ".mp4")
         with self.assertRaises(HTTPError):
             parse_path("live", ".mp4", ".mp4")
-
