@@ -3,9 +3,13 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
+import socket
 import subprocess
+import threading
+import time
 import urllib.error
 import urllib.request
 
@@ -13,6 +17,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from rtmpd.http.fmp4.source import starts_with_sync_sample
 from tests.support import ServerProcess, ffmpeg_publish, require
+from tests.test_access_real import SECRET
 from tests.test_httpflv_real import WebSocketClient
 
 #: Seconds of fragments collected.
@@ -150,6 +155,87 @@ class WebSocketFMP4Tests(SynchronousTestCase):
         messages = [payload for _, payload in late.messages(3)]
         self.assertEqual(top_boxes(messages[0]), [b"ftyp", b"moov"])
         self.assertEqual(messages[1], keyframe, "the late joiner starts from the cached keyframe fragment")
+
+    def test_stalled_client_is_dropped_and_others_play_on(self) -> None:
+        self.server.stop()
+        self.server = ServerProcess(
+            "--http",
+            "tcp:0:interface=127.0.0.1",
+            "--play-timeout",
+            "2",
+            "--max-queue-bytes",
+            "200000",
+            log_level="info",
+        ).start()
+        self.http = self.server.port_of("HTTP server")
+        # 8 Mb/s of constant bitrate (filler NALs) fills the stalled socket's buffers in a few seconds.
+        cbr = [
+            "-b:v",
+            "8M",
+            "-minrate",
+            "8M",
+            "-maxrate",
+            "8M",
+            "-bufsize",
+            "2M",
+            "-x264-params",
+            "nal-hrd=cbr",
+        ]
+        process = ffmpeg_publish(self.server.url("busy"), 40, size="320x240", gop_seconds=1, extra=cbr)
+        self.addCleanup(_kill, process)
+        self.server.wait_for_msg("Codecs detected", 30, stream_key="live/busy")
+        stalled = socket.socket()
+        self.addCleanup(stalled.close)
+        stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stalled.connect(("127.0.0.1", self.http))
+        key = base64.b64encode(os.urandom(16)).decode()
+        stalled.sendall(
+            f"GET /live/busy.mp4 HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+        )  # and never reads
+        started = self.server.wait_for_msg("WebSocket-fMP4 player started", 10, stream_key="live/busy")
+        reader = WebSocketClient(self.http, "/live/busy.mp4")
+        self.addCleanup(reader.close)
+        frames: list[tuple[int, bytes]] = []
+        reading = threading.Thread(target=lambda: frames.extend(reader.messages(400)), daemon=True)
+        reading.start()  # a reader that keeps up, while the other stalls
+        self.server.wait_for_msg("Slow subscriber dropping frames", 30, conn_id=started["conn_id"])
+        timed_out = self.server.wait_for_msg("Player timed out", 30, conn_id=started["conn_id"])
+        self.assertGreaterEqual(timed_out["stalled_seconds"], 2)
+        self.server.wait_for_msg("WebSocket-fMP4 player ended", 10, conn_id=started["conn_id"])
+        # The reader got a fragment per frame all along: 4 s of video after the init and its GOP burst.
+        reading.join(60)
+        self.assertEqual(len(frames), 400)
+        times = [tfdt(payload, 1) for _, payload in frames[1:]]
+        times = [t for t in times if t is not None]
+        self.assertEqual(times, sorted(times), "no fragment reordered or repeated")
+        steps = {b - a for a, b in zip(times, times[1:], strict=False)}
+        self.assertLessEqual(max(steps), 90000 // 10, "no gap: the reader dropped nothing")
+
+    def test_signed_url_required_and_accepted(self) -> None:
+        from rtmpd.access.signed import signed_query
+
+        secrets = self.mktemp()
+        os.makedirs(secrets)
+        path = os.path.join(secrets, "secrets.txt")
+        with open(path, "w") as f:
+            f.write(f"live {SECRET}\n")
+        self.server.stop()
+        self.server = ServerProcess(
+            "--http", "tcp:0:interface=127.0.0.1", "--auth-secrets", path, log_level="info"
+        ).start()
+        self.http = self.server.port_of("HTTP server")
+        exp = int(time.time()) + 120
+        publish_query = signed_query(SECRET.encode(), "publish", "live", "cam", exp)
+        process = ffmpeg_publish(f"{self.server.url('cam')}?{publish_query}", 30, size="320x240")
+        self.addCleanup(_kill, process)
+        self.server.wait_for_msg("Codecs detected", 30, stream_key="live/cam")
+        self.assertEqual(WebSocketClient(self.http, "/live/cam.mp4").status, 403)
+        play_query = signed_query(SECRET.encode(), "play", "live", "cam", exp)
+        allowed = WebSocketClient(self.http, f"/live/cam.mp4?{play_query}")
+        self.addCleanup(allowed.close)
+        self.assertEqual(allowed.status, 101)
+        self.assertEqual(top_boxes(allowed.messages(1)[0][1]), [b"ftyp", b"moov"])
 
     def test_plain_get_refused_and_unknown_paths(self) -> None:
         with self.assertRaises(urllib.error.HTTPError) as caught:
