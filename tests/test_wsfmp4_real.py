@@ -18,7 +18,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from rtmpd.http.fmp4.source import starts_with_sync_sample
 from tests.support import ServerProcess, ffmpeg_publish, require
 from tests.test_access_real import SECRET
-from tests.test_httpflv_real import WebSocketClient
+from tests.test_httpflv_real import WebSocketClient, open_fds
+from tests.test_relay_real import rss_kib
 
 #: Seconds of fragments collected.
 SECONDS = 10.0
@@ -236,6 +237,32 @@ class WebSocketFMP4Tests(SynchronousTestCase):
         self.addCleanup(allowed.close)
         self.assertEqual(allowed.status, 101)
         self.assertEqual(top_boxes(allowed.messages(1)[0][1]), [b"ftyp", b"moov"])
+
+    def test_connect_disconnect_cycles_leak_no_descriptors_and_free_the_muxer(self) -> None:
+        self.publish("cycle", 90)
+        pid = self.server.process.pid
+        for _ in range(5):  # warm up: lazily created descriptors and objects
+            warm = WebSocketClient(self.http, "/live/cycle.mp4")
+            warm.messages(3)
+            warm.close()
+        self.server.wait_for(lambda e: len(self.server.messages("WebSocket-fMP4 player ended")) >= 5, 20)
+        before, rss_before = open_fds(pid), rss_kib(pid)
+        for _ in range(200):
+            client = WebSocketClient(self.http, "/live/cycle.mp4")
+            self.assertEqual(client.status, 101)
+            self.assertEqual(len(client.messages(2)), 2, "the init segment and a first fragment")
+            client.close()
+        deadline = time.monotonic() + 30
+        while len(self.server.messages("WebSocket-fMP4 player ended")) < 205 and time.monotonic() < deadline:
+            time.sleep(0.1)  # the server logs each end; there is no event to await from here
+        self.assertEqual(len(self.server.messages("WebSocket-fMP4 player ended")), 205)
+        self.assertEqual(
+            len(self.server.messages("WebSocket-fMP4 muxer stopped")),
+            len(self.server.messages("WebSocket-fMP4 muxer started")),
+            "every stream's muxer is freed with its last player",
+        )
+        self.assertLessEqual(open_fds(pid), before)
+        self.assertLess(rss_kib(pid) - rss_before, 8 * 1024, "RSS grew by more than 8 MiB over 200 players")
 
     def test_plain_get_refused_and_unknown_paths(self) -> None:
         with self.assertRaises(urllib.error.HTTPError) as caught:
