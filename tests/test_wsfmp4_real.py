@@ -18,6 +18,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from rtmpd.http.fmp4.source import starts_with_sync_sample
 from tests.support import ServerProcess, ffmpeg_publish, require
 from tests.test_access_real import SECRET
+from tests.test_api_real import TOKEN
 from tests.test_httpflv_real import WebSocketClient, open_fds
 from tests.test_relay_real import rss_kib
 
@@ -306,7 +307,13 @@ class HTTPPlayersCountedTests(SynchronousTestCase):
 
     def setUp(self) -> None:
         require("ffmpeg")
-        self.server = ServerProcess("--http", "tcp:0:interface=127.0.0.1", log_level="info").start()
+        token_file = os.path.join(self.mktemp())
+        with open(token_file, "w") as f:
+            f.write(TOKEN)
+        os.chmod(token_file, 0o600)
+        self.server = ServerProcess(
+            "--http", "tcp:0:interface=127.0.0.1", "--api-token-file", token_file, log_level="info"
+        ).start()
         self.addCleanup(self.server.stop)
         self.http = self.server.port_of("HTTP server")
         self.base = f"http://127.0.0.1:{self.http}"
@@ -343,6 +350,19 @@ class HTTPPlayersCountedTests(SynchronousTestCase):
         self.assertEqual(metric(text, "rtmpd_connections"), 4, "the publisher and three players")
         sent = metric(text, "rtmpd_sent_bytes_total", '{app="live"}')
         self.assertGreaterEqual(sent, sum(rows[c]["bytes_out"] for c in conn_ids.values()))
+        # The API drops one like any connection.
+        drop = urllib.request.Request(
+            f"{self.base}/api/v1/connections/{conn_ids['WebSocket-fMP4']}/drop",
+            data=b"{}",
+            method="POST",
+            headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(drop, timeout=10) as response:
+            self.assertEqual(response.status, 200)
+        ended = self.server.wait_for_msg(
+            "WebSocket-fMP4 player ended", 10, conn_id=conn_ids["WebSocket-fMP4"]
+        )
+        self.assertIn("dropped", ended["reason"])
         # Once they leave, their bytes stay counted and their connections count as closed.
         fmp4.close()
         wsflv.close()
