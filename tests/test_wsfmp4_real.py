@@ -108,6 +108,28 @@ class WebSocketFMP4Tests(SynchronousTestCase):
         self.server.wait_for_msg("WebSocket-fMP4 player ended", 10, conn_id=started["conn_id"])
         self.assertEqual(self.server.errors(), [])
 
+    def test_hevc_and_opus_from_enhanced_rtmp(self) -> None:
+        from tests.test_ertmp_real import publish9
+
+        process = publish9(self.server.url("hevc"), "hevc", ["opus"], seconds=40)
+        self.addCleanup(_kill, process)
+        self.server.wait_for_msg("Codecs detected", 30, stream_key="live/hevc")
+        messages = self.collect("hevc", 5.0)
+        self.assertEqual(top_boxes(messages[0]), [b"ftyp", b"moov"])
+        self.assertTrue(starts_with_sync_sample(messages[1]))
+        path = self.mktemp() + ".mp4"
+        with open(path, "wb") as f:
+            f.write(b"".join(messages))
+        import av
+
+        with av.open(path) as container:
+            video, audio = container.streams.video[0], container.streams.audio[0]
+            self.assertEqual((video.codec_context.name, audio.codec_context.name), ("hevc", "opus"))
+            frames = list(container.decode(video=0))
+        self.assertGreaterEqual(len(frames), 5 * 25)
+        self.assertEqual((frames[0].width, frames[0].height), (320, 240))
+        self.assertTrue(frames[0].key_frame)
+
     def assert_decodes(self, path: str, min_frames: int) -> None:
         ffprobe = require("ffprobe")
         probe = subprocess.run(
