@@ -225,7 +225,7 @@ class WebSocketPeer(StreamingPeer):
         transport.registerProducer(self, True)
 
     def _transport(self) -> Any:
-        return self.protocol.transport
+        return socket_transport(self.protocol.transport)
 
     def _send(self, chunks: list[bytes]) -> int:
         for chunk in chunks:
