@@ -179,25 +179,33 @@ class HTTPPeer(StreamingPeer):
     def __init__(self, request: Request, conn_id: str, app: str, **kwargs: Any) -> None:
         super().__init__(conn_id, app, request.getClientAddress(), **kwargs)
         self.request = request
+        #: Once the headers went out: the socket's transport, and whether the body is chunked.
+        self._socket: Any = None
+        self._chunked = False
         request.registerProducer(self, True)
         request.notifyFinish().addBoth(lambda _: self._end("client closed the connection"))
 
     def _transport(self) -> Any:
+        if self._socket is not None:
+            return self._socket
         return socket_transport(getattr(self.request.channel, "transport", None))
 
     def _send(self, chunks: list[bytes]) -> int:
-        request = self.request
-        if not request.startedWriting:
+        socket = self._socket
+        if socket is None:
+            request = self.request
             data = b"".join(chunks)
             request.write(data)  # the status line and headers go with the first bytes
+            # A response keeps its connection: what the fan-out needs of it is looked up once.
+            self._socket, self._chunked = self._transport(), request.chunked
             return len(data)
         size = sum(map(len, chunks))
-        if request.chunked:
+        if self._chunked:
             # HTTP/1.1 chunked transfer, framed here as twisted.web's own ``write`` would.
             chunks = [b"%x\r\n" % size, *chunks, b"\r\n"]
         # Straight to the kernel when Twisted has nothing buffered (rtmpd.fastwrite): the fan-out's
         # one system call per player per input, as for RTMP players.
-        write_chunks(self._transport(), chunks)
+        write_chunks(socket, chunks)
         return size
 
     def _finish(self) -> None:
