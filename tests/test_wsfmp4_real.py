@@ -191,6 +191,7 @@ class WebSocketFMP4Tests(SynchronousTestCase):
             "200000",
             log_level="info",
         ).start()
+        self.addCleanup(self.server.stop)
         self.http = self.server.port_of("HTTP server")
         # 8 Mb/s of constant bitrate (filler NALs) fills the stalled socket's buffers in a few seconds.
         cbr = [
@@ -248,6 +249,7 @@ class WebSocketFMP4Tests(SynchronousTestCase):
         self.server = ServerProcess(
             "--http", "tcp:0:interface=127.0.0.1", "--auth-secrets", path, log_level="info"
         ).start()
+        self.addCleanup(self.server.stop)
         self.http = self.server.port_of("HTTP server")
         exp = int(time.time()) + 120
         publish_query = signed_query(SECRET.encode(), "publish", "live", "cam", exp)
