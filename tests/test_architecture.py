@@ -148,6 +148,7 @@ CONNECTION_ALLOWLIST: dict[tuple[str, str], str] = {
     ("rtmpd/tap/workers.py", "child.factory"): "a shared listener keeps its factory on the adopted socket",
     ("rtmpd/tap/workers.py", "self.factory"): "the adopted listener's own factory (a listening service's)",
     ("rtmpd/tap/cluster.py", "top.factory"): "the tap lets signed internal pulls past the factory's policy",
+    ("rtmpd/http/fmp4/websocket.py", "self.factory"): "the autobahn protocol's own WebSocket factory",
     # rtmpd.testing's RTMPTestClient is an RTMP client with its own handshake, chunk reader and writer,
     # commands and transport; MemoryServer builds server connections from the service's factory on purpose.
     ("rtmpd/testing.py", "self.handshake"): "the test client's own client handshake",

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.testing import StringTransport
+from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
+from twisted.protocols.tls import TLSMemoryBIOProtocol
 from twisted.trial.unittest import SynchronousTestCase
 
 from rtmpd.core.flv import FLVReader, encode_header, encode_tag
 from rtmpd.core.messages import Message, MessageType
+from rtmpd.http.flv.peer import socket_transport
+from rtmpd.http.limits import ConnectionCap
 from rtmpd.relay import stream as stream_module
 from rtmpd.relay.fanout import FLV_TAGS, Outbox, serialise
 from rtmpd.relay.player import Player
@@ -78,3 +84,27 @@ class FLVFanOutTests(SynchronousTestCase):
                 [b"\x17\x00", b"\x17\x01", b"\x27\x01", b"\x27\x01", b"\x27\x01"],
             )
             self.assertEqual([t.timestamp for t in tags if t.tag_type == 9][-3:], [33, 66, 99])
+
+
+class SocketTransportTests(SynchronousTestCase):
+    """HTTP-FLV writes reach ``rtmpd.fastwrite`` through the connection cap's forwarding wrapper."""
+
+    def test_forwarding_wrappers_are_looked_through(self) -> None:
+        inner = StringTransport()
+        outer = ProtocolWrapper(WrappingFactory(Factory()), Protocol())
+        outer.transport = inner
+        twice = ProtocolWrapper(WrappingFactory(Factory()), Protocol())
+        twice.transport = outer
+        self.assertIs(socket_transport(twice), inner)
+        self.assertIs(socket_transport(inner), inner)
+        self.assertIsNone(socket_transport(None))
+
+    def test_a_wrapper_that_changes_bytes_is_kept(self) -> None:
+        tls = TLSMemoryBIOProtocol.__new__(TLSMemoryBIOProtocol)
+        tls.transport = StringTransport()
+        self.assertIs(socket_transport(tls), tls)
+
+    def test_the_http_listeners_cap_is_a_forwarding_wrapper(self) -> None:
+        self.assertTrue(issubclass(ConnectionCap, WrappingFactory))
+        self.assertIs(ConnectionCap.protocol.write, ProtocolWrapper.write)
+        self.assertIs(ConnectionCap.protocol.writeSequence, ProtocolWrapper.writeSequence)

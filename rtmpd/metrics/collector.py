@@ -114,7 +114,7 @@ class ServerCollector:
         for reason, count in list(src.closed_by_reason.items()):
             closed[close_reason(reason)] += count
         total_closed = sum(closed.values())
-        yield _gauge("rtmpd_connections", "Open client connections (RTMP, any state).", len(connections))
+        yield _gauge("rtmpd_connections", "Open client connections (RTMP in any state, and HTTP players).", len(connections))
         yield _counter(
             "rtmpd_connections_accepted",
             "Client connections accepted since the start.",

@@ -38,12 +38,16 @@ def install_http(
 
 
 def install_flv_players(top: RTMPService, root: HTTPRoot) -> None:
-    """HTTP-FLV and WebSocket-FLV players at ``/APP/NAME.flv`` (the root's fallback), swept for stalls
-    once a second."""
+    """HTTP-FLV and WebSocket-FLV players at ``/APP/NAME.flv``, WebSocket-fMP4 players at
+    ``/APP/NAME.mp4`` (the root's fallback), swept for stalls once a second."""
+    from collections import ChainMap
+
     from twisted.application.internet import TimerService
 
     from rtmpd.http.flv.resource import FLVPlayers
     from rtmpd.http.flv.websocket import websocket_resource
+    from rtmpd.http.fmp4.websocket import fmp4_resource
+    from rtmpd.server.lifecycle import count_closed
 
     factory = top.factory
     players = FLVPlayers(
@@ -52,8 +56,13 @@ def install_flv_players(top: RTMPService, root: HTTPRoot) -> None:
         access=lambda: factory.access,
         clock=top.clock,
         outbox=factory.outbox,
+        count_closed=lambda reason: count_closed(factory.closed_by_reason, reason),
     )
+    # What reads the service's connections (the API and manhole views, the metrics, the rate sampler)
+    # sees the HTTP players too; the RTMP factory's own sweeps and reconnects keep to RTMP connections.
+    top.connections = ChainMap(factory.connections, players.connections)  # type: ignore[assignment]
     players.websocket = websocket_resource(players)
+    players.fmp4 = fmp4_resource(players)
     root.fallback = players
     sweeper = TimerService(1.0, players.sweep)
     sweeper.clock = top.clock

@@ -7,12 +7,26 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.interfaces import IPushProducer
+from twisted.protocols.policies import ProtocolWrapper
 from twisted.web.server import Request
 from zope.interface import implementer
 
 from rtmpd.core.messages import Message
 from rtmpd.fastwrite import write_chunks
 from rtmpd.relay.fanout import FLV_TAGS, Outbox
+
+
+def socket_transport(transport: Any) -> Any:
+    """The transport under the plain forwarding wrappers of ``twisted.protocols.policies`` (the HTTP
+    listener's connection cap is a ``WrappingFactory``): writing there is what the wrapper would do,
+    and lets ``rtmpd.fastwrite`` see the socket. A wrapper that changes the bytes (TLS) is kept."""
+    while (
+        isinstance(transport, ProtocolWrapper)
+        and type(transport).write is ProtocolWrapper.write
+        and type(transport).writeSequence is ProtocolWrapper.writeSequence
+    ):
+        transport = transport.transport
+    return transport
 
 
 @implementer(IPushProducer)
@@ -165,25 +179,33 @@ class HTTPPeer(StreamingPeer):
     def __init__(self, request: Request, conn_id: str, app: str, **kwargs: Any) -> None:
         super().__init__(conn_id, app, request.getClientAddress(), **kwargs)
         self.request = request
+        #: Once the headers went out: the socket's transport, and whether the body is chunked.
+        self._socket: Any = None
+        self._chunked = False
         request.registerProducer(self, True)
         request.notifyFinish().addBoth(lambda _: self._end("client closed the connection"))
 
     def _transport(self) -> Any:
-        return getattr(self.request.channel, "transport", None)
+        if self._socket is not None:
+            return self._socket
+        return socket_transport(getattr(self.request.channel, "transport", None))
 
     def _send(self, chunks: list[bytes]) -> int:
-        request = self.request
-        if not request.startedWriting:
+        socket = self._socket
+        if socket is None:
+            request = self.request
             data = b"".join(chunks)
             request.write(data)  # the status line and headers go with the first bytes
+            # A response keeps its connection: what the fan-out needs of it is looked up once.
+            self._socket, self._chunked = self._transport(), request.chunked
             return len(data)
         size = sum(map(len, chunks))
-        if request.chunked:
+        if self._chunked:
             # HTTP/1.1 chunked transfer, framed here as twisted.web's own ``write`` would.
             chunks = [b"%x\r\n" % size, *chunks, b"\r\n"]
         # Straight to the kernel when Twisted has nothing buffered (rtmpd.fastwrite): the fan-out's
         # one system call per player per input, as for RTMP players.
-        write_chunks(self._transport(), chunks)
+        write_chunks(socket, chunks)
         return size
 
     def _finish(self) -> None:
@@ -211,7 +233,7 @@ class WebSocketPeer(StreamingPeer):
         transport.registerProducer(self, True)
 
     def _transport(self) -> Any:
-        return self.protocol.transport
+        return socket_transport(self.protocol.transport)
 
     def _send(self, chunks: list[bytes]) -> int:
         for chunk in chunks:

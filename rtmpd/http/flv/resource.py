@@ -36,9 +36,10 @@ class HTTPPlayer(Player):
         self.peer.close("stream unpublished")
 
 
-def parse_path(app: str, file_name: str) -> tuple[str, str]:
-    """``("live", "cam.flv")`` → ("live", "cam"). Raises HTTPError(404) for anything else."""
-    raw = file_name[:-4] if file_name.endswith(".flv") else ""
+def parse_path(app: str, file_name: str, suffix: str = ".flv") -> tuple[str, str]:
+    """``("live", "cam.flv")`` → ("live", "cam") (``suffix`` ".mp4" for WebSocket-fMP4). Raises
+    HTTPError(404) for anything else."""
+    raw = file_name[: -len(suffix)] if file_name.endswith(suffix) else ""
     try:
         if not app or not raw or len(app) > MAX_NAME or len(raw) > MAX_NAME:
             raise IllegalName("empty or too long")
@@ -66,6 +67,7 @@ class FLVPlayers(Resource):
         access: Callable[[], Any],
         clock: Any,
         outbox: Any,
+        count_closed: Callable[[str], None] | None = None,
     ) -> None:
         super().__init__()
         self.registry = registry
@@ -73,9 +75,15 @@ class FLVPlayers(Resource):
         self.access = access
         self.clock = clock
         self.outbox = outbox
-        self.players: dict[str, HTTPPlayer] = {}
+        self.players: dict[str, Player] = {}
+        #: The players' connections by conn id, for the API's connection list and the metrics.
+        self.connections: dict[str, StreamingPeer] = {}
+        #: Counts a closed connection by its reason, with the RTMP ones (the metrics' close reasons).
+        self._count_closed = count_closed
         #: The WebSocket-FLV resource (``rtmpd.http.flv.websocket``), or None.
         self.websocket: Resource | None = None
+        #: The WebSocket-fMP4 resource for ``/APP/NAME.mp4`` (``rtmpd.http.fmp4.websocket``), or None.
+        self.fmp4: Resource | None = None
 
     def getChild(self, path: bytes, request: Request) -> IResource:
         if len(request.postpath) == 1 and request.postpath[0].endswith(b".flv"):
@@ -83,6 +91,9 @@ class FLVPlayers(Resource):
             return _OnePlay(
                 self, path.decode("utf-8", "replace"), request.prepath[-1].decode("utf-8", "replace")
             )
+        if len(request.postpath) == 1 and request.postpath[0].endswith(b".mp4") and self.fmp4 is not None:
+            request.prepath.append(request.postpath.pop())
+            return self.fmp4
         return ErrorResource(HTTPError(404, "no such path", path=request.path.decode("latin-1")[:200]))
 
     # -- shared by both kinds of player ------------------------------------------------
@@ -111,19 +122,48 @@ class FLVPlayers(Resource):
         key = f"{app}/{name}"
         peer.playing = key
         peer.write(encode_header(has_audio=True, has_video=True))
-        player = HTTPPlayer(peer, _STREAM_ID, self.registry.subscribe(key), name)
+        self.opened(peer, HTTPPlayer(peer, _STREAM_ID, self.registry.subscribe(key), name)).start(False)
+
+    def opened(self, peer: StreamingPeer, player: Player) -> Player:
+        """``player`` (of ``peer.playing``) is about to start: log it, and count its connection with
+        the server's (the ``connect`` event, the API's connection list, the metrics). Returns it."""
+        peer.playing = player.stream.key
         self.players[peer.conn_id] = player
+        self.connections[peer.conn_id] = peer
         self.log.info(
-            f"{peer.kind} player started", conn_id=peer.conn_id, peer_addr=peer.peer_addr, stream_key=key
+            f"{peer.kind} player started",
+            conn_id=peer.conn_id,
+            peer_addr=peer.peer_addr,
+            stream_key=peer.playing,
         )
-        player.start(False)
+        notifier = self.registry.notifier
+        if notifier.active:
+            notifier.emit(
+                "connect", conn_id=peer.conn_id, peer_addr=peer.peer_addr, app=peer.app, flash_ver=""
+            )
+        return player
 
     def gone(self, peer: StreamingPeer, reason: str) -> None:
         player = self.players.pop(peer.conn_id, None)
-        if player is not None:
-            player.stop()
-            self.log.info(
-                f"{peer.kind} player ended", conn_id=peer.conn_id, reason=reason, bytes_out=peer.bytes_out
+        if player is None:
+            return
+        player.stop()
+        self.connections.pop(peer.conn_id, None)
+        if self._count_closed is not None:
+            self._count_closed(reason)
+        self.log.info(
+            f"{peer.kind} player ended", conn_id=peer.conn_id, reason=reason, bytes_out=peer.bytes_out
+        )
+        notifier = self.registry.notifier
+        if notifier.active:
+            notifier.emit(
+                "disconnect",
+                conn_id=peer.conn_id,
+                peer_addr=peer.peer_addr,
+                app=peer.app,
+                reason=reason,
+                bytes_in=peer.bytes_in,
+                bytes_out=peer.bytes_out,
             )
 
     def peer_options(self) -> dict[str, Any]:

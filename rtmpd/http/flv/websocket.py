@@ -24,6 +24,8 @@ class FLVWebSocketProtocol(WebSocketServerProtocol):
     """One WebSocket-FLV player: access control in the opening handshake, then a ``WebSocketPeer``."""
 
     factory: FLVWebSocketFactory
+    #: The file name ending this kind of player plays.
+    suffix = ".flv"
 
     def onConnect(self, request: Any) -> Deferred:
         players = self.factory.players
@@ -32,7 +34,7 @@ class FLVWebSocketProtocol(WebSocketServerProtocol):
         try:
             if len(segments) != 2:
                 raise HTTPError(404, "no such path")
-            self.app, name = parse_path(segments[0], segments[1])
+            self.app, name = parse_path(segments[0], segments[1], self.suffix)
         except HTTPError as e:
             raise ConnectionDeny(e.status, e.message) from e
         self.conn_id = players.next_conn_id()
