@@ -22,6 +22,7 @@ import sys
 import threading
 import time
 
+from benchmarks.profile import record_command
 from tests.support import ServerProcess, ffmpeg_publish
 
 _HINT = re.compile(r'#EXT-X-PRELOAD-HINT:TYPE=PART,URI="([0-9a-f]+)\.(\d+)\.(\d+)\.m4s"')
@@ -118,6 +119,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--part-duration", default="0.25", help="--hls-part-duration of the server")
     parser.add_argument("--classic", action="store_true", help="classic HLS viewers (segments only)")
+    parser.add_argument("--profile", metavar="FILE", help="py-spy profile of the server over the HLS window")
     args = parser.parse_args()
     total = 3 * args.seconds + 30
     server = ServerProcess(
@@ -153,7 +155,12 @@ def main() -> None:
             v.start()
         time.sleep(3)
         before = sum(v.bytes for v in viewers)
+        spy = None
+        if args.profile:
+            spy = subprocess.Popen(record_command(pid, args.seconds, args.profile), stdout=subprocess.DEVNULL)
         result["hls"] = window(pid, args.seconds)
+        if spy is not None:
+            spy.wait(30)
         result["hls"]["mbit_per_s_delivered"] = round(
             (sum(v.bytes for v in viewers) - before) * 8 / args.seconds / 1e6, 1
         )

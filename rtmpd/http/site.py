@@ -33,5 +33,11 @@ class HTTPSite(Site):
         self.max_body = max_body
         self.request_timeout = request_timeout
 
+    def buildProtocol(self, addr):
+        channel = super().buildProtocol(addr)
+        # A lean channel serves the requests it knows and hands the connection to twisted.web's for the rest.
+        lean = getattr(self.resource, "lean_channel", None)
+        return channel if lean is None else lean(channel, addr)
+
     def log(self, request) -> None:
         pass
