@@ -107,6 +107,7 @@ class HLSChannel(Protocol):
         self._reading_paused = False
         self._raw = None
         self._deadline: float | None = None
+        self._timing_head = False
         self._timer = None
 
     # -- connection --------------------------------------------------------------------
@@ -172,8 +173,8 @@ class HLSChannel(Protocol):
         if self._reading_paused and len(self._buffer) <= MAX_HEAD:
             self._reading_paused = False
             self.transport.resumeProducing()
-        if self._waiting is None and self._buffer and self._deadline is None:
-            self._set_deadline(REQUEST_TIMEOUT)
+        if self._waiting is None and self._buffer:
+            self._head_arriving()
 
     def _next_request(self) -> bool:
         """Answer (or start answering) the buffered request; False when it has not all arrived yet,
@@ -192,8 +193,8 @@ class HLSChannel(Protocol):
         if end < 0:
             if len(buffer) > MAX_HEAD:
                 self._hand_off()
-            elif self._deadline is None or self._deadline > self.clock.seconds() + REQUEST_TIMEOUT:
-                self._set_deadline(REQUEST_TIMEOUT)
+            else:
+                self._head_arriving()
             return False
         head = buffer[: end + 4]
         self._complete = False
@@ -208,6 +209,7 @@ class HLSChannel(Protocol):
             return False
         self._buffer = buffer[end + 4 :]
         self._deadline = None
+        self._timing_head = False
         self.served += 1
         self._answer(self._method, path, query, self._keep_alive)
         return True
@@ -322,6 +324,12 @@ class HLSChannel(Protocol):
             self._timer = self.clock.callLater(seconds, self._timed_out)
         elif timer.getTime() > deadline:
             timer.reset(seconds)
+
+    def _head_arriving(self) -> None:
+        """A request's head has begun to arrive (most come whole in one read: they never get here)."""
+        if not self._timing_head:
+            self._timing_head = True
+            self._set_deadline(REQUEST_TIMEOUT)
 
     def _cancel_timer(self) -> None:
         self._deadline = None
