@@ -250,6 +250,37 @@ class HLSPlaybackTests(TestCase):
         self.assertEqual((response.status, response.read()), (200, b""))
         self.assertGreater(int(response.getheader("content-length")), 0)
 
+    def test_one_connection_serves_hls_then_other_paths_and_hls_again(self) -> None:
+        # HLS requests take the lean path until another path comes; twisted.web then serves the
+        # connection, HLS included, with the same answers.
+        port = int(self.hls.http.rsplit(":", 1)[1])
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        self.addCleanup(conn.close)
+        seen = []
+        for path in (
+            "/hls/live/cam/index.m3u8",
+            "/healthz",
+            "/hls/live/cam/index.m3u8",
+            "/hls/live/x/index.m3u8",
+        ):
+            conn.request("GET", path)
+            response = conn.getresponse()
+            body = response.read()
+            headers = {k.lower(): v for k, v in response.getheaders()}
+            seen.append((response.status, headers["content-type"], headers.get("cache-control")))
+            if path == "/healthz":
+                self.assertEqual(json.loads(body), {"status": "ok"})
+            else:
+                self.assertEqual(headers["access-control-allow-origin"], "*")
+                self.assertEqual(int(headers["content-length"]), len(body))
+        playlist = ("application/vnd.apple.mpegurl", "no-cache")
+        json_type = "application/json; charset=utf-8"
+        self.assertEqual(
+            seen,
+            [(200, *playlist), (200, json_type, "no-store"), (200, *playlist), (404, json_type, "no-store")],
+        )
+        self.assertEqual(self.hls.server.errors(), [])
+
     def test_viewers_share_one_muxer_and_concurrent_waits(self) -> None:
         _, _, body = fetch(self.hls.base + "index.m3u8")
         msn, part, _ = parts_of(body.decode())[-1]
