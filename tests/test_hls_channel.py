@@ -92,7 +92,7 @@ class HLSChannelTests(SynchronousTestCase):
         self.assertIn("date", headers)
         self.assertEqual(body, b"#EXTM3U\n")
         self.assertEqual(
-            self.answers.asked, [(["live", "cam a", "index.m3u8"], "_HLS_msn=3&_HLS_part=1", "127.0.0.9")]
+            self.answers.asked, [(("live", "cam a", "index.m3u8"), "_HLS_msn=3&_HLS_part=1", "127.0.0.9")]
         )
         self.assertFalse(self.fallback.made)
         self.assertFalse(self.transport.disconnecting)

@@ -23,6 +23,7 @@ per change of the window (``LiveHLS.playlist``), media are the window's own.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from twisted.internet.defer import Deferred
@@ -74,7 +75,7 @@ class HLSAnswers:
         self.muxers = muxers
         self.permissions = permissions
 
-    def answer(self, parts: list[str], raw_query: str, client_host: str) -> Answer | Deferred[Answer]:
+    def answer(self, parts: Sequence[str], raw_query: str, client_host: str) -> Answer | Deferred[Answer]:
         """The answer to a GET of ``/hls/`` + ``"/".join(parts)``; raises (or fails with) ``HTTPError``
         or ``AccessDenied``. ``client_host`` is only read when access control is on."""
         if len(parts) < 3 or any(p in ("", ".", "..") for p in parts):

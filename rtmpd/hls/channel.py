@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from functools import lru_cache
 from urllib.parse import unquote_to_bytes
 
 import httptools
@@ -70,6 +71,13 @@ def _http_date() -> bytes:
     if _date[0] != now:
         _date = (now, datetimeToString(now))
     return _date[1]
+
+
+@lru_cache(maxsize=512)
+def _path_segments(path: bytes) -> tuple[str, ...]:
+    """The URL-decoded segments of ``path`` below ``/hls/`` (as twisted.web's ``postpath``)."""
+    segments = path[len(_PREFIX) :].split(b"/")
+    return tuple((unquote_to_bytes(s) if b"%" in s else s).decode("utf-8", "replace") for s in segments)
 
 
 def lean_channel(answers: HLSAnswers, clock: IReactorTime) -> Callable[[Protocol, IAddress], Protocol]:
@@ -236,8 +244,7 @@ class HLSChannel(Protocol):
         if method == b"OPTIONS":
             self._write(204, _PREFLIGHT, None, keep_alive)
             return
-        segments = path[len(_PREFIX) :].split(b"/")
-        parts = [(unquote_to_bytes(s) if b"%" in s else s).decode("utf-8", "replace") for s in segments]
+        parts = _path_segments(path)
         head_only = method == b"HEAD"
         try:
             answer = self.answers.answer(parts, query.decode("latin-1"), self.host)
