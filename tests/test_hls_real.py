@@ -55,15 +55,23 @@ def segments_of(playlist: str) -> list[str]:
 class HLSServer:
     """A server with ``--hls`` and a publishing ffmpeg; ``base`` is the stream's HLS directory URL."""
 
-    def __init__(self, test: TestCase, *args: str, key: str = "cam", seconds: float = 30) -> None:
+    def __init__(
+        self,
+        test: TestCase,
+        *args: str,
+        key: str = "cam",
+        seconds: float = 30,
+        part_duration: str | None = "0.25",
+    ) -> None:
+        """``part_duration`` None: the server's default."""
+        parts = ("--hls-part-duration", part_duration) if part_duration else ()
         self.server = ServerProcess(
             "--http",
             "tcp:0:interface=127.0.0.1",
             "--hls",
             "--hls-segment-duration",
             "1",
-            "--hls-part-duration",
-            "0.25",
+            *parts,
             *args,
             log_level="info",
         ).start()
