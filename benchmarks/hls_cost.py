@@ -117,19 +117,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--viewers", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=20.0)
-    parser.add_argument("--part-duration", default="0.25", help="--hls-part-duration of the server")
+    parser.add_argument("--part-duration", help="--hls-part-duration of the server (default: the server's)")
     parser.add_argument("--classic", action="store_true", help="classic HLS viewers (segments only)")
     parser.add_argument("--profile", metavar="FILE", help="py-spy profile of the server over the HLS window")
     args = parser.parse_args()
     total = 3 * args.seconds + 30
-    server = ServerProcess(
-        "--http",
-        "tcp:0:interface=127.0.0.1",
-        "--hls",
-        "--hls-part-duration",
-        args.part_duration,
-        log_level="info",
-    ).start()
+    parts = ("--hls-part-duration", args.part_duration) if args.part_duration else ()
+    server = ServerProcess("--http", "tcp:0:interface=127.0.0.1", "--hls", *parts, log_level="info").start()
     publisher = None
     try:
         http_port = server.port_of("HTTP server")
@@ -144,7 +138,9 @@ def main() -> None:
         result = {
             "viewers": args.viewers,
             "seconds": args.seconds,
-            "hls_viewer": "classic" if args.classic else f"LL-HLS, parts of {args.part_duration} s",
+            "hls_viewer": "classic"
+            if args.classic
+            else f"LL-HLS, parts of {args.part_duration or 'default'} s",
             "publisher_only": window(pid, args.seconds),
         }
 
