@@ -101,7 +101,6 @@ class HLSChannel(Protocol):
         self.fallback = fallback
         self.host = host
         self.handed_off = False
-        self.served = 0
         self._buffer = b""
         self._parser = httptools.HttpRequestParser(self)
         self._url = b""
@@ -218,7 +217,6 @@ class HLSChannel(Protocol):
         self._buffer = buffer[end + 4 :]
         self._deadline = None
         self._timing_head = False
-        self.served += 1
         self._answer(self._method, path, query, self._keep_alive)
         return True
 
