@@ -65,7 +65,7 @@ def responses(data: bytes) -> list[tuple[str, dict[str, str], bytes]]:
     while data:
         head, _, data = data.partition(b"\r\n\r\n")
         status, *lines = head.decode().split("\r\n")
-        headers = dict(line.split(": ", 1) for line in lines)
+        headers = {name.lower(): value for name, value in (line.split(": ", 1) for line in lines)}
         length = int(headers.get("content-length", 0)) if not status.startswith("HEAD") else 0
         out.append((status, headers, data[:length]))
         data = data[length:]
@@ -209,3 +209,38 @@ class HLSChannelTests(SynchronousTestCase):
         self.channel.resumeProducing()
         self.assertEqual(len(responses(self.transport.value())), 2 + MAX_HEAD // 30)
         self.assertEqual(self.transport.producerState, "producing")
+
+
+class SiteWiringTests(SynchronousTestCase):
+    def test_the_site_starts_connections_on_the_lean_channel_and_twisted_web_answers_the_rest(self) -> None:
+        from twisted.internet.address import IPv4Address
+
+        from rtmpd.hls.channel import lean_channel
+        from rtmpd.http.health import Healthz
+        from rtmpd.http.root import HTTPRoot
+        from rtmpd.http.site import HTTPSite
+
+        root = HTTPRoot()
+        root.mount("healthz", Healthz())
+        addr = IPv4Address("TCP", "127.0.0.5", 5000)
+        plain = HTTPSite(root).buildProtocol(addr)
+        self.assertNotIsInstance(plain, HLSChannel)
+
+        answers = FakeAnswers()
+        clock = Clock()
+        root.lean_channel = lean_channel(answers, clock)
+        # twisted.web's channel takes its timers from the Site's reactor: a fake one, left clean.
+        channel = HTTPSite(root, reactor=clock).buildProtocol(addr)
+        self.assertIsInstance(channel, HLSChannel)
+        self.assertEqual(type(channel.fallback), type(plain))
+        transport = StringTransport()
+        channel.makeConnection(transport)
+        channel.dataReceived(get("/hls/live/cam/index.m3u8") + get("/healthz"))
+        first, second = responses(transport.value())
+        self.assertEqual((first[0], first[2]), ("HTTP/1.1 200 OK", b"#EXTM3U\n"))
+        self.assertEqual(answers.asked, [(("live", "cam", "index.m3u8"), "", "127.0.0.5")])
+        self.assertEqual(second[0], "HTTP/1.1 200 OK")
+        self.assertIn(b'"status":"ok"', second[2])
+        self.assertTrue(channel.handed_off)
+        channel.connectionLost(None)
+        self.assertEqual(clock.getDelayedCalls(), [])

@@ -264,7 +264,7 @@ class HLSPlaybackTests(TestCase):
         port = int(self.hls.http.rsplit(":", 1)[1])
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
         self.addCleanup(conn.close)
-        seen = []
+        seen, served_by = [], []
         for path in (
             "/hls/live/cam/index.m3u8",
             "/healthz",
@@ -276,6 +276,8 @@ class HLSPlaybackTests(TestCase):
             body = response.read()
             headers = {k.lower(): v for k, v in response.getheaders()}
             seen.append((response.status, headers["content-type"], headers.get("cache-control")))
+            # Only twisted.web names itself: the first HLS request was answered on the lean path.
+            served_by.append(headers.get("server", "lean").split("/")[0])
             if path == "/healthz":
                 self.assertEqual(json.loads(body), {"status": "ok"})
             else:
@@ -287,6 +289,7 @@ class HLSPlaybackTests(TestCase):
             seen,
             [(200, *playlist), (200, json_type, "no-store"), (200, *playlist), (404, json_type, "no-store")],
         )
+        self.assertEqual(served_by, ["lean", "TwistedWeb", "TwistedWeb", "TwistedWeb"])
         self.assertEqual(self.hls.server.errors(), [])
 
     def test_viewers_share_one_muxer_and_concurrent_waits(self) -> None:
