@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from rtmpd.hls.answers import Answer
@@ -244,3 +246,46 @@ class SiteWiringTests(SynchronousTestCase):
         self.assertTrue(channel.handed_off)
         channel.connectionLost(None)
         self.assertEqual(clock.getDelayedCalls(), [])
+
+
+class HLSResourceTests(SynchronousTestCase):
+    """The twisted.web path of the same answers (a connection twisted.web already serves)."""
+
+    def request(self, path: bytes):
+        from twisted.web.test.requesthelper import DummyRequest
+
+        request = DummyRequest(path.split(b"?")[0].split(b"/")[2:])
+        request.uri = path
+        request.path = path.split(b"?")[0]
+        return request
+
+    def test_an_answer_later_is_written_then_and_a_departed_client_cancels_it(self) -> None:
+        from twisted.web.server import NOT_DONE_YET
+
+        from rtmpd.hls.resource import HLSResource
+
+        answers = FakeAnswers()
+        resource = HLSResource(answers)
+        waiting = Deferred()
+        answers.pending.append(waiting)
+        request = self.request(b"/hls/live/cam/index.m3u8?_HLS_msn=4")
+        self.assertEqual(resource.render_GET(request), NOT_DONE_YET)
+        self.assertEqual(answers.asked, [(["live", "cam", "index.m3u8"], "_HLS_msn=4", "")])
+        self.assertEqual(request.written, [])
+        waiting.callback(PLAYLIST)
+        self.assertEqual(request.written, [b"#EXTM3U\n"])
+        self.assertEqual(request.finished, 1)
+        self.assertEqual(request.responseHeaders.getRawHeaders(b"cache-control"), [b"no-cache"])
+        self.assertEqual(request.responseHeaders.getRawHeaders(b"access-control-allow-origin"), [b"*"])
+
+        cancelled = []
+        answers.pending.append(Deferred(cancelled.append))
+        request = self.request(b"/hls/live/cam/index.m3u8?_HLS_msn=5")
+        resource.render_GET(request)
+        request.processingFailed(Failure(ConnectionDone()))  # the client left
+        self.assertEqual(len(cancelled), 1)
+
+        request = self.request(b"/hls/live/cam/missing.m4s")
+        resource.render_GET(request)
+        self.assertEqual(request.responseCode, 404)
+        self.assertIn(b'"status":404', b"".join(request.written))
