@@ -171,6 +171,16 @@ class HLSChannelTests(SynchronousTestCase):
             self.assertEqual(headers["connection"], "close")
             self.assertTrue(transport.disconnecting)
 
+    def test_http_1_0_keep_alive_is_said_in_the_answer(self) -> None:
+        self.channel.dataReceived(get("/hls/a/b/index.m3u8", "Connection: keep-alive", version="1.0"))
+        [(_, headers, _)] = responses(self.transport.value())
+        self.assertEqual(headers["connection"], "keep-alive")
+        self.assertFalse(self.transport.disconnecting)
+        self.transport.clear()
+        self.channel.dataReceived(get("/hls/a/b/index.m3u8"))  # HTTP/1.1: keep-alive goes without saying
+        [(_, headers, _)] = responses(self.transport.value())
+        self.assertNotIn("connection", headers)
+
     def test_a_slow_head_gets_408_and_an_idle_connection_is_closed(self) -> None:
         self.channel.dataReceived(get("/hls/a/b/index.m3u8"))
         self.clock.advance(IDLE_TIMEOUT - 1)

@@ -59,6 +59,8 @@ MAX_HEAD = 16384
 _PREFIX = b"/hls/"
 _LEAN_LINES = (b"GET /hls/", b"HEAD /hls/", b"OPTIONS /hls/")
 _VERSIONS = (b" HTTP/1.1", b" HTTP/1.0")
+#: An HTTP/1.0 client keeps the connection only when told so.
+_KEEP_ALIVE_10 = b"connection: keep-alive\r\n"
 _PREFLIGHT = b"".join(b"%s: %s\r\n" % header for header in CORS_PREFLIGHT)
 
 _date: tuple[int, bytes] = (0, b"")
@@ -106,6 +108,7 @@ class HLSChannel(Protocol):
         self._url = b""
         self._method = b""
         self._keep_alive = True
+        self._http10 = False
         self._complete = False
         self._waiting: Deferred | None = None
         self._serving = False
@@ -234,6 +237,7 @@ class HLSChannel(Protocol):
     def on_headers_complete(self) -> None:
         self._method = self._parser.get_method()
         self._keep_alive = self._parser.should_keep_alive()
+        self._http10 = self._parser.get_http_version() == "1.0"
 
     def on_message_complete(self) -> None:
         self._complete = True
@@ -293,7 +297,7 @@ class HLSChannel(Protocol):
             RESPONSES.get(status, b"Unknown"),
             _http_date(),
             headers,
-            b"" if keep_alive else b"connection: close\r\n",
+            (_KEEP_ALIVE_10 if self._http10 else b"") if keep_alive else b"connection: close\r\n",
         )
         write_chunks(self._raw, [head, body] if body else [head])
         if not keep_alive:
