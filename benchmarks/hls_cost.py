@@ -7,7 +7,9 @@ about 3 Mb/s with AAC (ffmpeg, live), then measures the server's CPU time (utime
 and RSS over three windows of ``--seconds``: the publisher alone, ``--viewers`` LL-HLS viewers, and
 ``--viewers`` RTMP players (``benchmarks.loadclient``). An LL-HLS viewer here does what hls.js
 does at the live edge: a blocking playlist reload for the next part (``_HLS_msn``/``_HLS_part``),
-then a GET of that part, over one keep-alive connection. Prints one JSON object.
+then a GET of that part, over one keep-alive connection. The server runs its default part duration
+unless ``--part-duration`` is given; ``--profile FILE`` records py-spy over the HLS window
+(``python -m benchmarks.profile FILE`` prints it). Prints one JSON object.
 """
 
 from __future__ import annotations
