@@ -7,7 +7,9 @@ about 3 Mb/s with AAC (ffmpeg, live), then measures the server's CPU time (utime
 and RSS over three windows of ``--seconds``: the publisher alone, ``--viewers`` LL-HLS viewers, and
 ``--viewers`` RTMP players (``benchmarks.loadclient``). An LL-HLS viewer here does what hls.js
 does at the live edge: a blocking playlist reload for the next part (``_HLS_msn``/``_HLS_part``),
-then a GET of that part, over one keep-alive connection. Prints one JSON object.
+then a GET of that part, over one keep-alive connection. The server runs its default part duration
+unless ``--part-duration`` is given; ``--profile FILE`` records py-spy over the HLS window
+(``python -m benchmarks.profile FILE`` prints it). Prints one JSON object.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import sys
 import threading
 import time
 
+from benchmarks.profile import record_command
 from tests.support import ServerProcess, ffmpeg_publish
 
 _HINT = re.compile(r'#EXT-X-PRELOAD-HINT:TYPE=PART,URI="([0-9a-f]+)\.(\d+)\.(\d+)\.m4s"')
@@ -116,18 +119,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--viewers", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=20.0)
-    parser.add_argument("--part-duration", default="0.25", help="--hls-part-duration of the server")
+    parser.add_argument("--part-duration", help="--hls-part-duration of the server (default: the server's)")
     parser.add_argument("--classic", action="store_true", help="classic HLS viewers (segments only)")
+    parser.add_argument("--profile", metavar="FILE", help="py-spy profile of the server over the HLS window")
     args = parser.parse_args()
     total = 3 * args.seconds + 30
-    server = ServerProcess(
-        "--http",
-        "tcp:0:interface=127.0.0.1",
-        "--hls",
-        "--hls-part-duration",
-        args.part_duration,
-        log_level="info",
-    ).start()
+    parts = ("--hls-part-duration", args.part_duration) if args.part_duration else ()
+    server = ServerProcess("--http", "tcp:0:interface=127.0.0.1", "--hls", *parts, log_level="info").start()
     publisher = None
     try:
         http_port = server.port_of("HTTP server")
@@ -142,7 +140,9 @@ def main() -> None:
         result = {
             "viewers": args.viewers,
             "seconds": args.seconds,
-            "hls_viewer": "classic" if args.classic else f"LL-HLS, parts of {args.part_duration} s",
+            "hls_viewer": "classic"
+            if args.classic
+            else f"LL-HLS, parts of {args.part_duration or 'default'} s",
             "publisher_only": window(pid, args.seconds),
         }
 
@@ -153,7 +153,12 @@ def main() -> None:
             v.start()
         time.sleep(3)
         before = sum(v.bytes for v in viewers)
+        spy = None
+        if args.profile:
+            spy = subprocess.Popen(record_command(pid, args.seconds, args.profile), stdout=subprocess.DEVNULL)
         result["hls"] = window(pid, args.seconds)
+        if spy is not None:
+            spy.wait(30)
         result["hls"]["mbit_per_s_delivered"] = round(
             (sum(v.bytes for v in viewers) - before) * 8 / args.seconds / 1e6, 1
         )

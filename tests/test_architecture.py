@@ -162,6 +162,9 @@ CONNECTION_ALLOWLIST: dict[tuple[str, str], str] = {
     # The RTMP client's Twisted adapter is an adapter like rtmpd/server's: the transport is its own.
     ("rtmpd/remote/connection.py", "self.transport"): "the outgoing client connection's own transport",
     ("rtmpd/remote/connection.py", "self.connected_at"): "the outgoing client connection's own start time",
+    # The lean HTTP channel of /hls/ is an adapter of HTTP connections (not RTMP ones): the transport is its own.
+    ("rtmpd/hls/channel.py", "self.transport"): "the HLS HTTP channel's own transport",
+    ("rtmpd/hls/channel.py", "raw.transport"): "the TCP transport under the connection cap's wrapper",
 }
 
 _tree: Tree | None = None

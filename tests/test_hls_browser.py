@@ -120,7 +120,8 @@ class HLSBrowserTests(TestCase):
             from selenium import webdriver  # noqa: F401
         except ImportError:
             _missing("selenium is not installed (pip install -e '.[test]')")
-        self.hls = HLSServer(self, key="browser", seconds=60)
+        # The server's default part duration: the latency asserted is the one operators get.
+        self.hls = HLSServer(self, key="browser", seconds=60, part_duration=None)
         self.hls.publish()
         page = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _PageHandler)
         threading.Thread(target=page.serve_forever, daemon=True).start()

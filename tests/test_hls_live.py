@@ -21,7 +21,8 @@ class LiveHLSTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = Clock()
         self.registry = StreamRegistry(ServerConfig(), self.clock.seconds)
-        self.muxers = HLSMuxers(self.registry, HLSSettings(idle_timeout=20.0), self.clock, lambda: 5000.0)
+        settings = HLSSettings(idle_timeout=20.0, part_duration=0.25)
+        self.muxers = HLSMuxers(self.registry, settings, self.clock, lambda: 5000.0)
         self.muxers.start()
         self.addCleanup(self.muxers.stop)
 
@@ -147,5 +148,5 @@ class OptionsTests(SynchronousTestCase):
         from rtmpd.tap.hls import hls_settings
 
         self.assertEqual(
-            hls_settings(options), HLSSettings(segment_duration=2.0, part_duration=0.25, window=4)
+            hls_settings(options), HLSSettings(segment_duration=2.0, part_duration=0.5, window=4)
         )

@@ -55,15 +55,23 @@ def segments_of(playlist: str) -> list[str]:
 class HLSServer:
     """A server with ``--hls`` and a publishing ffmpeg; ``base`` is the stream's HLS directory URL."""
 
-    def __init__(self, test: TestCase, *args: str, key: str = "cam", seconds: float = 30) -> None:
+    def __init__(
+        self,
+        test: TestCase,
+        *args: str,
+        key: str = "cam",
+        seconds: float = 30,
+        part_duration: str | None = "0.25",
+    ) -> None:
+        """``part_duration`` None: the server's default."""
+        parts = ("--hls-part-duration", part_duration) if part_duration else ()
         self.server = ServerProcess(
             "--http",
             "tcp:0:interface=127.0.0.1",
             "--hls",
             "--hls-segment-duration",
             "1",
-            "--hls-part-duration",
-            "0.25",
+            *parts,
             *args,
             log_level="info",
         ).start()
@@ -249,6 +257,40 @@ class HLSPlaybackTests(TestCase):
         response = conn.getresponse()
         self.assertEqual((response.status, response.read()), (200, b""))
         self.assertGreater(int(response.getheader("content-length")), 0)
+
+    def test_one_connection_serves_hls_then_other_paths_and_hls_again(self) -> None:
+        # HLS requests take the lean path until another path comes; twisted.web then serves the
+        # connection, HLS included, with the same answers.
+        port = int(self.hls.http.rsplit(":", 1)[1])
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        self.addCleanup(conn.close)
+        seen, served_by = [], []
+        for path in (
+            "/hls/live/cam/index.m3u8",
+            "/healthz",
+            "/hls/live/cam/index.m3u8",
+            "/hls/live/x/index.m3u8",
+        ):
+            conn.request("GET", path)
+            response = conn.getresponse()
+            body = response.read()
+            headers = {k.lower(): v for k, v in response.getheaders()}
+            seen.append((response.status, headers["content-type"], headers.get("cache-control")))
+            # Only twisted.web names itself: the first HLS request was answered on the lean path.
+            served_by.append(headers.get("server", "lean").split("/")[0])
+            if path == "/healthz":
+                self.assertEqual(json.loads(body), {"status": "ok"})
+            else:
+                self.assertEqual(headers["access-control-allow-origin"], "*")
+                self.assertEqual(int(headers["content-length"]), len(body))
+        playlist = ("application/vnd.apple.mpegurl", "no-cache")
+        json_type = "application/json; charset=utf-8"
+        self.assertEqual(
+            seen,
+            [(200, *playlist), (200, json_type, "no-store"), (200, *playlist), (404, json_type, "no-store")],
+        )
+        self.assertEqual(served_by, ["lean", "TwistedWeb", "TwistedWeb", "TwistedWeb"])
+        self.assertEqual(self.hls.server.errors(), [])
 
     def test_viewers_share_one_muxer_and_concurrent_waits(self) -> None:
         _, _, body = fetch(self.hls.base + "index.m3u8")

@@ -50,6 +50,17 @@ class PlayPermissions:
         policy = self._policy()
         return policy is not None and policy.enabled
 
+    def remembered(self, app: str, name: str, credential: str, addr: str) -> Allow | None:
+        """The ``Allow`` of a viewer known to be allowed now (everyone, when access control is off),
+        else None: then ask ``check``."""
+        policy = self._policy()
+        if policy is None or not policy.enabled:
+            return ALLOW
+        remembered = self._allowed.get((app, name, credential, addr))
+        if remembered is not None and remembered[0] > self._clock():
+            return remembered[1]
+        return None
+
     def check(self, app: str, name: str, credential: str, addr: str) -> Deferred[Allow]:
         """Fires with the ``Allow``, or fails with ``PlayDenied`` (an ``AccessDenied``)."""
         policy = self._policy()

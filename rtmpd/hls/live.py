@@ -28,7 +28,7 @@ from twisted.logger import Logger
 from rtmpd.core.classify import MediaInfo, classify
 from rtmpd.core.errors import Fmp4Error
 from rtmpd.core.messages import Message
-from rtmpd.hls.blocking import Waiters
+from rtmpd.hls.blocking import Waiters, availability
 from rtmpd.hls.playlist import render_playlist
 from rtmpd.hls.segmenter import Segmenter
 from rtmpd.hls.segments import Availability, Window
@@ -46,7 +46,7 @@ class HLSSettings:
     """``--hls-*`` options: seconds, and segments kept in the playlist."""
 
     segment_duration: float = 1.0
-    part_duration: float = 0.25
+    part_duration: float = 0.5
     window: int = 6
     #: A stream's muxer stops after this many seconds without a request.
     idle_timeout: float = 20.0
@@ -176,9 +176,17 @@ class LiveHLS:
             self._deferreds.pop(token, None)
 
         d: Deferred[Availability | None] = Deferred(cancel)
-        self.waiters.add(token, msn, part, self._clock.seconds() + timeout)
+        state = availability(self.window, msn, part)
+        if state is not Availability.PENDING:
+            d.callback(state)
+            return d
+        deadline = self._clock.seconds() + timeout
+        self.waiters.add(token, msn, part, deadline)
         self._deferreds[token] = d
-        self._settle()
+        timer = self._timer
+        if timer is None or not timer.active() or timer.getTime() > deadline:
+            # Waits mostly share a timeout, so their deadlines come in order: the timer rarely moves.
+            self._schedule()
         return d
 
     def _changed(self) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from urllib.parse import parse_qsl, urlencode
 
 __all__ = [
@@ -34,6 +35,8 @@ PLAYLIST = "index.m3u8"
 MAX_QUERY_LENGTH = 2048
 #: Largest msn or part number accepted from a client (a bigger one is refused, never parsed further).
 MAX_NUMBER = 10**12
+#: Parsed names and queries remembered: at the live edge every viewer asks for the same few.
+_REMEMBERED = 512
 
 _EPOCH = r"[0-9a-z]{1,32}"
 _FILE = re.compile(
@@ -62,6 +65,7 @@ def part_name(epoch: str, msn: int, part: int) -> str:
     return f"{epoch}.{msn}.{part}.m4s"
 
 
+@lru_cache(maxsize=_REMEMBERED)
 def parse_file_name(name: str) -> FileName | None:
     """The file ``name`` means, or None if it is not one of ours."""
     match = _FILE.match(name)
@@ -92,6 +96,7 @@ def _number(value: str, name: str) -> int:
     return int(value)
 
 
+@lru_cache(maxsize=_REMEMBERED)
 def parse_playlist_query(query: str) -> PlaylistQuery:
     """Split a raw query string (without ``?``); raises QueryError (400) for a malformed one.
 
@@ -115,6 +120,7 @@ def parse_playlist_query(query: str) -> PlaylistQuery:
     return PlaylistQuery(msn, part, urlencode(rest))
 
 
+@lru_cache(maxsize=_REMEMBERED)
 def credential_query(query: str) -> str:
     """The credential part of any media file's query (``_HLS_*`` dropped), re-encoded."""
     if len(query) > MAX_QUERY_LENGTH:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+from twisted.internet.interfaces import IAddress
+from twisted.internet.protocol import Protocol
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request
 
@@ -18,6 +22,8 @@ class HTTPRoot(Resource):
         self.mounted: list[str] = []
         #: Asked for any first path segment that nothing is mounted at (the HTTP-FLV players' ``/APP/...``).
         self.fallback: IResource | None = None
+        #: Set by a feature that serves some requests without twisted.web (``HTTPSite.buildProtocol``).
+        self.lean_channel: Callable[[Protocol, IAddress], Protocol] | None = None
 
     def mount(self, name: str, resource: IResource) -> None:
         """Serve ``resource`` at ``/name`` (``""``: at ``/``). A name is mounted once."""

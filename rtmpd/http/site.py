@@ -15,7 +15,9 @@ class HTTPSite(Site):
     """A Site that never parses form bodies (a client cannot make it decode multipart uploads)
     and writes no access log of its own (rtmpd logs what matters through its own logger).
     Requests are ``BoundedRequest``: bodies over ``max_body`` bytes get 413, requests that take
-    over ``request_timeout`` seconds to arrive get 408."""
+    over ``request_timeout`` seconds to arrive get 408. When the root has a ``lean_channel`` (HLS sets
+    one), each connection starts on it and is handed to twisted.web's channel at the first request
+    it does not serve."""
 
     noisy = False
     requestFactory = BoundedRequest
@@ -32,6 +34,12 @@ class HTTPSite(Site):
         self.displayTracebacks = False
         self.max_body = max_body
         self.request_timeout = request_timeout
+
+    def buildProtocol(self, addr):
+        channel = super().buildProtocol(addr)
+        # A lean channel serves the requests it knows and hands the connection to twisted.web's for the rest.
+        lean = getattr(self.resource, "lean_channel", None)
+        return channel if lean is None else lean(channel, addr)
 
     def log(self, request) -> None:
         pass

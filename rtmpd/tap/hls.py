@@ -42,10 +42,15 @@ def hls_settings(options: Any) -> HLSSettings:
 def install_hls(top: RTMPService, root: HTTPRoot, settings: HLSSettings, reactor: Any) -> None:
     """Mount ``/hls/`` on ``root``, serving every live stream of ``top``'s registry."""
     from rtmpd.hls.access import PlayPermissions
+    from rtmpd.hls.answers import HLSAnswers
+    from rtmpd.hls.channel import lean_channel
     from rtmpd.hls.live import HLSMuxers
     from rtmpd.hls.resource import HLSResource
 
     muxers = HLSMuxers(top.registry, settings, reactor, time.time)
     permissions = PlayPermissions(lambda: getattr(top.factory, "access", None), reactor.seconds)
-    root.mount("hls", HLSResource(muxers, permissions))
+    answers = HLSAnswers(muxers, permissions)
+    root.mount("hls", HLSResource(answers))
+    # Plain GETs of /hls/ skip twisted.web: an LL-HLS viewer makes several requests a second.
+    root.lean_channel = lean_channel(answers, reactor)
     _HLSService(muxers).setServiceParent(top)
