@@ -181,6 +181,17 @@ def hls_request_seeds() -> list[bytes]:
     ]
 
 
+def flv_path_seeds() -> list[bytes]:
+    """Request targets of HTTP-FLV / WebSocket-FLV players."""
+    return [
+        b"/live/cam.flv",
+        b"/live/cam.flv?exp=1700000000&sig=abc",
+        b"/live/a%2Fb.flv",
+        b"/app%20x/stream-1_2.flv",
+        b"/live/cam.mp4",
+    ]
+
+
 SEEDS = {
     "amf0": amf0_seeds,
     "amf3": amf3_seeds,
@@ -190,6 +201,7 @@ SEEDS = {
     "commands": command_seeds,
     "http_api": http_api_seeds,
     "hls_request": hls_request_seeds,
+    "flv_path": flv_path_seeds,
 }
 
 
