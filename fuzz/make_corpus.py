@@ -192,6 +192,21 @@ def flv_path_seeds() -> list[bytes]:
     ]
 
 
+def relay_hook_option_seeds() -> list[bytes]:
+    """A parser (first byte modulo 6: webhook, exec, number option, push, pull, URL), then its text."""
+    return [
+        b"\x00publish_start,record_done=https://user:pw@hooks.example:8443/rtmpd?sig=1",
+        b"\x01*=/usr/local/bin/on-event --flag=1",
+        b"\x02" + b"2.5",
+        b"\x08" + b"0",
+        b"\x03live/*=rtmp://127.0.0.1:1936/out/{name}",
+        b"\x03*=rtmps://[::1]:443/{app}/inst/{name}?key=abc",
+        b"\x04live=rtmp://origin.example/live",
+        b"\x04edge=rtmp://127.0.0.1:1935/live/{name}",
+        b"\x05rtmp://a.rtmp.youtube.com:1935/live2/KEY?x=1",
+    ]
+
+
 SEEDS = {
     "amf0": amf0_seeds,
     "amf3": amf3_seeds,
@@ -202,6 +217,7 @@ SEEDS = {
     "http_api": http_api_seeds,
     "hls_request": hls_request_seeds,
     "flv_path": flv_path_seeds,
+    "relay_hook_options": relay_hook_option_seeds,
 }
 
 
