@@ -25,8 +25,10 @@ import atheris  # noqa: E402
 from fuzz._harness import run  # noqa: E402
 
 with atheris.instrument_imports():
-    from rtmpd.http.api import auth, endpoints, errors, resource, routes
-    from rtmpd.http import jsonio, limits
+    # The API's modules, the HTTP tree and the Site's limits (each imports the rest it needs).
+    from rtmpd.http.api.resource import APIResource  # noqa: F401
+    from rtmpd.http.root import HTTPRoot
+    from rtmpd.http.site import HTTPSite
 
 from twisted.internet.address import IPv4Address  # noqa: E402
 from twisted.internet.defer import fail  # noqa: E402
@@ -34,8 +36,6 @@ from twisted.internet.testing import StringTransport  # noqa: E402
 from twisted.logger import globalLogPublisher  # noqa: E402
 
 from rtmpd.core.messages import MessageType  # noqa: E402
-from rtmpd.http.root import HTTPRoot  # noqa: E402
-from rtmpd.http.site import HTTPSite  # noqa: E402
 from rtmpd.remote.push import PushService  # noqa: E402
 from rtmpd.tap.api import install_api  # noqa: E402
 from rtmpd.testing import MemoryServer  # noqa: E402

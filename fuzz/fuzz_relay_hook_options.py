@@ -74,7 +74,7 @@ def _rendered(template: str) -> None:
 
 
 def _push(text: str) -> None:
-    (pattern, url), = _parse(["--push", text])["push"]
+    ((pattern, url),) = _parse(["--push", text])["push"]
     push = PushService(
         _REGISTRY,
         Clock(),
@@ -90,7 +90,7 @@ def _push(text: str) -> None:
 
 
 def _pull(text: str) -> None:
-    (app, url), = _parse(["--pull", text])["pull"]
+    ((app, url),) = _parse(["--pull", text])["pull"]
     pull = PullService(
         _REGISTRY,
         Clock(),

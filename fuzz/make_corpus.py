@@ -161,7 +161,9 @@ def http_api_seeds() -> list[bytes]:
         b"\x00" + _http("POST", "/api/v1/connections/c000002/drop", b'{"reason":"x"}', token=True),
         b"\x00" + _http("POST", "/api/v1/streams/live/test/record/stop", token=True),
         b"\x00"
-        + _http("POST", "/api/v1/relays/push", b'{"pattern":"live/*","url":"rtmp://127.0.0.1:9/o/{name}"}', True),
+        + _http(
+            "POST", "/api/v1/relays/push", b'{"pattern":"live/*","url":"rtmp://127.0.0.1:9/o/{name}"}', True
+        ),
         b"\x00" + _http("POST", "/api/v1/relays/push/1/restart", token=True),
         b"\x00" + _http("DELETE", "/api/v1/auth/reload"),
         b"\x01" + _http("POST", "/api/v1/auth/reload", b"[1,2]", token=False),
