@@ -105,7 +105,7 @@ class RTMPProtocol(FlowControl, Protocol):
         self.net_streams: dict[int, NetStream] = {}
         self.bytes_out = 0
         self.last_activity = 0.0
-        self.metadata_count = 0
+        self._metadata_count = 0
         self._pending: list[bytes] = []
         self._closing = False
         self._close_reason = ""
@@ -313,8 +313,8 @@ class RTMPProtocol(FlowControl, Protocol):
             return
         stream = self.net_streams[message.stream_id].stream
         stream.set_metadata(message, values)
-        self.metadata_count += 1
-        log = self.log.info if self.metadata_count <= METADATA_INFO_LINES else self.log.debug
+        self._metadata_count += 1
+        log = self.log.info if self._metadata_count <= METADATA_INFO_LINES else self.log.debug
         log(
             "Metadata received",
             conn_id=self.conn_id,
