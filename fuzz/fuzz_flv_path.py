@@ -23,7 +23,7 @@ import atheris  # noqa: E402
 
 from fuzz._harness import run  # noqa: E402
 
-with atheris.instrument_imports():
+with atheris.instrument_imports(include=["rtmpd"]):
     from rtmpd.http.flv.resource import MAX_NAME, parse_path
     from rtmpd.http.jsonio import HTTPError
     from rtmpd.relay.names import split_stream_name, validate_app

@@ -26,7 +26,7 @@ import atheris  # noqa: E402
 
 from fuzz._harness import run  # noqa: E402
 
-with atheris.instrument_imports():
+with atheris.instrument_imports(include=["rtmpd"]):
     from rtmpd.hls.blocking import Waiters, availability, too_far
     from rtmpd.hls.names import (
         MAX_NUMBER,

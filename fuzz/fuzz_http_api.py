@@ -24,7 +24,7 @@ import atheris  # noqa: E402
 
 from fuzz._harness import run  # noqa: E402
 
-with atheris.instrument_imports():
+with atheris.instrument_imports(include=["rtmpd"]):
     # The API's modules, the HTTP tree and the Site's limits (each imports the rest it needs).
     from rtmpd.http.api.resource import APIResource  # noqa: F401
     from rtmpd.http.root import HTTPRoot

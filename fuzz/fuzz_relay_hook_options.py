@@ -28,7 +28,7 @@ import atheris  # noqa: E402
 
 from fuzz._harness import run  # noqa: E402
 
-with atheris.instrument_imports():
+with atheris.instrument_imports(include=["rtmpd"]):
     from rtmpd.hooks.options import HOOK_PARAMETERS, HookOptions
     from rtmpd.hooks.spec import HookConfigError, parse_hook
     from rtmpd.remote.options import REMOTE_PARAMETERS, RemoteOptions
