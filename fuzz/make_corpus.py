@@ -209,6 +209,20 @@ def relay_hook_option_seeds() -> list[bytes]:
     ]
 
 
+def hls_http_seeds() -> list[bytes]:
+    """Request targets for /hls/ serving live/cam, whose muxer generation the fuzzer names e1e1e1e1e1."""
+    return [
+        b"/hls/live/cam/index.m3u8",
+        b"/hls/live/cam/index.m3u8?_HLS_msn=3&_HLS_part=1&sig=a%20b",
+        b"/hls/live/cam/index.m3u8?_HLS_msn=99",
+        b"/hls/live/cam/e1e1e1e1e1.mp4",
+        b"/hls/live/cam/e1e1e1e1e1.2.m4s?exp=1",
+        b"/hls/live/cam/e1e1e1e1e1.4.1.m4s",
+        b"/hls/live/cam/e1e1e1e1e1.9.0.m4s",
+        b"/hls/live/other/index.m3u8",
+    ]
+
+
 SEEDS = {
     "amf0": amf0_seeds,
     "amf3": amf3_seeds,
@@ -220,6 +234,7 @@ SEEDS = {
     "hls_request": hls_request_seeds,
     "flv_path": flv_path_seeds,
     "relay_hook_options": relay_hook_option_seeds,
+    "hls_http": hls_http_seeds,
 }
 
 

@@ -28,6 +28,7 @@ FUZZERS = (
     "commands",
     "http_api",
     "hls_request",
+    "hls_http",
     "flv_path",
     "relay_hook_options",
 )
@@ -94,6 +95,9 @@ class ShortFuzzRunTests(TestCase):
 
     def test_hls_request(self) -> None:
         self.run_fuzzer("hls_request")
+
+    def test_hls_http(self) -> None:
+        self.run_fuzzer("hls_http")
 
     def test_flv_path(self) -> None:
         self.run_fuzzer("flv_path")
