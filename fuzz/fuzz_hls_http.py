@@ -7,7 +7,7 @@ its generation named ``e1e1e1e1e1`` so the seeds can name its files): the
 path split, the query handling, blocking reloads and preload hints as the
 resource does them. Every answer must be a status the resource documents
 (200, 400, 403, 404, 503; twisted.web's own 400 for a request line it cannot
-parse) and nothing may be logged as a failure (an unexpected exception is a
+parse and 501 for an unknown method) and nothing may be logged as a failure (an unexpected exception is a
 500 and a logged traceback). A 200 playlist must have as many lines as the
 playlist without a credential: a client's query cannot add a line.
 Requests that wait are cancelled by closing the connection, as a client that
@@ -36,16 +36,19 @@ with atheris.instrument_imports(include=["rtmpd"]):
 from types import SimpleNamespace  # noqa: E402
 
 from twisted.internet.address import IPv4Address  # noqa: E402
+from twisted.internet.error import ConnectionDone  # noqa: E402
 from twisted.internet.task import Clock  # noqa: E402
 from twisted.internet.testing import StringTransport  # noqa: E402
 from twisted.logger import globalLogPublisher  # noqa: E402
+from twisted.python.failure import Failure  # noqa: E402
 
 from rtmpd.config import ServerConfig  # noqa: E402
 from rtmpd.relay.registry import Publication, StreamRegistry  # noqa: E402
 from tests.test_hls import stream_messages  # noqa: E402
 
 EPOCH = "e1e1e1e1e1"
-STATUSES = {200, 204, 400, 403, 404, 503}
+#: The resource's statuses, and twisted.web's 501 for a method nothing here has (never 500).
+STATUSES = {200, 204, 400, 403, 404, 501, 503}
 _STATUS = re.compile(rb"^HTTP/1\.1 (\d{3}) ")
 _CLIENT = IPv4Address("TCP", "127.0.0.1", 40000)
 
@@ -82,7 +85,8 @@ class World:
         channel.makeConnection(transport)
         channel.dataReceived(b"GET " + target + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         answer = transport.value()
-        channel.connectionLost(None)  # a request still waiting is cancelled, as when a client leaves
+        # A request still waiting is cancelled, as when a client leaves.
+        channel.connectionLost(Failure(ConnectionDone("the client left")))
         match = _STATUS.match(answer)
         return (int(match[1]) if match else None), answer.partition(b"\r\n\r\n")[2]
 
