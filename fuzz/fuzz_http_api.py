@@ -31,8 +31,8 @@ with atheris.instrument_imports(include=["rtmpd"]):
     from rtmpd.http.site import HTTPSite
 
 from twisted.internet.address import IPv4Address  # noqa: E402
-from twisted.internet.error import ConnectionDone  # noqa: E402
 from twisted.internet.defer import fail  # noqa: E402
+from twisted.internet.error import ConnectionDone  # noqa: E402
 from twisted.internet.testing import StringTransport  # noqa: E402
 from twisted.logger import globalLogPublisher  # noqa: E402
 from twisted.python.failure import Failure  # noqa: E402
