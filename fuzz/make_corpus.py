@@ -139,6 +139,90 @@ def command_seeds() -> list[bytes]:
     ]
 
 
+API_TOKEN = "fuzz-token-0123456789abcdef"
+
+
+def _http(method: str, path: str, body: bytes = b"", token: bool = False) -> bytes:
+    head = f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+    if token:
+        head += f"Authorization: Bearer {API_TOKEN}\r\n"
+    if body or method == "POST":
+        head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+    return head.encode() + b"\r\n" + body
+
+
+def http_api_seeds() -> list[bytes]:
+    """A loopback (``\\x00``) or remote (``\\x01``) client, then one or two raw requests."""
+    return [
+        b"\x00" + _http("GET", "/api/v1/streams"),
+        b"\x00" + _http("GET", "/api/v1/streams/live/test") + _http("HEAD", "/api/v1/server"),
+        b"\x01" + _http("GET", "/api/v1/connections", token=True),
+        b"\x00" + _http("POST", "/api/v1/streams/live/test/kick", b'{"reason":"fuzz"}', token=True),
+        b"\x00" + _http("POST", "/api/v1/connections/c000002/drop", b'{"reason":"x"}', token=True),
+        b"\x00" + _http("POST", "/api/v1/streams/live/test/record/stop", token=True),
+        b"\x00"
+        + _http(
+            "POST", "/api/v1/relays/push", b'{"pattern":"live/*","url":"rtmp://127.0.0.1:9/o/{name}"}', True
+        ),
+        b"\x00" + _http("POST", "/api/v1/relays/push/1/restart", token=True),
+        b"\x00" + _http("DELETE", "/api/v1/auth/reload"),
+        b"\x01" + _http("POST", "/api/v1/auth/reload", b"[1,2]", token=False),
+    ]
+
+
+def hls_request_seeds() -> list[bytes]:
+    """A window kind (first byte), then a request target under /hls/."""
+    return [
+        b"\x00/live/cam/index.m3u8",
+        b"\x01/live/cam/index.m3u8?_HLS_msn=1&_HLS_part=2",
+        b"\x02/live/cam/index.m3u8?_HLS_msn=2&_HLS_part=0&_HLS_skip=YES&exp=1700000000&sig=abc%2Bdef",
+        b"\x03/live/a/b/index.m3u8?token=%22x%0A%23EXT",
+        b"\x02/live/cam/e1.2.1.m4s?exp=1&sig=z",
+        b"\x03/live/cam/e1.5.m4s",
+        b"\x01/live/cam/e1.mp4?_HLS_msn=3",
+    ]
+
+
+def flv_path_seeds() -> list[bytes]:
+    """Request targets of HTTP-FLV / WebSocket-FLV players."""
+    return [
+        b"/live/cam.flv",
+        b"/live/cam.flv?exp=1700000000&sig=abc",
+        b"/live/a%2Fb.flv",
+        b"/app%20x/stream-1_2.flv",
+        b"/live/cam.mp4",
+    ]
+
+
+def relay_hook_option_seeds() -> list[bytes]:
+    """A parser (first byte modulo 6: webhook, exec, number option, push, pull, URL), then its text."""
+    return [
+        b"\x00publish_start,record_done=https://user:pw@hooks.example:8443/rtmpd?sig=1",
+        b"\x01*=/usr/local/bin/on-event --flag=1",
+        b"\x02" + b"2.5",
+        b"\x08" + b"0",
+        b"\x03live/*=rtmp://127.0.0.1:1936/out/{name}",
+        b"\x03*=rtmps://[::1]:443/{app}/inst/{name}?key=abc",
+        b"\x04live=rtmp://origin.example/live",
+        b"\x04edge=rtmp://127.0.0.1:1935/live/{name}",
+        b"\x05rtmp://a.rtmp.youtube.com:1935/live2/KEY?x=1",
+    ]
+
+
+def hls_http_seeds() -> list[bytes]:
+    """Request targets for /hls/ serving live/cam, whose muxer generation the fuzzer names e1e1e1e1e1."""
+    return [
+        b"/hls/live/cam/index.m3u8",
+        b"/hls/live/cam/index.m3u8?_HLS_msn=3&_HLS_part=1&sig=a%20b",
+        b"/hls/live/cam/index.m3u8?_HLS_msn=99",
+        b"/hls/live/cam/e1e1e1e1e1.mp4",
+        b"/hls/live/cam/e1e1e1e1e1.2.m4s?exp=1",
+        b"/hls/live/cam/e1e1e1e1e1.4.1.m4s",
+        b"/hls/live/cam/e1e1e1e1e1.9.0.m4s",
+        b"/hls/live/other/index.m3u8",
+    ]
+
+
 SEEDS = {
     "amf0": amf0_seeds,
     "amf3": amf3_seeds,
@@ -146,6 +230,11 @@ SEEDS = {
     "chunks": chunk_seeds,
     "media": media_seeds,
     "commands": command_seeds,
+    "http_api": http_api_seeds,
+    "hls_request": hls_request_seeds,
+    "flv_path": flv_path_seeds,
+    "relay_hook_options": relay_hook_option_seeds,
+    "hls_http": hls_http_seeds,
 }
 
 

@@ -14,12 +14,24 @@ import subprocess
 import sys
 import tempfile
 
-from twisted.trial.unittest import SkipTest, TestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
 from tests.support import IN_CI
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FUZZERS = ("handshake", "chunks", "amf0", "amf3", "media", "commands")
+FUZZERS = (
+    "handshake",
+    "chunks",
+    "amf0",
+    "amf3",
+    "media",
+    "commands",
+    "http_api",
+    "hls_request",
+    "hls_http",
+    "flv_path",
+    "relay_hook_options",
+)
 RUNS = 3000
 
 
@@ -78,9 +90,63 @@ class ShortFuzzRunTests(TestCase):
     def test_commands(self) -> None:
         self.run_fuzzer("commands")
 
+    def test_http_api(self) -> None:
+        self.run_fuzzer("http_api")
+
+    def test_hls_request(self) -> None:
+        self.run_fuzzer("hls_request")
+
+    def test_hls_http(self) -> None:
+        self.run_fuzzer("hls_http")
+
+    def test_flv_path(self) -> None:
+        self.run_fuzzer("flv_path")
+
+    def test_relay_hook_options(self) -> None:
+        self.run_fuzzer("relay_hook_options")
+
     def test_every_fuzzer_is_run_and_has_seeds(self) -> None:
         files = os.listdir(os.path.join(ROOT, "fuzz"))
         on_disk = {f[len("fuzz_") : -3] for f in files if f.startswith("fuzz_")}
         self.assertEqual(on_disk, set(FUZZERS))
         for name in FUZZERS:
             self.assertTrue(os.listdir(os.path.join(ROOT, "fuzz", "corpus", name)), name)
+
+
+class FoundByFuzzingTests(SynchronousTestCase):
+    """What the fuzzers of the HTTP surfaces and option parsers found, each fixed in its module
+    (the inputs are in the seed corpus too, so the short runs above replay them)."""
+
+    def test_a_non_ascii_digit_in_an_hls_query_is_a_query_error(self) -> None:
+        from rtmpd.hls.names import QueryError, parse_playlist_query
+
+        for query in ("_HLS_msn=1%C2%B2", "_HLS_msn=1&_HLS_part=%C2%B9"):
+            with self.assertRaises(QueryError):
+                parse_playlist_query(query)
+        self.assertEqual(parse_playlist_query("_HLS_msn=12&_HLS_part=3").part, 3)
+
+    def test_http_flv_refuses_the_app_names_rtmp_refuses(self) -> None:
+        from rtmpd.http.flv.resource import parse_path
+        from rtmpd.http.jsonio import HTTPError
+
+        for app in ("..", ".", "li\x0fve", "a\\b", "live?x"):
+            with self.assertRaises(HTTPError) as raised:
+                parse_path(app, "cam.flv")
+            self.assertEqual(raised.exception.status, 404)
+        self.assertEqual(parse_path("live", "cam.flv"), ("live", "cam"))
+
+    def test_url_templates_refuse_format_specs_and_conversions(self) -> None:
+        from rtmpd.remote.pull import pull_template
+        from rtmpd.remote.urls import URLError, render
+
+        for template in (
+            "rtmp://h/live/{name:>999999999}",
+            "rtmp://h/live/{name:1935/l}",
+            "rtmp://h/{app!r}/{name}",
+            "rtmp://h/{app!x}/{name}",
+        ):
+            with self.assertRaises(URLError):
+                render(template, "live/cam")
+            with self.assertRaises(URLError):
+                pull_template(template)
+        self.assertEqual(render("rtmp://h/out/{name}", "live/cam").name, "cam")

@@ -91,7 +91,8 @@ class PlaylistQuery:
 
 
 def _number(value: str, name: str) -> int:
-    if not value.isdigit() or len(value) > 13 or int(value) > MAX_NUMBER:
+    # isascii: str.isdigit() also holds for digits int() refuses ("²").
+    if not (value.isascii() and value.isdigit()) or len(value) > 13 or int(value) > MAX_NUMBER:
         raise QueryError(f"{name} must be a non-negative integer")
     return int(value)
 

@@ -77,9 +77,13 @@ class RemoteURL:
 def template_fields(template: str) -> set[str]:
     """The ``{field}`` names of a URL template. Raises URLError for a malformed or unknown field."""
     try:
-        names = {field for _, field, _, _ in string.Formatter().parse(template) if field is not None}
+        fields = [(name, spec, conv) for _, name, spec, conv in string.Formatter().parse(template)]
     except ValueError as e:
         raise URLError(f"{template!r}: {e}") from e
+    # A format spec or conversion ("{name:>999999999}") would let a rule pad a URL to any size.
+    if any(name is not None and (spec or conv) for name, spec, conv in fields):
+        raise URLError(f"{template!r}: write fields as {{app}} and {{name}}, without a format or conversion")
+    names = {name for name, _, _ in fields if name is not None}
     unknown = names - _FIELDS
     if unknown:
         raise URLError(f"{template!r}: unknown field(s) {sorted(unknown)}; use {{app}} and {{name}}")

@@ -57,6 +57,9 @@ if TYPE_CHECKING:
     from rtmpd.relay.fanout import Outbox
     from rtmpd.relay.registry import Publication, StreamRegistry
 
+#: "Metadata received" lines at info per connection; later ones are debug (a publisher may send thousands).
+METADATA_INFO_LINES = 8
+
 
 class ConnectionFactory(typing.Protocol):
     """What a connection uses of its factory (``RTMPServerFactory``, not named: it imports this module)."""
@@ -102,6 +105,7 @@ class RTMPProtocol(FlowControl, Protocol):
         self.net_streams: dict[int, NetStream] = {}
         self.bytes_out = 0
         self.last_activity = 0.0
+        self._metadata_count = 0
         self._pending: list[bytes] = []
         self._closing = False
         self._close_reason = ""
@@ -309,7 +313,9 @@ class RTMPProtocol(FlowControl, Protocol):
             return
         stream = self.net_streams[message.stream_id].stream
         stream.set_metadata(message, values)
-        self.log.info(
+        self._metadata_count += 1
+        log = self.log.info if self._metadata_count <= METADATA_INFO_LINES else self.log.debug
+        log(
             "Metadata received",
             conn_id=self.conn_id,
             stream_key=stream.key,

@@ -18,7 +18,7 @@ from rtmpd.access.errors import AccessDenied
 from rtmpd.core.flv import encode_header
 from rtmpd.http.flv.peer import HTTPPeer, StreamingPeer
 from rtmpd.http.jsonio import ErrorResource, HTTPError, error_body
-from rtmpd.relay.names import IllegalName, split_stream_name
+from rtmpd.relay.names import IllegalName, split_stream_name, validate_app
 from rtmpd.relay.player import Player
 from rtmpd.relay.registry import StreamRegistry
 
@@ -43,6 +43,9 @@ def parse_path(app: str, file_name: str, suffix: str = ".flv") -> tuple[str, str
     try:
         if not app or not raw or len(app) > MAX_NAME or len(raw) > MAX_NAME:
             raise IllegalName("empty or too long")
+        # The app names RTMP would accept (no "..", control characters, ...), and only as given.
+        if validate_app(app) != app:
+            raise IllegalName("application name with a query or outer slashes")
         return app, split_stream_name(raw)[0]
     except IllegalName as e:
         raise HTTPError(404, f"no such stream: {e}") from e
