@@ -222,12 +222,14 @@ class APIRealTests(APIServerTestCase):
         unpublished = StatusWatcher(raw, "NetStream.Play.UnpublishNotify", 120)
         publisher_conn = self.server.messages("Codecs detected")[0]["conn_id"]
 
-        # GET streams: every field, once the publisher and all three players have been sampled twice.
+        # GET streams: every field, once the publisher and all three players have been sampled twice
+        # with media between the samples (ffmpeg may connect seconds before its encoder sends anything).
         def all_rated() -> bool:
             detail = self.get("streams/live/cam")["stream"]
             players = detail["players"]
             return (
                 detail["bitrate_in"] is not None
+                and detail["bitrate_in"] > 0
                 and len(players) == 3
                 and all(p["bitrate_out"] is not None for p in players)
             )
