@@ -29,6 +29,7 @@ from fuzz._harness import run  # noqa: E402
 with atheris.instrument_imports(include=["rtmpd"]):
     from rtmpd.hls import live as hls_live
     from rtmpd.hls.access import PlayPermissions
+    from rtmpd.hls.answers import HLSAnswers
     from rtmpd.hls.resource import HLSResource
     from rtmpd.http.root import HTTPRoot
     from rtmpd.http.site import HTTPSite
@@ -74,7 +75,7 @@ class World:
         for message in stream_messages(180, gop=30)[2:]:
             stream.relay(message.__class__(message.type_id, message.timestamp + 6000, 1, message.payload))
         root = HTTPRoot()
-        root.mount("hls", HLSResource(muxers, PlayPermissions(lambda: None, clock.seconds)))
+        root.mount("hls", HLSResource(HLSAnswers(muxers, PlayPermissions(lambda: None, clock.seconds))))
         self.site = HTTPSite(root, reactor=clock)
         self.plain = self.request(b"/hls/live/cam/index.m3u8")[1]
         assert self.plain.startswith(b"#EXTM3U"), self.plain[:200]
