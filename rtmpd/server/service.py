@@ -29,8 +29,10 @@ RECONNECT_GRACE = 5.0
 class RTMPService(service.MultiService):
     """The rtmpd service collection: owns the factory and the registry; runs the sweeper.
 
-    ``connections`` (by conn_id) and ``clock`` are the factory's; ``recorder``
-    is the recording service when ``tap.makeService`` added one, else None.
+    ``connections`` (by conn_id) and ``clock`` are the factory's (with ``--http``
+    the tap widens ``connections`` to a ChainMap of them and the HTTP players, so
+    the views and metrics see both); ``recorder`` is the recording service when
+    ``tap.makeService`` added one, else None.
     """
 
     def __init__(self, config: ServerConfig, clock: IReactorTime | None = None) -> None:
