@@ -220,6 +220,11 @@ def hls_http_seeds() -> list[bytes]:
         b"/hls/live/cam/e1e1e1e1e1.4.1.m4s",
         b"/hls/live/cam/e1e1e1e1e1.9.0.m4s",
         b"/hls/live/other/index.m3u8",
+        # Whole requests (first byte 0) for the lean channel's parser: pipelined, a HEAD, a body.
+        b"\x00GET /hls/live/cam/index.m3u8 HTTP/1.1\r\nHost: x\r\n\r\n"
+        b"HEAD /hls/live/cam/e1e1e1e1e1.mp4 HTTP/1.1\r\n\r\n",
+        b"\x00POST /hls/live/cam/index.m3u8 HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc",
+        b"\x00OPTIONS /hls/live/cam/index.m3u8 HTTP/1.0\r\nOrigin: http://a\r\n\r\n",
     ]
 
 
