@@ -125,6 +125,26 @@ class FoundByFuzzingTests(SynchronousTestCase):
                 parse_playlist_query(query)
         self.assertEqual(parse_playlist_query("_HLS_msn=12&_HLS_part=3").part, 3)
 
+    def test_a_non_ascii_request_target_is_a_400_not_a_server_error(self) -> None:
+        from twisted.internet.address import IPv4Address
+        from twisted.internet.testing import StringTransport
+        from twisted.web.resource import Resource
+
+        from rtmpd.http.site import HTTPSite
+
+        client = IPv4Address("TCP", "127.0.0.1", 40000)
+        for request in (
+            b"POST /hls/live/\x98am/index.m3u8 HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc",
+            b"GET /\xff HTTP/1.1\r\n\r\n",
+        ):
+            channel = HTTPSite(Resource()).buildProtocol(client)
+            transport = StringTransport(peerAddress=client)
+            channel.makeConnection(transport)
+            channel.dataReceived(request)
+            self.assertTrue(transport.value().startswith(b"HTTP/1.1 400 "), transport.value()[:100])
+            self.flushLoggedErrors()
+            channel.connectionLost(None)
+
     def test_http_flv_refuses_the_app_names_rtmp_refuses(self) -> None:
         from rtmpd.http.flv.resource import parse_path
         from rtmpd.http.jsonio import HTTPError

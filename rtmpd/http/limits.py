@@ -41,7 +41,7 @@ REQUEST_TIMEOUT = 30.0
 #: Most HTTP connections open at once.
 MAX_CONNECTIONS = 256
 
-_REASONS = {408: b"Request Timeout", 413: b"Content Too Large", 503: b"Service Unavailable"}
+_REASONS = {400: b"Bad Request", 408: b"Request Timeout", 413: b"Content Too Large", 503: b"Service Unavailable"}
 
 
 def _error_response(status: int, message: str) -> bytes:
@@ -125,6 +125,11 @@ class BoundedRequest(Request):
         self._cancel_deadline()
         if self.refused:
             return  # answered already; the connection is closing
+        if not path.isascii():
+            # RFC 9112 wants such bytes percent-encoded; twisted.web would fail to render an error page
+            # for it (a 500 and a logged traceback, e.g. for a POST of a GET-only resource).
+            self._refuse(400, "the request target is not ASCII")
+            return
         super().requestReceived(command, path, version)
 
     def connectionLost(self, reason) -> None:
