@@ -68,6 +68,45 @@ class OptionTests(SynchronousTestCase):
         self.assertEqual(parse("--publisher-timeout", "1.5").config().publisher_timeout, 1.5)
 
 
+class EveryNumericOptionTests(SynchronousTestCase):
+    """Every option that takes a number, whichever module declares it, refuses other scripts' digits."""
+
+    def test_other_digits_are_refused_wherever_ascii_digits_are_taken(self) -> None:
+        checked = []
+        for name, _short, _default, _doc, *rest in Options.optParameters:
+            coerce = rest[0] if rest else None
+            if coerce is None:
+                continue
+            for ascii_text, other in (("7", "\u0667"), ("1.5", "\u0661.\u0665"), ("30", "\u0663\u0660")):
+                try:
+                    coerce(ascii_text)
+                except ValueError:
+                    continue  # not this kind of number
+                with self.subTest(option=name, value=other):
+                    self.assertRaises(ValueError, coerce, other)
+                checked.append(name)
+        # Sizes, seconds, counts, ports and the worker count are all among them.
+        for name in (
+            "port",
+            "chunk-size",
+            "max-connections",
+            "manhole-login-grace",
+            "workers",
+            "cluster-ttl",
+            "push-grace",
+            "record-max-active",
+            "media-rate",
+        ):
+            self.assertIn(name, checked)
+
+    def test_a_positive_number_is_finite(self) -> None:
+        for option in ("--publisher-timeout", "--hls-segment-duration", "--rate-window"):
+            for value in ("nan", "inf"):
+                with self.subTest(option=option, value=value), self.assertRaises(SystemExit) as raised:
+                    parse(option, value)
+                self.assertTrue(str(raised.exception.code).startswith("rtmpd: error: "))
+
+
 class EndpointReadersTests(SynchronousTestCase):
     """The readers of an endpoint description take other digits for no port, and never raise."""
 

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 from twisted.logger import Logger
 
-from rtmpd.core.text import ascii_digits
+from rtmpd.core.text import ascii_digits, ascii_number
 
 if TYPE_CHECKING:
     from rtmpd.cluster.directory import StreamDirectory
@@ -30,7 +30,7 @@ _log = Logger(namespace="rtmpd.tap")
 
 
 def _ttl(value: str) -> float:
-    number = float(value)
+    number = ascii_number(float, value)
     if not 0.5 <= number <= 3600:
         raise ValueError(f"must be 0.5..3600 seconds, got {value}")
     return number

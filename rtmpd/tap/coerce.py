@@ -9,13 +9,14 @@ scripts (``"٣"`` is 3), and ``str.isdigit()`` says yes to ``"²"``, which
 
 from __future__ import annotations
 
+import math
 import re
 
 from twisted.internet import endpoints, reactor
 
 from rtmpd.core.limits import OPTIONS_ZERO_OK
 from rtmpd.core.messages import MAX_CHUNK_SIZE
-from rtmpd.core.text import ascii_digits
+from rtmpd.core.text import ascii_digits, ascii_number
 
 __all__ = ["chunk_size_value", "endpoint_description", "limit_value", "positive"]
 
@@ -53,19 +54,12 @@ def endpoint_description(value: str) -> str:
 endpoint_description.coerceDoc = "A port number or a Twisted endpoint description (tcp:, tcp6:, ssl:, unix:)."
 
 
-def _number(kind: type, value: str):
-    """``kind(value)`` of ASCII text only: int() and float() also read the digits of other scripts."""
-    if not value.isascii():
-        raise ValueError(f"not a number in ASCII digits: {value!r}")
-    return kind(value)
-
-
 def positive(kind: type):
     """The coerce function of an option that is a positive ``kind`` (int or float)."""
 
     def coerce(value: str):
-        number = _number(kind, value)
-        if number <= 0:
+        number = ascii_number(kind, value)
+        if not 0 < number < math.inf:  # nan compares false
             raise ValueError(f"must be positive, got {value}")
         return number
 
@@ -78,12 +72,12 @@ def limit_value(name: str, kind: type):
     positive_value = positive(kind)
     if name not in OPTIONS_ZERO_OK:
         return positive_value
-    return lambda value: _number(kind, value) and positive_value(value)
+    return lambda value: ascii_number(kind, value) and positive_value(value)
 
 
 def chunk_size_value(value: str) -> int:
     """The outgoing chunk size: 1..MAX_CHUNK_SIZE."""
-    size = _number(int, value)
+    size = ascii_number(int, value)
     if not 1 <= size <= MAX_CHUNK_SIZE:
         raise ValueError(f"chunk size must be 1..{MAX_CHUNK_SIZE}")
     return size

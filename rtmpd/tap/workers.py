@@ -25,6 +25,7 @@ from rtmpd import conn_ids
 from rtmpd.cluster.amp_client import AMPDirectory, DirectoryLink
 from rtmpd.cluster.directory import Node
 from rtmpd.cluster.workers import WorkerSpec, WorkersService, worker_node_id
+from rtmpd.core.text import ascii_number
 from rtmpd.server.listening import ListeningService
 
 __all__ = ["WORKER_PARAMETERS", "identify_worker", "workers_service", "wants_workers"]
@@ -36,7 +37,7 @@ DEFAULT_TTL = 5.0
 def worker_count(value: str) -> int:
     if value == "auto":
         return os.cpu_count() or 1
-    count = int(value)
+    count = ascii_number(int, value)
     if not 1 <= count <= 256:
         raise ValueError(f"--workers must be 1..256 or auto, got {value}")
     return count
