@@ -56,12 +56,19 @@ class WorkersTestCase(RealClientTestCase):
 class BalancingTests(WorkersTestCase):
     def test_connections_land_on_both_workers(self) -> None:
         workers = []
+        conn_ids = []
         for _ in range(16):
             sock = socket.create_connection(("127.0.0.1", self.server.port), timeout=10)
             self.addCleanup(sock.close)
             host, port = sock.getsockname()
-            workers.append(self.landed("Connection accepted", peer_addr=f"{host}:{port}"))
+            accepted = self.server.wait_for_msg("Connection accepted", 20, peer_addr=f"{host}:{port}")
+            workers.append(accepted["worker"])
+            conn_ids.append(accepted["conn_id"])
         self.assertEqual(set(workers), {1, 2}, workers)
+        # Each worker numbers its own connections: the ids say which worker, and never collide.
+        for worker, conn_id in zip(workers, conn_ids, strict=True):
+            self.assertRegex(conn_id, rf"^w{worker}-c\d{{6}}$")
+        self.assertEqual(len(set(conn_ids)), len(conn_ids), conn_ids)
 
     def test_publishers_spread_and_each_stream_is_recorded_once(self) -> None:
         # The kernel hashes each connection to a worker: six publishers all land on one worker 3 % of the

@@ -148,6 +148,13 @@ class AttackTestCase(RealClientTestCase):
     def warnings_since_setup(self) -> list[dict[str, Any]]:
         return [e for e in self.server.events[self.log_mark :] if e.get("level") in ("warn", "error")]
 
+    def wait_for_messages(self, msg: str, count: int, timeout: float) -> list[dict[str, Any]]:
+        """The server's ``msg`` events, once there are ``count`` of them: the server may close a socket
+        before the test's log reader has the line it logged just before."""
+        messages = self.server.messages
+        self.server.wait_for(lambda e: e.get("msg") == msg and len(messages(msg)) >= count, timeout)
+        return messages(msg)
+
     def conn_id_of(self, local_port: int, source: str = ATTACKER_ADDRESS) -> str:
         peer = f"{source}:{local_port}"
         return self.server.wait_for_msg("Connection accepted", 10, peer_addr=peer)["conn_id"]
@@ -187,7 +194,7 @@ class ConnectionLimitTests(AttackTestCase):
         # The admitted attackers are dropped at the connect deadline; the others were closed at accept.
         endings = [closed_by_server(sock, 10) for sock in attackers]
         self.assertEqual(set(endings) - {"EOF", "ConnectionResetError"}, set())
-        timed_out = self.server.messages("Connect timed out")
+        timed_out = self.wait_for_messages("Connect timed out", 8, 10)
         self.assertEqual(len(timed_out), 8)
         self.assertTrue(all(e["timeout"] == 3 for e in timed_out))
         self.assertHonestClientServed()

@@ -27,8 +27,11 @@ from twisted.internet.task import Clock
 from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 
+from rtmpd.admin.views import announced_framerate
 from rtmpd.config import ServerConfig
 from rtmpd.core import amf0, flv
+from rtmpd.core.amf_types import DEFAULT_MAX_DEPTH, DEFAULT_MAX_NODES
+from rtmpd.core.limits import Limits
 from rtmpd.core.messages import Message, MessageType
 from rtmpd.recording.flvfile import (
     MAX_KEYFRAME_SLOTS,
@@ -741,13 +744,15 @@ class RecorderTestCase(SynchronousTestCase):
     record_config: dict[str, Any] = {}
     #: A small keyframe index keeps file sizes in these tests easy to reason about.
     recorder_options: dict[str, Any] = {"keyframe_slots": 16}
+    #: The server's limits (the same for the connections and the recorder).
+    limits = Limits()
 
     def setUp(self) -> None:
-        self.server = MemoryServer(ServerConfig())
+        self.server = MemoryServer(ServerConfig(limits=self.limits))
         self.server.clock.advance(EPOCH)
         self.disk = self.make_disk()
         self.calls = ThreadCalls()
-        config = ServerConfig(record_dir="/rec", **self.record_config)
+        config = ServerConfig(record_dir="/rec", limits=self.limits, **self.record_config)
         self.recorder = Recorder(
             config,
             self.server.registry,
@@ -830,6 +835,86 @@ class RecorderTestCase(SynchronousTestCase):
 
     def data(self, path: str) -> bytes:
         return self.disk.files[path].contents
+
+
+def nested(depth: int) -> dict[str, Any]:
+    """An object ``depth`` levels deep (the outermost counts one): {"inner": {"inner": ... {}}}."""
+    value: dict[str, Any] = {}
+    for _ in range(depth - 1):
+        value = {"inner": value}
+    return value
+
+
+def depth_of(value: Any) -> int:
+    return 1 + depth_of(value["inner"]) if isinstance(value, dict) and "inner" in value else 1
+
+
+class MetadataLimitsTests(RecorderTestCase):
+    """The recorder writes the metadata as the connection decoded it, under the configured AMF limits."""
+
+    #: Nesting past the decoder's default depth, and the onMetaData object around it.
+    deep = DEFAULT_MAX_DEPTH + 16
+    #: Numbers in an index past the decoder's default node budget (--max-amf-nodes).
+    many = DEFAULT_MAX_NODES + 1000
+    limits = Limits(max_amf_depth=deep + 8, max_amf_nodes=2 * DEFAULT_MAX_NODES)
+
+    def test_metadata_within_the_configured_limits_but_past_the_defaults_is_recorded(self) -> None:
+        pub, sid = self.publisher()
+        self.send_headers(
+            pub,
+            sid,
+            {
+                "width": 640.0,
+                "height": 360.0,
+                "videocodecid": 7.0,
+                "framerate": 25.0,
+                "deep": nested(self.deep),
+            },
+        )
+        self.send_gops(pub, sid, 0, gops=2)
+        # The admin views (API, manhole) read the same decoded values.
+        self.assertEqual(announced_framerate(self.server.registry.get("live/test")), 25.0)
+        recording = self.unpublish(pub)
+        self.assertEqual(recording.state, "finished")
+        _, tags, _ = flv.parse_flv(self.data(recording.file))
+        name, values = amf0.decode_all(tags[0].payload, max_depth=self.limits.max_amf_depth)
+        self.assertEqual((name, values["width"], values["videocodecid"]), ("onMetaData", 640.0, 7.0))
+        self.assertEqual(depth_of(values["deep"]), self.deep)
+
+    def test_metadata_past_the_default_node_budget_is_recorded(self) -> None:
+        index = [float(i) for i in range(self.many)]
+        pub, sid = self.publisher()
+        self.send_headers(pub, sid, {"width": 640.0, "index": index})
+        self.send_gops(pub, sid, 0, gops=1)
+        recording = self.unpublish(pub)
+        _, tags, _ = flv.parse_flv(self.data(recording.file))
+        name, values = amf0.decode_all(tags[0].payload, max_nodes=self.limits.max_amf_nodes)
+        self.assertEqual((name, values["width"]), ("onMetaData", 640.0))
+        self.assertEqual(values["index"], index)
+
+
+class MetadataPastTheConfiguredLimitsTests(RecorderTestCase):
+    """Metadata within the decoder's defaults but past the configured limits never reaches a file."""
+
+    limits = Limits(max_amf_depth=8, max_amf_nodes=1000)
+
+    def test_the_connection_is_refused_and_the_file_keeps_the_metadata_it_had(self) -> None:
+        for past_the_limit in ({"deep": nested(DEFAULT_MAX_DEPTH - 8)}, {"index": [0.0] * 2000}):
+            with self.subTest(past_the_limit=list(past_the_limit)):
+                self.refused_metadata_is_never_recorded(past_the_limit)
+
+    def refused_metadata_is_never_recorded(self, past_the_limit: dict[str, Any]) -> None:
+        pub, sid = self.publisher()
+        self.send_headers(pub, sid)
+        self.send_gops(pub, sid, 0, gops=1)
+        recording = self.recording()
+        pub.send_metadata(sid, {"width": 1280.0, **past_the_limit})
+        self.server.flush()
+        self.wait_closed(recording)
+        self.assertFalse(pub.connected_transport)
+        values = metadata_of(self.data(recording.file))
+        self.assertEqual(values["width"], 640.0)
+        self.assertFalse(set(past_the_limit) & set(values))
 
 
 class RecorderTests(RecorderTestCase):

@@ -18,6 +18,7 @@ from twisted.python import usage
 from rtmpd.access.addresses import parse_rule
 from rtmpd.access.errors import CallbackConfigError, ConfigFileError, RuleError
 from rtmpd.access.settings import DEFAULT_EXPIRY_GRACE, AccessSettings, build_policy
+from rtmpd.core.text import ascii_number
 
 __all__ = ["AUTH_PARAMETERS", "AccessOptions", "choice", "on_loopback"]
 
@@ -25,7 +26,7 @@ __all__ = ["AUTH_PARAMETERS", "AccessOptions", "choice", "on_loopback"]
 def _seconds_or_never(value: str) -> float | None:
     if value == "never":
         return None
-    number = float(value)
+    number = ascii_number(float, value)
     if not number >= 0 or number == float("inf"):
         raise ValueError(f"must be a number of seconds >= 0 or 'never', got {value}")
     return number
@@ -35,7 +36,7 @@ _seconds_or_never.coerceDoc = "Seconds (>= 0), or 'never'."
 
 
 def _non_negative(value: str) -> float:
-    number = float(value)
+    number = ascii_number(float, value)
     if not number >= 0 or number == float("inf"):
         raise ValueError(f"must be a number >= 0, got {value}")
     return number
@@ -45,7 +46,7 @@ _non_negative.coerceDoc = "A number >= 0."
 
 
 def _positive_float(value: str) -> float:
-    number = float(value)
+    number = ascii_number(float, value)
     if not number > 0 or number == float("inf"):
         raise ValueError(f"must be positive, got {value}")
     return number

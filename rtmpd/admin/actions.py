@@ -16,6 +16,7 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
+from rtmpd import conn_ids
 from rtmpd.access.policy import ReloadResult
 from rtmpd.admin.errors import AdminError, NotFound
 from rtmpd.admin.views import Server, ServerViews
@@ -107,10 +108,11 @@ class Actions:
         )
 
     def drop(self, conn_id: str | int, reason: str | None = None) -> Report:
-        """Disconnect one connection (``'c000042'`` or ``42``); ``reason`` goes into the log lines.
-        Raises NotFound if there is none such."""
+        """Disconnect one connection (``'c000042'``, or ``42`` for this process's connection 42: in worker 2
+        of ``--workers``, ``'w2-c000042'``); ``reason`` goes into the log lines. Raises NotFound if there is
+        none such."""
         if isinstance(conn_id, int):
-            conn_id = f"c{conn_id:06d}"
+            conn_id = conn_ids.conn_id(conn_id)
         peer = self.server.connections.get(conn_id)
         if peer is None:
             raise NotFound(f"no connection {conn_id!r}")

@@ -29,6 +29,7 @@ from twisted.logger import Logger
 
 from rtmpd.access.throttle import FailureThrottle
 from rtmpd.admin.manhole_options import ManholeLimits
+from rtmpd.core.text import ascii_digits
 
 __all__ = ["ManholeDoor", "ManholeTransport", "loopback_default", "manhole_endpoint"]
 
@@ -40,7 +41,7 @@ _ARGUMENTS = re.compile(r"(?<!\\):")
 def loopback_default(description: str) -> str:
     """``description`` bound to loopback unless it names an interface: ``2222`` and ``tcp:2222`` become
     ``tcp:2222:interface=127.0.0.1``; ``tcp6:`` gets ``::1``; ``unix:`` and others are left alone."""
-    if description.isdigit():
+    if ascii_digits(description):
         description = f"tcp:{description}"
     kind, _, rest = description.partition(":")
     if kind in _LOOPBACK and not any(arg.startswith("interface=") for arg in _ARGUMENTS.split(rest)):

@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from rtmpd.core.text import ascii_number
+
 __all__ = ["MANHOLE_PARAMETERS", "ManholeLimits", "manhole_limits"]
 
 
@@ -32,7 +34,7 @@ _defaults = ManholeLimits()
 
 
 def _positive_float(value: str) -> float:
-    number = float(value)
+    number = ascii_number(float, value)
     if not 0 < number < float("inf"):
         raise ValueError(f"must be a positive number, got {value}")
     return number
@@ -42,7 +44,7 @@ _positive_float.coerceDoc = "A positive number of seconds."
 
 
 def _at_least_one(value: str) -> int:
-    number = int(value)
+    number = ascii_number(int, value)
     if number < 1:
         raise ValueError(f"must be at least 1, got {value}")
     return number

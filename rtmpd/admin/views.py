@@ -22,8 +22,6 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from rtmpd.admin.cluster import cluster_view, stream_origin
 from rtmpd.admin.errors import NotFound
-from rtmpd.core.commands import decode_data
-from rtmpd.core.errors import RTMPError
 
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IReactorTime
@@ -218,18 +216,11 @@ class ServerViews:
 
 def announced_framerate(stream: Stream) -> float | None:
     """The frame rate the publisher announced in ``onMetaData`` (``framerate``), None if it did not."""
-    metadata = stream.cache.metadata
-    if metadata is None:
-        return None
-    try:
-        values = decode_data(metadata)
-    except (RTMPError, ValueError):
-        return None
-    for value in values:
-        if isinstance(value, dict):
-            rate = value.get("framerate", value.get("videoframerate"))
-            if isinstance(rate, (int, float)) and not isinstance(rate, bool) and 0 < rate < 10_000:
-                return float(rate)
+    # As the connection decoded it, under the server's AMF limits: a client's bytes are decoded once.
+    values = stream.cache.metadata_values
+    rate = values.get("framerate", values.get("videoframerate"))
+    if isinstance(rate, (int, float)) and not isinstance(rate, bool) and 0 < rate < 10_000:
+        return float(rate)
     return None
 
 

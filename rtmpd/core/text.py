@@ -5,7 +5,9 @@ names) may hold newlines that forge log lines, terminal escape sequences, or
 megabytes; a value that should be a string may be a list whose references
 expand. ``client_text`` turns any such value into a short printable ``str``
 in bounded time; ``url_without_query`` drops a URL's query (signed-URL
-tokens) before it is logged.
+tokens) before it is logged. ``ascii_digits`` and ``ascii_number`` read a
+number typed as text (an option, a port): ``str.isdigit()``, ``int()`` and
+``float()`` also take the digits of other scripts.
 """
 
 from __future__ import annotations
@@ -14,7 +16,14 @@ import re
 import reprlib
 from typing import Any
 
-__all__ = ["DEFAULT_TEXT_LIMIT", "client_text", "escape_controls", "url_without_query"]
+__all__ = [
+    "DEFAULT_TEXT_LIMIT",
+    "ascii_digits",
+    "ascii_number",
+    "client_text",
+    "escape_controls",
+    "url_without_query",
+]
 
 #: Characters kept of a client string by default.
 DEFAULT_TEXT_LIMIT = 256
@@ -78,3 +87,24 @@ def url_without_query(url: Any) -> str:
     if not isinstance(url, str):
         return ""
     return url.partition("?")[0].partition("#")[0]
+
+
+def ascii_digits(text: str) -> bool:
+    """Whether ``text`` is one or more of the ASCII digits 0-9, and nothing else.
+
+    ``str.isdigit()`` is not this: it also holds for superscripts (``"²"``,
+    which ``int()`` refuses) and for the digits of other scripts (``"٣"``,
+    which ``int()`` reads as 3).
+    """
+    return text.isascii() and text.isdigit()
+
+
+def ascii_number(kind: type, text: str):
+    """``kind(text)`` (``int`` or ``float``) of a number written in ASCII.
+
+    ``int("٣")`` is 3 and ``float("١.٥")`` 1.5: a number typed in other
+    digits is refused, not silently read. Raises ValueError.
+    """
+    if not text.isascii():
+        raise ValueError(f"not a number in ASCII digits: {text!r}")
+    return kind(text)

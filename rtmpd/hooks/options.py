@@ -12,6 +12,7 @@ from typing import Any
 
 from twisted.python import usage
 
+from rtmpd.core.text import ascii_number
 from rtmpd.hooks.settings import HookSettings
 from rtmpd.hooks.signature import read_secret
 from rtmpd.hooks.spec import HookConfigError, parse_hook
@@ -24,7 +25,7 @@ _defaults = HookSettings()
 def _number(kind: type, minimum: float, what: str):
     def coerce(value: str):
         try:
-            number = kind(value)
+            number = ascii_number(kind, value)
         except ValueError:
             raise ValueError(f"must be {what}, got {value!r}") from None
         if not minimum <= number < float("inf"):

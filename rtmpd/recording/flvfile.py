@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 import os
 import struct
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -44,6 +44,7 @@ __all__ = [
     "SegmentPrologue",
     "build_prologue",
     "keyframe_slots_for",
+    "publisher_fields",
     "publisher_metadata",
     "thin_index",
 ]
@@ -89,10 +90,18 @@ def keyframe_slots_for(interval: float | None) -> int:
     return min(MAX_KEYFRAME_SLOTS, max(MIN_KEYFRAME_SLOTS, math.ceil(interval) + 30))
 
 
-def publisher_metadata(payload: bytes | None) -> dict[str, Any]:
-    """The publisher's onMetaData values (from the unwrapped ``onMetaData`` body), or {}.
+def publisher_fields(values: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields of a publisher's onMetaData object (as its connection decoded it) that a file keeps:
+    all but those describing the publisher's own file or index."""
+    return {k: v for k, v in values.items() if k not in _STALE_FIELDS}
 
-    Never raises: undecodable metadata is treated as absent.
+
+def publisher_metadata(payload: bytes | None) -> dict[str, Any]:
+    """``publisher_fields`` of the onMetaData body of a file (the script tag's payload), or {}.
+
+    For reading a recording back; the recorder never decodes what a client sent
+    (``rtmpd.relay.latejoin.LateJoinCache.metadata_values``). Never raises: undecodable
+    metadata is treated as absent.
     """
     if not payload:
         return {}
@@ -102,7 +111,7 @@ def publisher_metadata(payload: bytes | None) -> dict[str, Any]:
         return {}
     if len(values) < 2 or values[0] != "onMetaData" or not isinstance(values[1], dict):
         return {}
-    return {k: v for k, v in values[1].items() if k not in _STALE_FIELDS}
+    return publisher_fields(values[1])
 
 
 def build_prologue(

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from rtmpd.config import ServerConfig
+from rtmpd.core.text import ascii_number
 
 __all__ = ["RECORDING_PARAMETERS", "RECORD_FORMATS", "recording_config"]
 
@@ -18,7 +19,7 @@ _defaults = ServerConfig()
 
 
 def _at_least_one(value: str) -> int:
-    number = int(value)
+    number = ascii_number(int, value)
     if number < 1:
         raise ValueError(f"must be at least 1, got {value}")
     return number
@@ -28,7 +29,7 @@ _at_least_one.coerceDoc = "An integer, at least 1."
 
 
 def _not_negative(value: str) -> float:
-    number = float(value)
+    number = ascii_number(float, value)
     if not number >= 0 or number == float("inf"):
         raise ValueError(f"must be a finite number >= 0, got {value}")
     return number

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from rtmpd.core.flv import TAG_AUDIO, TAG_VIDEO
 from rtmpd.core.messages import MessageType
-from rtmpd.recording.flvfile import build_prologue, publisher_metadata
+from rtmpd.recording.flvfile import build_prologue, publisher_fields
 
 if TYPE_CHECKING:
     from rtmpd.relay.latejoin import LateJoinCache
@@ -45,7 +45,8 @@ def file_start(
     ``video_seen``/``audio_seen``: whether the stream sent such frames
     already (a track known without a sequence header still counts).
     """
-    metadata = publisher_metadata(cache.metadata.payload if cache.metadata is not None else None)
+    # Decoded when it arrived, under the server's AMF limits: never decoded again here.
+    metadata = publisher_fields(cache.metadata_values)
     codec_headers = cache.codec_headers()
     has_video = bool(cache.video_headers) or video_seen or _present(metadata.get("videocodecid"))
     has_audio = bool(cache.audio_headers) or audio_seen or _present(metadata.get("audiocodecid"))

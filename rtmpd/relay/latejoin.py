@@ -27,6 +27,7 @@ the configuration messages).
 from __future__ import annotations
 
 import itertools
+from typing import Any
 
 from rtmpd.core.classify import HEADER, MediaInfo
 from rtmpd.core.messages import Message, MessageType
@@ -51,6 +52,9 @@ class LateJoinCache:
         self.max_duration_ms = max_duration_ms
         self.max_messages = max_messages
         self.metadata: Message | None = None
+        #: The object of ``metadata`` as its connection decoded it, under the server's AMF limits
+        #: (the recorder writes it): a client's bytes are decoded once. {} without metadata.
+        self.metadata_values: dict[str, Any] = {}
         #: (type_id, slot, track) -> (arrival number, message).
         self._config: dict[tuple[int, str, int], tuple[int, Message]] = {}
         self._arrivals = itertools.count()
@@ -64,6 +68,7 @@ class LateJoinCache:
 
     def clear(self) -> None:
         self.metadata = None
+        self.metadata_values = {}
         self._config.clear()
         self._drop_gop()
 

@@ -30,7 +30,8 @@ from rtmpd.core.messages import Message
 class Peer(Protocol):
     """One connection as the relay sees it."""
 
-    #: "c000042": the id in every log line about this connection.
+    #: "c000042" ("w2-c000042" in worker 2 of --workers, ``rtmpd.conn_ids``): the id in every log line about
+    #: this connection, unique on the host.
     conn_id: str
     #: "host:port" of the remote end.
     peer_addr: str

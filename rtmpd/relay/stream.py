@@ -188,6 +188,7 @@ class Stream:
         """Cache ``onMetaData`` (already unwrapped from ``@setDataFrame``) and relay it at time 0."""
         message = Message(message.type_id, 0, message.stream_id, message.payload)
         self.cache.metadata = message
+        self.cache.metadata_values = values
         width, height = values.get("width"), values.get("height")
         if _dimension(width) and _dimension(height):
             self.stats.width, self.stats.height = int(width), int(height)

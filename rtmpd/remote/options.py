@@ -18,6 +18,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from rtmpd.core.client import ClientSession
+from rtmpd.core.text import ascii_digits, ascii_number
 from rtmpd.remote.connection import SETUP_TIMEOUT, RTMPClientFactory, RTMPClientProtocol
 from rtmpd.remote.endpoints import CAFileError, client_endpoint, load_trust_root
 from rtmpd.remote.pull import PullService
@@ -33,7 +34,7 @@ _log = Logger(namespace="rtmpd.remote")
 
 
 def _non_negative(value: str) -> float:
-    number = float(value)
+    number = ascii_number(float, value)
     if not 0 <= number < float("inf"):
         raise ValueError(f"must be a number of seconds >= 0, got {value}")
     return number
@@ -88,7 +89,7 @@ def _listening_ports(options: Any) -> set[int]:
     ports = set()
     for description in [options["port"], *options.get("listen", [])]:
         parts = description.split(":")
-        if len(parts) > 1 and parts[0] in ("tcp", "tcp6", "ssl") and parts[1].isdigit():
+        if len(parts) > 1 and parts[0] in ("tcp", "tcp6", "ssl") and ascii_digits(parts[1]):
             ports.add(int(parts[1]))
     ports.discard(0)
     return ports

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.logger import Logger
 
+from rtmpd.conn_ids import pull_id
 from rtmpd.core.client_events import StreamStopped
 from rtmpd.core.errors import BadStreamName
 from rtmpd.core.events import DataReceived, MediaReceived, MetadataReceived
@@ -71,7 +72,7 @@ class Upstream:
         self.clock = clock
         self.backoff = backoff or Backoff()
         # Peer attributes (rtmpd.relay.peer).
-        self.conn_id = f"pull{next(_ids):05d}"
+        self.conn_id = pull_id(next(_ids))
         self.peer_addr = f"{url.host}:{url.port}"
         self.app = key.partition("/")[0]
         self.chunk_size = 4096

@@ -22,6 +22,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 
+from rtmpd import conn_ids
 from rtmpd.access.policy import AccessPolicy
 from rtmpd.config import ServerConfig
 from rtmpd.relay.fanout import Outbox
@@ -77,7 +78,8 @@ class RTMPServerFactory(Factory):
         return protocol
 
     def next_conn_id(self) -> str:
-        return f"c{next(self._ids):06d}"
+        """``c000042``, or in worker 2 of ``--workers`` ``w2-c000042`` (``rtmpd.conn_ids``)."""
+        return conn_ids.conn_id(next(self._ids))
 
     def uptime_ms(self) -> int:
         return int((self.clock.seconds() - self._started_at) * 1000) & 0xFFFFFFFF

@@ -14,6 +14,7 @@ import resource
 from typing import Any
 
 from rtmpd.config import ServerConfig
+from rtmpd.core.text import ascii_number
 
 #: Descriptors kept back from connections (listening sockets, logs, the manhole, recordings' files).
 DESCRIPTOR_RESERVE = 64
@@ -30,7 +31,7 @@ def default_max_connections() -> int:
 
 
 def _count(value: str) -> int:
-    number = int(value)
+    number = ascii_number(int, value)
     if number < 0:
         raise ValueError(f"must be 0 (no limit) or more, got {value}")
     return number
@@ -40,7 +41,7 @@ _count.coerceDoc = "A whole number; 0 means no limit."
 
 
 def _seconds(value: str) -> float:
-    number = float(value)
+    number = ascii_number(float, value)
     if not number > 0 or number == float("inf"):
         raise ValueError(f"must be a positive number of seconds, got {value}")
     return number
@@ -50,7 +51,7 @@ _seconds.coerceDoc = "A positive number of seconds."
 
 
 def _positive(value: str) -> int:
-    number = int(value)
+    number = ascii_number(int, value)
     if number <= 0:
         raise ValueError(f"must be positive, got {value}")
     return number
@@ -60,7 +61,7 @@ _positive.coerceDoc = "A positive integer."
 
 
 def _milliseconds(value: str) -> float:
-    number = float(value)
+    number = ascii_number(float, value)
     if not 0 <= number <= 1000:
         raise ValueError(f"must be 0..1000 milliseconds, got {value}")
     return number

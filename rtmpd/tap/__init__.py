@@ -14,7 +14,7 @@ import os
 import sys
 
 from twisted.application import service
-from twisted.internet import endpoints, reactor
+from twisted.internet import reactor
 from twisted.logger import Logger
 from twisted.python import usage
 
@@ -25,8 +25,7 @@ from rtmpd.access.settings import AccessSettings
 from rtmpd.admin.manhole_options import MANHOLE_PARAMETERS, manhole_limits
 from rtmpd.config import ServerConfig
 from rtmpd.core.limits import OPTIONS as LIMIT_OPTIONS
-from rtmpd.core.limits import OPTIONS_ZERO_OK, Limits
-from rtmpd.core.messages import MAX_CHUNK_SIZE
+from rtmpd.core.limits import Limits
 from rtmpd.hooks.options import HOOK_PARAMETERS, HookOptions
 from rtmpd.recording.options import RECORDING_PARAMETERS, recording_config
 from rtmpd.remote.options import REMOTE_PARAMETERS, RemoteOptions
@@ -34,52 +33,12 @@ from rtmpd.server.listening import ListeningService
 from rtmpd.server.options import LIMIT_PARAMETERS, config_fields
 from rtmpd.tap.access import install_access
 from rtmpd.tap.cluster import CLUSTER_PARAMETERS, install_cluster
+from rtmpd.tap.coerce import chunk_size_value, endpoint_description, limit_value, positive
 from rtmpd.tap.manhole import manhole_service
 from rtmpd.tap.metrics import METRICS_FLAGS, METRICS_PARAMETERS
 from rtmpd.tap.workers import WORKER_PARAMETERS
 
 __all__ = ["Options", "install_access", "makeService", "manhole_service"]
-
-
-def endpoint_description(value: str) -> str:
-    """A bare port number becomes ``tcp:PORT``; anything else must parse as a Twisted endpoint."""
-    if value.isdigit():
-        port = int(value)
-        if not 0 <= port <= 65535:
-            raise ValueError(f"port {port} outside 0..65535")
-        return f"tcp:{port}"
-    try:
-        endpoints.serverFromString(reactor, value)
-    except Exception as e:  # serverFromString raises assorted types for bad descriptions
-        raise ValueError(f"not a port number or endpoint description: {value!r} ({e})") from e
-    return value
-
-
-endpoint_description.coerceDoc = "A port number or a Twisted endpoint description (tcp:, tcp6:, ssl:, unix:)."
-
-
-def _positive(kind):
-    def coerce(value: str):
-        number = kind(value)
-        if number <= 0:
-            raise ValueError(f"must be positive, got {value}")
-        return number
-
-    coerce.coerceDoc = f"A positive {'number' if kind is float else 'integer'}."
-    return coerce
-
-
-def _limit(name: str, kind: type):
-    """The coerce function of a Limits option: positive, or also 0 (no budget) for a rate."""
-    positive = _positive(kind)
-    return positive if name not in OPTIONS_ZERO_OK else lambda value: kind(value) and positive(value)
-
-
-def _chunk_size(value: str) -> int:
-    size = int(value)
-    if not 1 <= size <= MAX_CHUNK_SIZE:
-        raise ValueError(f"chunk size must be 1..{MAX_CHUNK_SIZE}")
-    return size
 
 
 _log = Logger(namespace="rtmpd.tap")
@@ -103,13 +62,13 @@ class Options(AccessOptions, HookOptions, RemoteOptions, usage.Options):
     optParameters = [
         ["port", "p", "tcp:1935", "Port number or endpoint description to listen on", endpoint_description],
         ["record-dir", None, None, "Record every published stream into this directory"],
-        ["record-max-size", None, None, "Start a new recording file past this many bytes", _positive(int)],
+        ["record-max-size", None, None, "Start a new recording file past this many bytes", positive(int)],
         [
             "record-interval",
             None,
             None,
             "Start a new recording file every this many seconds",
-            _positive(float),
+            positive(float),
         ],
         *RECORDING_PARAMETERS,
         [
@@ -117,64 +76,64 @@ class Options(AccessOptions, HookOptions, RemoteOptions, usage.Options):
             None,
             _defaults.publisher_timeout,
             "Drop a publisher that sends nothing for this many seconds",
-            _positive(float),
+            positive(float),
         ],
         [
             "play-timeout",
             None,
             _defaults.play_timeout,
             "Drop a player whose socket makes no progress for this many seconds",
-            _positive(float),
+            positive(float),
         ],
         [
             "max-queue-bytes",
             None,
             _defaults.max_queue_bytes,
             "Most bytes a slow player may have queued before frames are dropped",
-            _positive(int),
+            positive(int),
         ],
         [
             "gop-cache-bytes",
             None,
             _defaults.gop_cache_max_bytes,
             "Largest GOP cache per stream in bytes",
-            _positive(int),
+            positive(int),
         ],
         [
             "gop-cache-duration",
             None,
             _defaults.gop_cache_max_duration,
             "Longest GOP cache per stream in seconds",
-            _positive(float),
+            positive(float),
         ],
-        ["chunk-size", None, _defaults.chunk_size, "Outgoing RTMP chunk size", _chunk_size],
+        ["chunk-size", None, _defaults.chunk_size, "Outgoing RTMP chunk size", chunk_size_value],
         [
             "max-message-size",
             None,
             _limits.max_media_message_size,
             "Largest audio/video/data message accepted, in bytes",
-            _positive(int),
+            positive(int),
         ],
         [
             "max-command-size",
             None,
             _limits.max_command_message_size,
             "Largest command or control message accepted, in bytes",
-            _positive(int),
+            positive(int),
         ],
         [
             "max-chunk-streams",
             None,
             _limits.max_chunk_streams,
             "Most chunk streams one connection may open",
-            _positive(int),
+            positive(int),
         ],
         [
             "handshake-timeout",
             None,
             _limits.handshake_timeout,
             "Seconds a client has to complete the handshake",
-            _positive(float),
+            positive(float),
         ],
         [
             "log-level",
@@ -205,8 +164,8 @@ class Options(AccessOptions, HookOptions, RemoteOptions, usage.Options):
             endpoint_description,
         ],
         ["api-token-file", None, None, "File holding the JSON API's bearer token (changes are off without)"],
-        ["http-max-body", None, 64 * 1024, "Largest HTTP request body accepted, in bytes", _positive(int)],
-        ["http-max-connections", None, 256, "Most HTTP connections open at once", _positive(int)],
+        ["http-max-body", None, 64 * 1024, "Largest HTTP request body accepted, in bytes", positive(int)],
+        ["http-max-connections", None, 256, "Most HTTP connections open at once", positive(int)],
         ["manhole-keys", None, None, "authorized_keys file of keys allowed into the manhole"],
         ["manhole-passwd", None, None, "user:password file for the manhole (hashed passwords supported)"],
         [
@@ -226,15 +185,15 @@ class Options(AccessOptions, HookOptions, RemoteOptions, usage.Options):
     optParameters += CLUSTER_PARAMETERS  # the cluster (rtmpd.tap.cluster, docs/cluster.md)
     # LL-HLS (rtmpd.tap.hls, docs/hls.md)
     optParameters += [
-        ["hls-segment-duration", None, 1.0, "HLS segment target in seconds (at keyframes)", _positive(float)],
-        ["hls-part-duration", None, 0.25, "LL-HLS part duration in seconds", _positive(float)],
-        ["hls-window", None, 6, "HLS segments listed in the playlist (kept in memory)", _positive(int)],
+        ["hls-segment-duration", None, 1.0, "HLS segment target in seconds (at keyframes)", positive(float)],
+        ["hls-part-duration", None, 0.25, "LL-HLS part duration in seconds", positive(float)],
+        ["hls-window", None, 6, "HLS segments listed in the playlist (kept in memory)", positive(int)],
     ]
     optParameters += LIMIT_PARAMETERS
     optParameters += WORKER_PARAMETERS  # --workers (rtmpd.tap.workers, docs/cluster.md)
     # Hostile-client budgets (docs/security.md): one option per Limits field.
     optParameters += [
-        [name, None, getattr(_limits, field), text, _limit(name, type(getattr(_limits, field)))]
+        [name, None, getattr(_limits, field), text, limit_value(name, type(getattr(_limits, field)))]
         for name, field, text in LIMIT_OPTIONS
     ]
 

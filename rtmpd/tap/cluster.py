@@ -17,6 +17,8 @@ from urllib.parse import urlsplit
 
 from twisted.logger import Logger
 
+from rtmpd.core.text import ascii_digits, ascii_number
+
 if TYPE_CHECKING:
     from rtmpd.cluster.directory import StreamDirectory
     from rtmpd.cluster.service import ClusterService
@@ -28,7 +30,7 @@ _log = Logger(namespace="rtmpd.tap")
 
 
 def _ttl(value: str) -> float:
-    number = float(value)
+    number = ascii_number(float, value)
     if not 0.5 <= number <= 3600:
         raise ValueError(f"must be 0.5..3600 seconds, got {value}")
     return number
@@ -59,7 +61,7 @@ CLUSTER_PARAMETERS = [
 def listener_address(description: str) -> tuple[str | None, int | None]:
     """(interface, port) of a tcp/tcp6 endpoint description; None where it does not say."""
     parts = re.split(r"(?<!\\):", description)  # an endpoint escapes the colons of an IPv6 address
-    if parts[0] not in ("tcp", "tcp6") or len(parts) < 2 or not parts[1].isdigit():
+    if parts[0] not in ("tcp", "tcp6") or len(parts) < 2 or not ascii_digits(parts[1]):
         return None, None
     interface = None
     for part in parts[2:]:

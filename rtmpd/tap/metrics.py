@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from rtmpd.core.text import ascii_number
+
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
@@ -19,7 +21,7 @@ if TYPE_CHECKING:
 
 
 def _at_least_one(value: str) -> int:
-    number = int(value)
+    number = ascii_number(int, value)
     if number < 1:
         raise ValueError(f"must be at least 1, got {value}")
     return number

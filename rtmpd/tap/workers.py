@@ -21,12 +21,14 @@ from twisted.internet.error import ReactorNotRunning
 from twisted.logger import ILogObserver, LogPublisher, globalLogPublisher
 from zope.interface import implementer
 
+from rtmpd import conn_ids
 from rtmpd.cluster.amp_client import AMPDirectory, DirectoryLink
 from rtmpd.cluster.directory import Node
 from rtmpd.cluster.workers import WorkerSpec, WorkersService, worker_node_id
+from rtmpd.core.text import ascii_number
 from rtmpd.server.listening import ListeningService
 
-__all__ = ["WORKER_PARAMETERS", "workers_service", "wants_workers"]
+__all__ = ["WORKER_PARAMETERS", "identify_worker", "workers_service", "wants_workers"]
 
 #: Seconds a claim lives without a refresh in the in-host directory.
 DEFAULT_TTL = 5.0
@@ -35,7 +37,7 @@ DEFAULT_TTL = 5.0
 def worker_count(value: str) -> int:
     if value == "auto":
         return os.cpu_count() or 1
-    count = int(value)
+    count = ascii_number(int, value)
     if not 1 <= count <= 256:
         raise ValueError(f"--workers must be 1..256 or auto, got {value}")
     return count
@@ -211,12 +213,19 @@ def tag_logs(worker_id: int, publisher: LogPublisher = globalLogPublisher) -> Wo
     return tag
 
 
+def identify_worker(worker_id: int, publisher: LogPublisher = globalLogPublisher) -> WorkerTag:
+    """This process is worker ``worker_id``: its log events say so, and its connection ids
+    (``w2-c000017``) differ from every other worker's, in the logs, the API and the manhole."""
+    conn_ids.set_worker(worker_id)
+    return tag_logs(worker_id, publisher)
+
+
 def worker_service(options: Any, build: Callable[[Any], service.IService]) -> service.IService:
     try:
         spec = WorkerSpec.from_json(options["worker-spec"])
     except ValueError as e:
         sys.exit(f"rtmpd: error: --worker-spec: {e}")
-    tag_logs(spec.worker_id)
+    identify_worker(spec.worker_id)
     node = Node(worker_node_id(spec.worker_id), internal_url(spec))
     if options.get("cluster"):
         # A node of a shared directory: each worker is a node of its own, pulled from its internal listener.
