@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from twisted.internet.defer import Deferred
 
@@ -43,15 +43,19 @@ __all__ = ["MAX_WAIT", "MAX_WAITING", "Answer", "HLSAnswers", "error_answer"]
 PLAYLIST_TYPE = b"application/vnd.apple.mpegurl"
 MEDIA_TYPE = b"video/mp4"
 JSON_TYPE = b"application/json; charset=utf-8"
+_PUBLIC_MEDIA = b"public, max-age=31536000, immutable"
+_PRIVATE_MEDIA = b"private, max-age=31536000, immutable"
 #: Waits are bounded: the spec's three target durations, and never more than this.
 MAX_WAIT = 30.0
 #: Most requests waiting on one stream at once; past it, 503 (each holds a connection and a little memory).
 MAX_WAITING = 5000
 
 
-@dataclass(frozen=True, slots=True)
-class Answer:
-    """A response: status, ``Content-Type``, ``Cache-Control`` and body."""
+class Answer(NamedTuple):
+    """A response: status, ``Content-Type``, ``Cache-Control`` and body.
+
+    A tuple (not a frozen dataclass): one is made per request, and a tuple is made several times faster.
+    """
 
     status: int
     content_type: bytes
@@ -141,8 +145,7 @@ class HLSAnswers:
         if wanted is None:
             raise HTTPError(404, "no such HLS file")
         window = live.window
-        cache = b"private" if self.permissions.enabled else b"public"
-        cache += b", max-age=31536000, immutable"
+        cache = _PRIVATE_MEDIA if self.permissions.enabled else _PUBLIC_MEDIA
         if wanted.msn is None:
             data = window.inits.get(wanted.epoch)
             if data is None:

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -78,7 +78,6 @@ class LiveHLS:
         self.window = Window(settings.window)
         self.segmenter: Segmenter | None = None
         self.waiters = Waiters()
-        self._deferreds: dict[object, Deferred] = {}
         self._timer: IDelayedCall | None = None
         self.last_request = clock.seconds()
         self._rendered: tuple[int, dict[str, bytes]] = (-1, {})
@@ -169,20 +168,13 @@ class LiveHLS:
 
         Cancelling the Deferred (the client left) forgets the wait.
         """
-        token = object()
-
-        def cancel(_: Deferred) -> None:
-            self.waiters.discard(token)
-            self._deferreds.pop(token, None)
-
-        d: Deferred[Availability | None] = Deferred(cancel)
         state = availability(self.window, msn, part)
         if state is not Availability.PENDING:
-            d.callback(state)
-            return d
+            return succeed(state)
+        # The Deferred is its own token among the waiters (no closure, no token object per request).
+        d: Deferred[Availability | None] = Deferred(self.waiters.discard)
         deadline = self._clock.seconds() + timeout
-        self.waiters.add(token, msn, part, deadline)
-        self._deferreds[token] = d
+        self.waiters.add(d, msn, part, deadline)
         timer = self._timer
         if timer is None or not timer.active() or timer.getTime() > deadline:
             # Waits mostly share a timeout, so their deadlines come in order: the timer rarely moves.
@@ -194,23 +186,20 @@ class LiveHLS:
             self._settle()
 
     def _settle(self) -> None:
-        for token, state in self.waiters.settled(self.window):
-            self._fire(token, state)
-        for token in self.waiters.expired(self._clock.seconds()):
-            self._fire(token, None)
+        for d, state in self.waiters.settled(self.window):
+            d.callback(state)
+        for d in self.waiters.expired(self._clock.seconds()):
+            d.callback(None)
         self._schedule()
 
-    def _fire(self, token: object, result: Availability | None) -> None:
-        d = self._deferreds.pop(token, None)
-        if d is not None:
-            d.callback(result)
-
     def _schedule(self) -> None:
+        """Have the timer fire by the earliest deadline (early is harmless: ``_settle`` re-arms it)."""
         deadline = self.waiters.next_deadline()
-        if self._timer is not None and self._timer.active():
-            if deadline is not None and self._timer.getTime() == deadline:
+        timer = self._timer
+        if timer is not None and timer.active():
+            if deadline is None or timer.getTime() <= deadline:
                 return
-            self._timer.cancel()
+            timer.cancel()
         self._timer = None
         if deadline is not None:
             self._timer = self._clock.callLater(max(0.0, deadline - self._clock.seconds()), self._settle)
@@ -222,9 +211,9 @@ class LiveHLS:
     def stop(self) -> None:
         """Free everything; waiting requests are answered as timed out."""
         self.segmenter = None
-        for token in self.waiters.tokens():
-            self.waiters.discard(token)
-            self._fire(token, None)
+        for d in self.waiters.tokens():
+            self.waiters.discard(d)
+            d.callback(None)
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
