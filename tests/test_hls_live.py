@@ -148,5 +148,5 @@ class OptionsTests(SynchronousTestCase):
         from rtmpd.tap.hls import hls_settings
 
         self.assertEqual(
-            hls_settings(options), HLSSettings(segment_duration=2.0, part_duration=0.25, window=4)
+            hls_settings(options), HLSSettings(segment_duration=2.0, part_duration=0.333, window=4)
         )

@@ -46,7 +46,7 @@ class HLSSettings:
     """``--hls-*`` options: seconds, and segments kept in the playlist."""
 
     segment_duration: float = 1.0
-    part_duration: float = 0.25
+    part_duration: float = 0.333
     window: int = 6
     #: A stream's muxer stops after this many seconds without a request.
     idle_timeout: float = 20.0

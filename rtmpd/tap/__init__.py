@@ -227,7 +227,7 @@ class Options(AccessOptions, HookOptions, RemoteOptions, usage.Options):
     # LL-HLS (rtmpd.tap.hls, docs/hls.md)
     optParameters += [
         ["hls-segment-duration", None, 1.0, "HLS segment target in seconds (at keyframes)", _positive(float)],
-        ["hls-part-duration", None, 0.25, "LL-HLS part duration in seconds", _positive(float)],
+        ["hls-part-duration", None, 0.333, "LL-HLS part duration in seconds", _positive(float)],
         ["hls-window", None, 6, "HLS segments listed in the playlist (kept in memory)", _positive(int)],
     ]
     optParameters += LIMIT_PARAMETERS
