@@ -16,7 +16,7 @@ deadline passes.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -81,6 +81,7 @@ class LiveHLS:
         self._timer: IDelayedCall | None = None
         self.last_request = clock.seconds()
         self._rendered: tuple[int, dict[str, bytes]] = (-1, {})
+        self._remembered: tuple[int, dict[Hashable, object]] = (-1, {})
         self.generations = 0
 
     # -- generations ---------------------------------------------------------------------
@@ -162,6 +163,15 @@ class LiveHLS:
                 credential=credential,
             ).encode()
         return text
+
+    def remembered(self) -> dict[Hashable, object]:
+        """A memo valid until the window next changes: the viewers at the live edge ask for the same
+        part within a part's time, and its answer is worked out once."""
+        version, memo = self._remembered
+        if version != self.window.version:
+            memo = {}
+            self._remembered = (self.window.version, memo)
+        return memo
 
     def wait(self, msn: int, part: int | None, timeout: float) -> Deferred[Availability | None]:
         """Fires with the availability of ``msn``/``part`` once it is not pending, or None at the timeout.
