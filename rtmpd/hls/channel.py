@@ -1,7 +1,7 @@
 """A lean HTTP/1.1 path for the plain requests of ``/hls/``, in front of twisted.web's on the same listener.
 
 An LL-HLS viewer makes about two requests per part (a blocking playlist
-reload, then the part): eight a second with 0.25 s parts. Through
+reload, then the part): six a second with the default 1/3 s parts. Through
 twisted.web a request costs about 0.1 ms of CPU before rtmpd sees it
 (header objects, resource traversal, a Request and its Deferreds) and its
 answer a reactor write cycle; see docs/hls.md "Cost". ``HLSChannel`` is the
