@@ -21,7 +21,7 @@ from rtmpd.hls.names import (
     segment_name,
 )
 from rtmpd.hls.playlist import render_playlist
-from rtmpd.hls.segmenter import Segmenter
+from rtmpd.hls.segmenter import Segmenter, declared_part_target
 from rtmpd.hls.segments import Availability, Part, Window
 from tests.test_fmp4 import ASC_48K_STEREO, AVCC_1080, aac_tag, all_samples, avc_tag
 
@@ -137,7 +137,17 @@ class SegmenterTests(SynchronousTestCase):
             # Each segment starts with a keyframe, and is longer than the target only up to its next one.
             self.assertEqual(all_samples(segment_.data)[VIDEO_TRACK_ID][0][3], FLAGS_SYNC)
             for p in segment_.parts:
-                self.assertLessEqual(p.duration, max(part, frame) + 1e-6)
+                self.assertLessEqual(p.duration, max(declared_part_target(part), frame) + 1e-6)
+
+    def test_parts_of_whole_frames_fill_the_segment(self):
+        # 30 fps with millisecond timestamps (0, 33, 66, 100, ...), a keyframe a second: 0.5 s parts
+        # are 15 frames (two per segment, not 14 + 15 + 1), 1/3 s parts 10 frames, 0.25 s parts 7.
+        for part, frames in ((0.5, [15, 15]), (0.333, [10, 10, 10]), (0.25, [7, 7, 7, 7, 2])):
+            window, _ = segmented(stream_messages(121, gop=30), part_target=part, segment_target=1.0)
+            for segment in list(window.segments)[:-1]:
+                counts = [len(all_samples(p.data)[VIDEO_TRACK_ID]) for p in segment.parts]
+                self.assertEqual(counts, frames, part)
+                self.assertTrue(all(p.duration <= declared_part_target(part) for p in segment.parts))
 
 
 class WindowTests(SynchronousTestCase):
@@ -186,8 +196,9 @@ class PlaylistTests(SynchronousTestCase):
         lines = text.splitlines()
         self.assertEqual(lines[0], "#EXTM3U")
         self.assertIn("#EXT-X-TARGETDURATION:1", lines)
-        self.assertIn("#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=0.75", lines)
-        self.assertIn("#EXT-X-PART-INF:PART-TARGET=0.25", lines)
+        # The declared part target is the configured one plus the 1 ms of RTMP's timestamp resolution.
+        self.assertIn("#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=0.753", lines)
+        self.assertIn("#EXT-X-PART-INF:PART-TARGET=0.251", lines)
         self.assertIn("#EXT-X-MEDIA-SEQUENCE:0", lines)
         self.assertIn('#EXT-X-MAP:URI="e1.mp4?exp=9&sig=ab"', lines)
         self.assertIn("#EXTINF:1,", lines)

@@ -69,6 +69,28 @@ class LiveHLSTests(SynchronousTestCase):
         self.assertEqual(late, [None])
         self.assertEqual(len(live.waiters), 0)
 
+    def test_media_answers_are_shared_until_the_window_changes(self):
+        from rtmpd.hls.access import PlayPermissions
+        from rtmpd.hls.answers import HLSAnswers
+        from rtmpd.hls.names import part_name
+        from rtmpd.http.jsonio import HTTPError
+
+        stream = self.publish()
+        messages = stream_messages(600, gop=30)
+        self.relay(stream, messages[:5])
+        live = self.muxers.get("live/cam")
+        answers = HLSAnswers(self.muxers, PlayPermissions(lambda: None, self.clock.seconds))
+        self.relay(stream, [m for m in messages[5:] if m.timestamp < 1500])
+        name = part_name(live.epoch, 0, 0)
+        first = answers.answer(["live", "cam", name], "", "127.0.0.1")
+        self.assertEqual(first.body, live.window.part_data(0, 0))
+        self.assertIs(answers.answer(["live", "cam", name], "", "127.0.0.1"), first)
+        # Once segment 0 has left the window, its part is gone: nothing remembered answers it.
+        self.relay(stream, [m for m in messages if 1500 <= m.timestamp < 19000])
+        with self.assertRaises(HTTPError) as e:
+            answers.answer(["live", "cam", name], "", "127.0.0.1")
+        self.assertEqual(e.exception.status, 404)
+
     def test_cancelled_wait_is_forgotten(self):
         stream = self.publish()
         self.relay(stream, stream_messages(10))
@@ -148,5 +170,5 @@ class OptionsTests(SynchronousTestCase):
         from rtmpd.tap.hls import hls_settings
 
         self.assertEqual(
-            hls_settings(options), HLSSettings(segment_duration=2.0, part_duration=0.25, window=4)
+            hls_settings(options), HLSSettings(segment_duration=2.0, part_duration=0.333, window=4)
         )

@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from functools import lru_cache
+from typing import NamedTuple
 
 from twisted.internet.defer import Deferred
 
@@ -43,20 +44,33 @@ __all__ = ["MAX_WAIT", "MAX_WAITING", "Answer", "HLSAnswers", "error_answer"]
 PLAYLIST_TYPE = b"application/vnd.apple.mpegurl"
 MEDIA_TYPE = b"video/mp4"
 JSON_TYPE = b"application/json; charset=utf-8"
+_PUBLIC_MEDIA = b"public, max-age=31536000, immutable"
+_PRIVATE_MEDIA = b"private, max-age=31536000, immutable"
 #: Waits are bounded: the spec's three target durations, and never more than this.
 MAX_WAIT = 30.0
 #: Most requests waiting on one stream at once; past it, 503 (each holds a connection and a little memory).
 MAX_WAITING = 5000
 
 
-@dataclass(frozen=True, slots=True)
-class Answer:
-    """A response: status, ``Content-Type``, ``Cache-Control`` and body."""
+class Answer(NamedTuple):
+    """A response: status, ``Content-Type``, ``Cache-Control`` and body.
+
+    A tuple (not a frozen dataclass): one is made per request, and a tuple is made several times faster.
+    """
 
     status: int
     content_type: bytes
     cache: bytes
     body: bytes
+
+
+@lru_cache(maxsize=512)
+def _split_path(parts: tuple[str, ...]) -> tuple[str, str, str] | None:
+    """(app, name, file name) of a path below ``/hls/``, or None when it is not one (remembered: at the
+    live edge every viewer asks for the same few)."""
+    if len(parts) < 3 or any(p in ("", ".", "..") for p in parts):
+        return None
+    return parts[0], "/".join(parts[1:-1]), parts[-1]
 
 
 def error_answer(error: HTTPError | AccessDenied) -> Answer:
@@ -78,9 +92,10 @@ class HLSAnswers:
     def answer(self, parts: Sequence[str], raw_query: str, client_host: str) -> Answer | Deferred[Answer]:
         """The answer to a GET of ``/hls/`` + ``"/".join(parts)``; raises (or fails with) ``HTTPError``
         or ``AccessDenied``. ``client_host`` is only read when access control is on."""
-        if len(parts) < 3 or any(p in ("", ".", "..") for p in parts):
+        split = _split_path(tuple(parts))
+        if split is None:
             raise HTTPError(404, "not an HLS path: /hls/APP/NAME/index.m3u8")
-        app, name, file_name = parts[0], "/".join(parts[1:-1]), parts[-1]
+        app, name, file_name = split
         try:
             if file_name == PLAYLIST:
                 query = parse_playlist_query(raw_query)
@@ -121,11 +136,11 @@ class HLSAnswers:
             self._timeout(live)
             waited = live.wait(window.next_msn, None, live.settings.first_segment_timeout)
             return waited.addCallback(self._playlist_now, live, credential, "no segment yet; try again")
-        if too_far(window, msn, part):
-            raise HTTPError(400, "_HLS_msn/_HLS_part too far ahead of the live edge")
         state = availability(window, msn, part)
         if state is not Availability.PENDING:
             return self._playlist_now(state, live, credential, "")
+        if too_far(window, msn, part):
+            raise HTTPError(400, "_HLS_msn/_HLS_part too far ahead of the live edge")
         waited = live.wait(msn, part, self._timeout(live))
         message = "the segment or part asked for did not come in time"
         return waited.addCallback(self._playlist_now, live, credential, message)
@@ -137,12 +152,21 @@ class HLSAnswers:
         return Answer(200, PLAYLIST_TYPE, b"no-cache", live.playlist(credential))
 
     def _media(self, live: LiveHLS, file_name: str) -> Answer | Deferred[Answer]:
+        cache = _PRIVATE_MEDIA if self.permissions.enabled else _PUBLIC_MEDIA
+        memo = live.remembered()
+        answer = memo.get((file_name, cache))
+        if answer is not None:
+            return answer
+        answer = self._media_answer(live, file_name, cache)
+        if isinstance(answer, Answer):
+            memo[(file_name, cache)] = answer
+        return answer
+
+    def _media_answer(self, live: LiveHLS, file_name: str, cache: bytes) -> Answer | Deferred[Answer]:
         wanted = parse_file_name(file_name)
         if wanted is None:
             raise HTTPError(404, "no such HLS file")
         window = live.window
-        cache = b"private" if self.permissions.enabled else b"public"
-        cache += b", max-age=31536000, immutable"
         if wanted.msn is None:
             data = window.inits.get(wanted.epoch)
             if data is None:

@@ -13,8 +13,8 @@ A waiting request is answered when what it waits for exists, or times out
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Hashable
-from dataclasses import dataclass
 
 from rtmpd.hls.segments import Availability, Window
 
@@ -53,48 +53,79 @@ def too_far(window: Window, msn: int, part: int | None) -> bool:
     return (msn - last_msn) + part > ADVANCE_PART_LIMIT
 
 
-@dataclass(frozen=True, slots=True)
-class _Wait:
-    msn: int
-    part: int | None
-    deadline: float
-
-
 class Waiters:
-    """Requests waiting for a segment or part, by the caller's token (any hashable)."""
+    """Requests waiting for a segment or part, by the caller's token (any hashable).
+
+    The viewers at the live edge all wait for the same next part: waits are grouped by what they
+    wait for, so a change of the window is checked once per group, not once per request, and the
+    earliest deadline is kept in a heap (stale entries are dropped lazily).
+    """
 
     def __init__(self) -> None:
-        self._waiting: dict[Hashable, _Wait] = {}
+        #: token -> (msn, part, deadline, sequence number)
+        self._waiting: dict[Hashable, tuple[int, int | None, float, int]] = {}
+        self._groups: dict[tuple[int, int | None], dict[Hashable, None]] = {}
+        self._deadlines: list[tuple[float, int, Hashable]] = []
+        self._added = 0
 
     def __len__(self) -> int:
         return len(self._waiting)
 
     def add(self, token: Hashable, msn: int, part: int | None, deadline: float) -> None:
-        self._waiting[token] = _Wait(msn, part, deadline)
+        self.discard(token)
+        self._added += 1
+        self._waiting[token] = (msn, part, deadline, self._added)
+        group = self._groups.get((msn, part))
+        if group is None:
+            group = self._groups[(msn, part)] = {}
+        group[token] = None
+        heapq.heappush(self._deadlines, (deadline, self._added, token))
+        if len(self._deadlines) > 2 * len(self._waiting) + 64:
+            # Settled waits leave their entry behind until its deadline: keep the heap bounded.
+            self._deadlines = [(w[2], w[3], t) for t, w in self._waiting.items()]
+            heapq.heapify(self._deadlines)
 
     def discard(self, token: Hashable) -> None:
-        self._waiting.pop(token, None)
+        wait = self._waiting.pop(token, None)
+        if wait is not None:
+            target = (wait[0], wait[1])
+            group = self._groups[target]
+            del group[token]
+            if not group:
+                del self._groups[target]
 
     def settled(self, window: Window) -> list[tuple[Hashable, Availability]]:
         """Remove and return the waits whose target is no longer pending, with its availability."""
         done = []
-        for token, wait in self._waiting.items():
-            state = availability(window, wait.msn, wait.part)
+        for target in list(self._groups):
+            state = availability(window, target[0], target[1])
             if state is not Availability.PENDING:
-                done.append((token, state))
-        for token, _ in done:
-            del self._waiting[token]
+                for token in self._groups.pop(target):
+                    del self._waiting[token]
+                    done.append((token, state))
         return done
 
     def expired(self, now: float) -> list[Hashable]:
         """Remove and return the waits whose deadline has passed."""
-        done = [token for token, wait in self._waiting.items() if wait.deadline <= now]
-        for token in done:
-            del self._waiting[token]
+        done = []
+        deadlines = self._deadlines
+        while deadlines and deadlines[0][0] <= now:
+            _, added, token = heapq.heappop(deadlines)
+            wait = self._waiting.get(token)
+            if wait is not None and wait[3] == added:
+                self.discard(token)
+                done.append(token)
         return done
 
     def next_deadline(self) -> float | None:
-        return min((w.deadline for w in self._waiting.values()), default=None)
+        deadlines = self._deadlines
+        while deadlines:
+            deadline, added, token = deadlines[0]
+            wait = self._waiting.get(token)
+            if wait is not None and wait[3] == added:
+                return deadline
+            heapq.heappop(deadlines)  # that wait was settled or discarded
+        return None
 
     def tokens(self) -> list[Hashable]:
         return list(self._waiting)

@@ -1,7 +1,7 @@
 """A lean HTTP/1.1 path for the plain requests of ``/hls/``, in front of twisted.web's on the same listener.
 
 An LL-HLS viewer makes about two requests per part (a blocking playlist
-reload, then the part): eight a second with 0.25 s parts. Through
+reload, then the part): six a second with the default 1/3 s parts. Through
 twisted.web a request costs about 0.1 ms of CPU before rtmpd sees it
 (header objects, resource traversal, a Request and its Deferreds) and its
 answer a reactor write cycle; see docs/hls.md "Cost". ``HLSChannel`` is the
@@ -61,9 +61,23 @@ _LEAN_LINES = (b"GET /hls/", b"HEAD /hls/", b"OPTIONS /hls/")
 _VERSIONS = (b" HTTP/1.1", b" HTTP/1.0")
 #: An HTTP/1.0 client keeps the connection only when told so.
 _KEEP_ALIVE_10 = b"connection: keep-alive\r\n"
+_CLOSE = b"connection: close\r\n"
+#: An answer's head (one formatting per answer).
+_HEAD = (
+    b"HTTP/1.1 %d %s\r\ndate: %s\r\naccess-control-allow-origin: *\r\n"
+    b"content-type: %s\r\ncache-control: %s\r\ncontent-length: %d\r\n%s\r\n"
+)
 _PREFLIGHT = b"".join(b"%s: %s\r\n" % header for header in CORS_PREFLIGHT)
 
 _date: tuple[int, bytes] = (0, b"")
+
+#: A parsed request head: method, path, query, keep-alive, HTTP/1.0.
+_Head = tuple[bytes, bytes, bytes, bool, bool]
+#: Parsed request heads remembered (all the connections' together), by their bytes.
+_REMEMBERED_HEADS = 1024
+#: Longer heads are parsed every time (so the memory held is bounded: at most 1 MB).
+_REMEMBERED_HEAD_SIZE = 1024
+_parsed_heads: dict[bytes, _Head] = {}
 
 
 def _http_date() -> bytes:
@@ -207,25 +221,39 @@ class HLSChannel(Protocol):
                 self._head_arriving()
             return False
         head = buffer[: end + 4]
-        self._complete = False
-        try:
-            self._parser.feed_data(head)
-            path, query = self._target()
-        except (httptools.HttpParserError, httptools.HttpParserUpgrade):
-            self._hand_off()
-            return False
-        if not self._complete:
-            self._hand_off()  # a body follows: twisted.web reads it within its limits
-            return False
+        parsed = _parsed_heads.get(head)
+        if parsed is None:
+            parsed = self._parse(head)
+            if parsed is None:
+                return False
         self._buffer = buffer[end + 4 :]
         self._deadline = None
         self._timing_head = False
-        self._answer(self._method, path, query, self._keep_alive)
+        method, path, query, self._keep_alive, self._http10 = parsed
+        self._answer(method, path, query, self._keep_alive)
         return True
 
-    def _target(self) -> tuple[bytes, bytes]:
-        url = httptools.parse_url(self._url)
-        return url.path, url.query or b""
+    def _parse(self, head: bytes) -> _Head | None:
+        """Parse a whole request head with httptools (and remember it); None when the connection was
+        handed off: a head that does not parse, or a body follows (twisted.web reads it within its limits)."""
+        self._complete = False
+        try:
+            self._parser.feed_data(head)
+            url = httptools.parse_url(self._url)
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade):
+            self._hand_off()
+            return None
+        if not self._complete:
+            self._hand_off()
+            return None
+        parsed = (self._method, url.path, url.query or b"", self._keep_alive, self._http10)
+        # The viewers of a stream at its live edge send the same few heads: each is parsed once. A
+        # parse depends on the head's bytes alone (the parser starts each request afresh).
+        if len(head) <= _REMEMBERED_HEAD_SIZE:
+            if len(_parsed_heads) >= _REMEMBERED_HEADS:
+                _parsed_heads.clear()
+            _parsed_heads[head] = parsed
+        return parsed
 
     # httptools' callbacks
     def on_message_begin(self) -> None:
@@ -284,12 +312,17 @@ class HLSChannel(Protocol):
     # -- answers -----------------------------------------------------------------------
 
     def _send(self, answer: Answer, head_only: bool, keep_alive: bool) -> None:
-        headers = b"content-type: %s\r\ncache-control: %s\r\ncontent-length: %d\r\n" % (
+        body = answer.body
+        head = _HEAD % (
+            answer.status,
+            RESPONSES.get(answer.status, b"Unknown"),
+            _http_date(),
             answer.content_type,
             answer.cache,
-            len(answer.body),
+            len(body),
+            (_KEEP_ALIVE_10 if self._http10 else b"") if keep_alive else _CLOSE,
         )
-        self._write(answer.status, headers, None if head_only else answer.body, keep_alive)
+        self._written(head, None if head_only else body, keep_alive)
 
     def _write(self, status: int, headers: bytes, body: bytes | None, keep_alive: bool) -> None:
         head = b"HTTP/1.1 %d %s\r\ndate: %s\r\naccess-control-allow-origin: *\r\n%s%s\r\n" % (
@@ -297,8 +330,11 @@ class HLSChannel(Protocol):
             RESPONSES.get(status, b"Unknown"),
             _http_date(),
             headers,
-            (_KEEP_ALIVE_10 if self._http10 else b"") if keep_alive else b"connection: close\r\n",
+            (_KEEP_ALIVE_10 if self._http10 else b"") if keep_alive else _CLOSE,
         )
+        self._written(head, body, keep_alive)
+
+    def _written(self, head: bytes, body: bytes | None, keep_alive: bool) -> None:
         write_chunks(self._raw, [head, body] if body else [head])
         if not keep_alive:
             self._close()

@@ -16,11 +16,11 @@ deadline passes.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -46,7 +46,7 @@ class HLSSettings:
     """``--hls-*`` options: seconds, and segments kept in the playlist."""
 
     segment_duration: float = 1.0
-    part_duration: float = 0.25
+    part_duration: float = 0.333
     window: int = 6
     #: A stream's muxer stops after this many seconds without a request.
     idle_timeout: float = 20.0
@@ -78,10 +78,10 @@ class LiveHLS:
         self.window = Window(settings.window)
         self.segmenter: Segmenter | None = None
         self.waiters = Waiters()
-        self._deferreds: dict[object, Deferred] = {}
         self._timer: IDelayedCall | None = None
         self.last_request = clock.seconds()
         self._rendered: tuple[int, dict[str, bytes]] = (-1, {})
+        self._remembered: tuple[int, dict[Hashable, object]] = (-1, {})
         self.generations = 0
 
     # -- generations ---------------------------------------------------------------------
@@ -164,25 +164,27 @@ class LiveHLS:
             ).encode()
         return text
 
+    def remembered(self) -> dict[Hashable, object]:
+        """A memo valid until the window next changes: the viewers at the live edge ask for the same
+        part within a part's time, and its answer is worked out once."""
+        version, memo = self._remembered
+        if version != self.window.version:
+            memo = {}
+            self._remembered = (self.window.version, memo)
+        return memo
+
     def wait(self, msn: int, part: int | None, timeout: float) -> Deferred[Availability | None]:
         """Fires with the availability of ``msn``/``part`` once it is not pending, or None at the timeout.
 
         Cancelling the Deferred (the client left) forgets the wait.
         """
-        token = object()
-
-        def cancel(_: Deferred) -> None:
-            self.waiters.discard(token)
-            self._deferreds.pop(token, None)
-
-        d: Deferred[Availability | None] = Deferred(cancel)
         state = availability(self.window, msn, part)
         if state is not Availability.PENDING:
-            d.callback(state)
-            return d
+            return succeed(state)
+        # The Deferred is its own token among the waiters (no closure, no token object per request).
+        d: Deferred[Availability | None] = Deferred(self.waiters.discard)
         deadline = self._clock.seconds() + timeout
-        self.waiters.add(token, msn, part, deadline)
-        self._deferreds[token] = d
+        self.waiters.add(d, msn, part, deadline)
         timer = self._timer
         if timer is None or not timer.active() or timer.getTime() > deadline:
             # Waits mostly share a timeout, so their deadlines come in order: the timer rarely moves.
@@ -194,23 +196,20 @@ class LiveHLS:
             self._settle()
 
     def _settle(self) -> None:
-        for token, state in self.waiters.settled(self.window):
-            self._fire(token, state)
-        for token in self.waiters.expired(self._clock.seconds()):
-            self._fire(token, None)
+        for d, state in self.waiters.settled(self.window):
+            d.callback(state)
+        for d in self.waiters.expired(self._clock.seconds()):
+            d.callback(None)
         self._schedule()
 
-    def _fire(self, token: object, result: Availability | None) -> None:
-        d = self._deferreds.pop(token, None)
-        if d is not None:
-            d.callback(result)
-
     def _schedule(self) -> None:
+        """Have the timer fire by the earliest deadline (early is harmless: ``_settle`` re-arms it)."""
         deadline = self.waiters.next_deadline()
-        if self._timer is not None and self._timer.active():
-            if deadline is not None and self._timer.getTime() == deadline:
+        timer = self._timer
+        if timer is not None and timer.active():
+            if deadline is None or timer.getTime() <= deadline:
                 return
-            self._timer.cancel()
+            timer.cancel()
         self._timer = None
         if deadline is not None:
             self._timer = self._clock.callLater(max(0.0, deadline - self._clock.seconds()), self._settle)
@@ -222,9 +221,9 @@ class LiveHLS:
     def stop(self) -> None:
         """Free everything; waiting requests are answered as timed out."""
         self.segmenter = None
-        for token in self.waiters.tokens():
-            self.waiters.discard(token)
-            self._fire(token, None)
+        for d in self.waiters.tokens():
+            self.waiters.discard(d)
+            d.callback(None)
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None

@@ -14,6 +14,7 @@ import math
 from datetime import UTC, datetime
 
 from rtmpd.hls.names import init_name, part_name, segment_name
+from rtmpd.hls.segmenter import declared_part_target
 from rtmpd.hls.segments import Window
 
 __all__ = ["VERSION", "render_playlist", "target_duration"]
@@ -47,13 +48,14 @@ def render_playlist(
     """The media playlist. ``epoch`` is the generation being made (named by the preload hint);
     ``credential`` is the query copied onto every URL (already encoded)."""
     listed = window.listed()
+    declared = declared_part_target(part_target)
     lines = [
         "#EXTM3U",
         f"#EXT-X-VERSION:{VERSION}",
         f"#EXT-X-TARGETDURATION:{target_duration(window, segment_target)}",
         "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,"
-        f"PART-HOLD-BACK={_seconds(PART_HOLD_BACK_PARTS * part_target)}",
-        f"#EXT-X-PART-INF:PART-TARGET={_seconds(part_target)}",
+        f"PART-HOLD-BACK={_seconds(PART_HOLD_BACK_PARTS * declared)}",
+        f"#EXT-X-PART-INF:PART-TARGET={_seconds(declared)}",
         f"#EXT-X-MEDIA-SEQUENCE:{listed[0].msn if listed else window.next_msn}",
     ]
     discontinuities = window.skipped_discontinuities()

@@ -18,7 +18,12 @@ Rules it keeps:
   the target duration long. An audio-only stream cuts segments at any
   frame once the target is reached.
 - A part ends before one more sample of the primary track would make it longer than the part
-  target (the spec's limit), so a part is at most the target (one sample, if that is longer).
+  target the playlist declares (the spec's limit), so a part is at most that (one sample, if that
+  is longer). The declared target is the configured one plus ``TIMESTAMP_SLACK``: RTMP timestamps
+  are whole milliseconds, so N frames of a steady frame rate measure N frame durations give or
+  take 1 ms; against the bare target, 15 frames at 30 fps (0.500 or 0.501 s) would not fit in a
+  0.5 s part: a 1 s segment became parts of 14, 15 and 1 frames, three requests where two do.
+  For the same reason a segment may end when it is up to 1 ms short of its target.
 - ``finish`` flushes what is buffered and completes the open segment.
 
 ``feed`` raises what the muxer raises (``Fmp4Error``): the caller then
@@ -32,9 +37,16 @@ from rtmpd.core.fmp4 import AUDIO_TRACK_ID, VIDEO_TRACK_ID, Fmp4Muxer
 from rtmpd.core.messages import Message, MessageType
 from rtmpd.hls.segments import Part, Window
 
-__all__ = ["Segmenter"]
+__all__ = ["TIMESTAMP_SLACK", "Segmenter", "declared_part_target"]
 
 _MEDIA = (MessageType.AUDIO, MessageType.VIDEO)
+#: Seconds a part may measure beyond the configured part duration (module doc).
+TIMESTAMP_SLACK = 0.001
+
+
+def declared_part_target(part_duration: float) -> float:
+    """The PART-TARGET a playlist declares for ``--hls-part-duration``: every part is at most this long."""
+    return round(part_duration + TIMESTAMP_SLACK, 6)
 
 
 class Segmenter:
@@ -61,6 +73,9 @@ class Segmenter:
         self.epoch = epoch
         self.segment_target = segment_target
         self.part_target = part_target
+        self._part_limit = declared_part_target(part_target)
+        # A GOP of the target duration may measure 1 ms less (and its parts' float sum a little less).
+        self._segment_limit = segment_target - TIMESTAMP_SLACK
         self.anchor = anchor
         self.muxer = Fmp4Muxer()
         self._discontinuity = discontinuity
@@ -108,15 +123,15 @@ class Segmenter:
         so_far = (open_.duration if open_ is not None else 0.0) + seconds
         if primary == VIDEO_TRACK_ID:
             if info.is_video and info.is_keyframe:
-                self._cut(seconds, end_segment=so_far >= self.segment_target, next_ms=message.timestamp)
+                self._cut(seconds, end_segment=so_far >= self._segment_limit, next_ms=message.timestamp)
                 self._next_independent = True
                 return True
-        elif so_far >= self.segment_target:
+        elif so_far >= self._segment_limit:
             self._cut(seconds, end_segment=True, next_ms=message.timestamp)
             return True
         # Cut before the part would outgrow its target with one more sample: EXT-X-PART durations
         # must not exceed PART-TARGET.
-        if seconds + seconds / count > self.part_target + 1e-6:
+        if seconds + seconds / count > self._part_limit + 1e-6:
             self._cut(seconds, end_segment=False, next_ms=message.timestamp)
             return True
         return False

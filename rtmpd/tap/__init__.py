@@ -186,7 +186,7 @@ class Options(AccessOptions, HookOptions, RemoteOptions, usage.Options):
     # LL-HLS (rtmpd.tap.hls, docs/hls.md)
     optParameters += [
         ["hls-segment-duration", None, 1.0, "HLS segment target in seconds (at keyframes)", positive(float)],
-        ["hls-part-duration", None, 0.25, "LL-HLS part duration in seconds", positive(float)],
+        ["hls-part-duration", None, 0.333, "LL-HLS part duration in seconds", positive(float)],
         ["hls-window", None, 6, "HLS segments listed in the playlist (kept in memory)", positive(int)],
     ]
     optParameters += LIMIT_PARAMETERS
