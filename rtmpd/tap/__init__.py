@@ -34,6 +34,7 @@ from rtmpd.tap.cluster import CLUSTER_PARAMETERS, install_cluster
 from rtmpd.tap.coerce import chunk_size_value, endpoint_description, limit_value, positive
 from rtmpd.tap.listeners import check_listeners
 from rtmpd.tap.manhole import manhole_service
+from rtmpd.tap.memory import HEAP_PARAMETERS, install_heap_trimmer
 from rtmpd.tap.metrics import METRICS_FLAGS, METRICS_PARAMETERS
 from rtmpd.tap.tls import TLS_PARAMETERS, apply_tls_choice
 from rtmpd.tap.worker_options import WORKER_PARAMETERS, wants_workers
@@ -191,7 +192,7 @@ class Options(AccessOptions, HookOptions, RemoteOptions, usage.Options):
     ]
     optParameters += LIMIT_PARAMETERS
     optParameters += WORKER_PARAMETERS  # --workers (rtmpd.tap.workers, docs/cluster.md)
-    optParameters += TLS_PARAMETERS  # --tls (rtmpd.tap.tls, docs/performance.md)
+    optParameters += TLS_PARAMETERS + HEAP_PARAMETERS  # --tls, --heap-trim-interval (docs/performance.md)
     # Hostile-client budgets (docs/security.md): one option per Limits field.
     optParameters += [
         [name, None, getattr(_limits, field), text, limit_value(name, type(getattr(_limits, field)))]
@@ -346,6 +347,7 @@ def build_service(options: Options) -> service.MultiService:
 
     install_remote(top, options)
     install_cluster(top, options)
+    install_heap_trimmer(top, options, reactor)
     if options["manhole"]:
         from rtmpd.admin.auth import ManholeError
 
