@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from rtmpd.core.text import ascii_number
+
 if TYPE_CHECKING:
     from twisted.application.service import MultiService
 
@@ -11,7 +13,7 @@ __all__ = ["HEAP_PARAMETERS", "install_heap_trimmer"]
 
 
 def _seconds(value: str) -> float:
-    number = float(value)
+    number = ascii_number(float, value)
     if not 0 <= number < float("inf"):
         raise ValueError(f"must be a number of seconds >= 0, got {value}")
     return number
