@@ -161,6 +161,20 @@ class LeanProcessTests(FreshInterpreterCase):
         self.assertIn("twisted.internet.tcp", modules)
         self.assertAbsent(modules, TLS + MANHOLE + CLUSTER)
 
+    def test_manhole_without_pyopenssl(self) -> None:
+        """The SSH manhole loads conch and the cryptography it needs for its keys, not pyOpenSSL."""
+        from cryptography.hazmat.primitives.asymmetric import ed25519
+        from twisted.conch.ssh.keys import Key
+
+        keys = self.tmp / "authorized_keys"
+        keys.write_bytes(Key(ed25519.Ed25519PrivateKey.generate()).public().toString("OPENSSH") + b"\n")
+        modules = self.modules_after_build(
+            "--port", "tcp:0:interface=127.0.0.1", "--manhole", "tcp:0:interface=127.0.0.1",
+            "--manhole-keys", str(keys), "--manhole-host-key", str(self.tmp / "host_key"),
+        )  # fmt: skip
+        self.assertTrue(loaded(modules, "twisted.conch"))
+        self.assertAbsent(modules, ("OpenSSL", "twisted.internet.ssl", "twisted.protocols.tls"))
+
     def test_options_that_need_tls_load_it(self) -> None:
         """An https:// callback, an rtmps:// push or pull, an ssl: listener or --tls on: TLS is there."""
         from tests.test_push_real import write_test_pki
