@@ -276,3 +276,24 @@ class TLSReasonsTests(SynchronousTestCase):
         self.assertEqual(self.reasons("--pull", "live=rtmps://h/live"), ["--pull (a TLS URL)"])
         self.assertEqual(self.reasons("--auth-callback", "https://h/a"), ["--auth-callback (a TLS URL)"])
         self.assertEqual(self.reasons("--cluster", "redis://127.0.0.1:9/0"), ["--cluster"])
+
+
+class ListenerChecksTests(SynchronousTestCase):
+    """Endpoint descriptions are parsed after the TLS choice, by ``rtmpd.tap.listeners``."""
+
+    def test_every_endpoint_option_is_checked_after_parsing(self) -> None:
+        from rtmpd.tap import Options
+        from rtmpd.tap.coerce import endpoint_description
+        from rtmpd.tap.listeners import LISTENER_OPTIONS
+
+        taking = {p[0] for p in Options.optParameters if p[4:5] == [endpoint_description]} | {"listen"}
+        self.assertEqual(taking, set(LISTENER_OPTIONS))
+
+    def test_a_bad_description_is_still_refused_with_one_line(self) -> None:
+        from rtmpd.tap import Options
+
+        for option in ("--port", "--listen", "--http"):
+            with self.assertRaises(SystemExit) as raised:
+                Options().parseOptions([option, "tcp:1935:bogus=1"])
+            message = str(raised.exception.code)
+            self.assertTrue(message.startswith(f"rtmpd: error: {option}: not a port number"), message)
