@@ -1,9 +1,11 @@
-"""Server memory per idle connection: N clients that finish the handshake and ``connect``, then wait.
+"""Server memory idle and per idle connection: N clients that finish the handshake and ``connect``, then wait.
 
     python -m benchmarks.idle_memory --connections 1000
+    python -m benchmarks.idle_memory --connections 0 --rtmpd-arg=--tls --rtmpd-arg=on
 
-Starts ``twistd -n rtmpd`` on a loopback port, reads its RSS from /proc before and after, prints the
-difference per connection and stops the server.
+Starts ``twistd -n rtmpd`` on a loopback port (listening only: no manhole, no HTTP, unless given with
+``--rtmpd-arg``), prints its idle RSS (and how much of it is anonymous memory, and whether pyOpenSSL is
+mapped), then the difference per connection, and stops the server.
 """
 
 from __future__ import annotations
@@ -26,6 +28,15 @@ def rss_kb(pid: int) -> int:
             if line.startswith("VmRSS"):
                 return int(line.split()[1])
     raise RuntimeError("no VmRSS")
+
+
+def memory_map(pid: int) -> tuple[int, bool]:
+    """(anonymous kB, whether cryptography (under pyOpenSSL) is mapped) of process ``pid``."""
+    with open(f"/proc/{pid}/smaps_rollup") as rollup:
+        anonymous = next(int(line.split()[1]) for line in rollup if line.startswith("Anonymous:"))
+    with open(f"/proc/{pid}/maps") as maps:
+        tls = any("/cryptography/" in line for line in maps)
+    return anonymous, tls
 
 
 def open_idle(port: int) -> socket.socket:
@@ -80,6 +91,10 @@ def main() -> None:
                 time.sleep(0.1)
         time.sleep(1)  # let start-up allocations settle before the baseline
         base = rss_kb(server.pid)
+        anonymous, tls = memory_map(server.pid)
+        print(f"idle RSS {base} kB ({anonymous} kB anonymous); cryptography mapped: {'yes' if tls else 'no'}")
+        if not args.connections:
+            return
         sockets = [open_idle(args.port) for _ in range(args.connections)]
         time.sleep(2)
         after = rss_kb(server.pid)

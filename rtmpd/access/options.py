@@ -12,7 +12,6 @@ import ipaddress
 import re
 from typing import Any
 
-from twisted.internet import reactor
 from twisted.python import usage
 
 from rtmpd.access.addresses import parse_rule
@@ -149,6 +148,9 @@ class AccessOptions:
             revoke_live=self["auth-revoke-live"],
             recheck_interval=self["auth-recheck"],
         )
+        # Imported here, after rtmpd.tap chose whether TLS is loaded (rtmpd.tap.tls).
+        from twisted.internet import reactor
+
         try:
             # Built once here so that a bad file or URL stops start-up with one line; makeService
             # builds the policy it runs.

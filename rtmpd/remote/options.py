@@ -17,15 +17,14 @@ from typing import TYPE_CHECKING, Any
 from twisted.logger import Logger
 from twisted.python import usage
 
-from rtmpd.core.client import ClientSession
 from rtmpd.core.text import ascii_digits, ascii_number
-from rtmpd.remote.connection import SETUP_TIMEOUT, RTMPClientFactory, RTMPClientProtocol
-from rtmpd.remote.endpoints import CAFileError, client_endpoint, load_trust_root
-from rtmpd.remote.pull import PullService
-from rtmpd.remote.push import RELAY_FLASH_VER, RELAY_PARAM, PushRule, PushService
-from rtmpd.remote.urls import RemoteURL, URLError
 
+# The relay's runtime (connections, endpoints, TLS) is imported by the functions that build it: the
+# tap's option parsing imports this module whether or not --push or --pull is given.
 if TYPE_CHECKING:
+    from rtmpd.remote.connection import RTMPClientProtocol
+    from rtmpd.remote.push import PushRule, PushService
+    from rtmpd.remote.urls import RemoteURL
     from rtmpd.server.service import RTMPService
 
 __all__ = ["REMOTE_PARAMETERS", "RemoteOptions", "install_remote", "make_connector"]
@@ -106,10 +105,17 @@ def is_local_host(host: str) -> bool:
 
 
 def make_connector(
-    reactor: Any, trust_root: Any = None, setup_timeout: float = SETUP_TIMEOUT, mode: str = "publish"
+    reactor: Any, trust_root: Any = None, setup_timeout: float | None = None, mode: str = "publish"
 ):
     """``connect(relay, rule=None)``: one marked connection to ``relay.url`` that publishes (push) or
-    plays (pull), reporting to ``relay``."""
+    plays (pull), reporting to ``relay`` (``setup_timeout`` None: ``connection.SETUP_TIMEOUT``)."""
+    from rtmpd.core.client import ClientSession
+    from rtmpd.remote.connection import SETUP_TIMEOUT, RTMPClientFactory, RTMPClientProtocol
+    from rtmpd.remote.endpoints import client_endpoint, load_trust_root
+    from rtmpd.remote.push import RELAY_FLASH_VER, RELAY_PARAM
+
+    if setup_timeout is None:
+        setup_timeout = SETUP_TIMEOUT
     trust_roots: dict[str, Any] = {}
 
     def connect(destination: Any, rule: PushRule | None = None) -> Any:
@@ -145,6 +151,11 @@ def install_remote(top: RTMPService, options: Any, reactor: Any = None) -> PushS
     """
     if reactor is None:
         from twisted.internet import reactor
+    from rtmpd.remote.endpoints import CAFileError, load_trust_root
+    from rtmpd.remote.pull import PullService
+    from rtmpd.remote.push import PushService
+    from rtmpd.remote.urls import URLError
+
     rules = options.get("push") or []
     trust_root = None
     if options.get("push-ca"):

@@ -14,7 +14,6 @@ import os
 import sys
 
 from twisted.application import service
-from twisted.internet import reactor
 from twisted.logger import Logger
 from twisted.python import usage
 
@@ -29,14 +28,16 @@ from rtmpd.core.limits import Limits
 from rtmpd.hooks.options import HOOK_PARAMETERS, HookOptions
 from rtmpd.recording.options import RECORDING_PARAMETERS, recording_config
 from rtmpd.remote.options import REMOTE_PARAMETERS, RemoteOptions
-from rtmpd.server.listening import ListeningService
 from rtmpd.server.options import LIMIT_PARAMETERS, config_fields
 from rtmpd.tap.access import install_access
 from rtmpd.tap.cluster import CLUSTER_PARAMETERS, install_cluster
 from rtmpd.tap.coerce import chunk_size_value, endpoint_description, limit_value, positive
+from rtmpd.tap.listeners import check_listeners
 from rtmpd.tap.manhole import manhole_service
+from rtmpd.tap.memory import HEAP_PARAMETERS, install_heap_trimmer
 from rtmpd.tap.metrics import METRICS_FLAGS, METRICS_PARAMETERS
-from rtmpd.tap.workers import WORKER_PARAMETERS
+from rtmpd.tap.tls import TLS_PARAMETERS, apply_tls_choice
+from rtmpd.tap.worker_options import WORKER_PARAMETERS, wants_workers
 
 __all__ = ["Options", "install_access", "makeService", "manhole_service"]
 
@@ -191,6 +192,7 @@ class Options(AccessOptions, HookOptions, RemoteOptions, usage.Options):
     ]
     optParameters += LIMIT_PARAMETERS
     optParameters += WORKER_PARAMETERS  # --workers (rtmpd.tap.workers, docs/cluster.md)
+    optParameters += TLS_PARAMETERS + HEAP_PARAMETERS  # --tls, --heap-trim-interval (docs/performance.md)
     # Hostile-client budgets (docs/security.md): one option per Limits field.
     optParameters += [
         [name, None, getattr(_limits, field), text, limit_value(name, type(getattr(_limits, field)))]
@@ -229,6 +231,9 @@ class Options(AccessOptions, HookOptions, RemoteOptions, usage.Options):
             sys.exit(f"rtmpd: error: {e}")
 
     def postOptions(self) -> None:
+        # First: nothing may have imported Twisted's networking before TLS is kept out or not.
+        apply_tls_choice(self)
+        check_listeners(self)
         record_dir = None if self["no-record"] else self["record-dir"]
         if record_dir is not None:
             try:
@@ -286,15 +291,18 @@ def makeService(options: Options) -> service.IService:
 
     Exits with one line (``rtmpd: error: ...``) when the manhole cannot start.
     """
-    from rtmpd.tap.workers import wants_workers, workers_service
-
     if wants_workers(options):
+        from rtmpd.tap.workers import workers_service
+
         return workers_service(options, build_service)
     return build_service(options)
 
 
 def build_service(options: Options) -> service.MultiService:
     """The service collection of one rtmpd process."""
+    from twisted.internet import reactor
+
+    from rtmpd.server.listening import ListeningService
     from rtmpd.server.service import RTMPService
 
     config = options.config()
@@ -339,6 +347,7 @@ def build_service(options: Options) -> service.MultiService:
 
     install_remote(top, options)
     install_cluster(top, options)
+    install_heap_trimmer(top, options, reactor)
     if options["manhole"]:
         from rtmpd.admin.auth import ManholeError
 

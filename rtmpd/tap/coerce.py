@@ -2,6 +2,9 @@
 
 Each takes the text typed on the command line and returns the value, or
 raises ValueError (``usage.Options`` turns it into a one-line usage error).
+None imports Twisted's networking: whether TLS is loaded is chosen after
+parsing (``rtmpd.tap.tls``), and ``rtmpd.tap.listeners`` then checks that
+each endpoint description parses.
 A number is ASCII: ``int()`` and ``float()`` also read the digits of other
 scripts (``"٣"`` is 3), and ``str.isdigit()`` says yes to ``"²"``, which
 ``int()`` refuses.
@@ -11,8 +14,6 @@ from __future__ import annotations
 
 import math
 import re
-
-from twisted.internet import endpoints, reactor
 
 from rtmpd.core.limits import OPTIONS_ZERO_OK
 from rtmpd.core.messages import MAX_CHUNK_SIZE
@@ -32,7 +33,8 @@ def _endpoint_numbers(description: str) -> list[str]:
 
 
 def endpoint_description(value: str) -> str:
-    """A bare port number becomes ``tcp:PORT``; anything else must parse as a Twisted endpoint.
+    """A bare port number becomes ``tcp:PORT``; anything else is checked by
+    ``rtmpd.tap.listeners.check_endpoint`` once the options are parsed.
 
     Numbers are ASCII digits: Twisted reads ``tcp:٣`` as port 3, which nobody means.
     """
@@ -41,10 +43,8 @@ def endpoint_description(value: str) -> str:
         if not 0 <= port <= 65535:
             raise ValueError(f"port {port} outside 0..65535")
         return f"tcp:{port}"
-    try:
-        endpoints.serverFromString(reactor, value)
-    except Exception as e:  # serverFromString raises assorted types for bad descriptions
-        raise ValueError(f"not a port number or endpoint description: {value!r} ({e})") from e
+    if ":" not in value:  # every description starts with its type (tcp:, unix:, ...)
+        raise ValueError(f"not a port number or endpoint description: {value!r}")
     for number in _endpoint_numbers(value):
         if not ascii_digits(number):
             raise ValueError(f"{value!r}: {number!r} is not a number in ASCII digits")

@@ -6,8 +6,6 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.application import service
 
-from rtmpd.server.listening import ListeningService
-
 if TYPE_CHECKING:
     from rtmpd.admin.manhole_options import ManholeLimits
     from rtmpd.server.service import RTMPService
@@ -34,6 +32,7 @@ def manhole_service(
     from rtmpd.admin.manhole import manhole_endpoint, manhole_factory
     from rtmpd.admin.namespace import make_namespace
     from rtmpd.admin.rates import RateSampler
+    from rtmpd.server.listening import ListeningService
 
     sampler = RateSampler(top.connections, top.clock)
 

@@ -25,35 +25,10 @@ from rtmpd import conn_ids
 from rtmpd.cluster.amp_client import AMPDirectory, DirectoryLink
 from rtmpd.cluster.directory import Node
 from rtmpd.cluster.workers import WorkerSpec, WorkersService, worker_node_id
-from rtmpd.core.text import ascii_number
 from rtmpd.server.listening import ListeningService
+from rtmpd.tap.worker_options import DEFAULT_TTL, WORKER_PARAMETERS, wants_workers
 
 __all__ = ["WORKER_PARAMETERS", "identify_worker", "workers_service", "wants_workers"]
-
-#: Seconds a claim lives without a refresh in the in-host directory.
-DEFAULT_TTL = 5.0
-
-
-def worker_count(value: str) -> int:
-    if value == "auto":
-        return os.cpu_count() or 1
-    count = ascii_number(int, value)
-    if not 1 <= count <= 256:
-        raise ValueError(f"--workers must be 1..256 or auto, got {value}")
-    return count
-
-
-worker_count.coerceDoc = "A number of processes (1..256), or auto (one per core)."
-
-WORKER_PARAMETERS = [
-    ["workers", None, 1, "Worker processes sharing the listeners (auto: one per core)", worker_count],
-    ["worker-spec", None, None, "(internal) what a worker process is told by its parent"],
-]
-
-
-def wants_workers(options: Any) -> bool:
-    """Whether these options describe the parent of several workers, or one worker."""
-    return options["workers"] > 1 or bool(options["worker-spec"])
 
 
 def workers_service(options: Any, build: Callable[[Any], service.IService]) -> service.IService:
