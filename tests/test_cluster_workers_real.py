@@ -42,15 +42,51 @@ class WorkersTestCase(RealClientTestCase):
         """The worker that logged ``msg`` with ``fields`` (from event index ``start``)."""
         return self.server.wait_for_msg(msg, timeout, start, **fields)["worker"]
 
+    def ffmpeg_port(self, player: FfmpegPlayer, timeout: float = 20.0) -> int:
+        """The local port of ``player``'s connection, once it has one."""
+        deadline = time.monotonic() + timeout
+        while not (ports := local_tcp_ports(player.process.pid)):
+            self.assertIsNone(player.process.poll(), "ffmpeg exited before it connected")
+            self.assertLess(time.monotonic(), deadline, "ffmpeg made no connection")
+            time.sleep(0.01)  # polling /proc: the kernel tells no one when ffmpeg connects
+        (port,) = ports
+        return port
+
     def player_on(self, worker: int, key: str, tries: int = 12) -> FfmpegPlayer:
         """An ffmpeg player of ``key`` that the kernel handed to ``worker`` (others are killed)."""
         for _ in range(tries):
             mark = len(self.server.events)
             player = self.ffmpeg_player(key)
-            if self.landed("play command", start=mark, stream_key=f"live/{key}") == worker:
+            # Not the first "play command" after the mark: that may be another worker's internal pull for
+            # this player (or an earlier one), logged through another pipe. The worker is the one that
+            # accepted ffmpeg's own socket.
+            port = self.ffmpeg_port(player)
+            if self.landed("Connection accepted", start=mark, peer_addr=f"127.0.0.1:{port}") == worker:
+                self.server.wait_for_msg("play command", 20, mark, stream_key=f"live/{key}", worker=worker)
                 return player
             player.kill()
         self.fail(f"no player of {key} landed on worker {worker} in {tries} tries")
+
+
+def local_tcp_ports(pid: int) -> set[int]:
+    """The local ports of the TCP sockets process ``pid`` holds (from /proc)."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[len("socket:[") : -1])
+    ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as f:
+            next(f)
+            for line in f:
+                fields = line.split()
+                if fields[9] in inodes:
+                    ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
 
 
 class BalancingTests(WorkersTestCase):
