@@ -10,7 +10,7 @@ from __future__ import annotations
 from twisted.trial.unittest import SynchronousTestCase
 
 from rtmpd.admin.door import loopback_default, manhole_endpoint
-from rtmpd.core.text import ascii_digits
+from rtmpd.core.text import ascii_digits, bounded_number
 from rtmpd.remote.options import _listening_ports
 from rtmpd.tap import Options
 from rtmpd.tap.cluster import listener_address
@@ -125,3 +125,18 @@ class EndpointReadersTests(SynchronousTestCase):
         for digits in NOT_ASCII:
             self.assertEqual(listener_address(f"tcp:{digits}:interface=127.0.0.1"), (None, None))
         self.assertEqual(listener_address("tcp:1935:interface=127.0.0.1"), ("127.0.0.1", 1935))
+
+
+class BoundedNumberTests(SynchronousTestCase):
+    """``core.text.bounded_number``: the one finite-number option coercer behind the feature options."""
+
+    def test_bounds_and_refusals(self) -> None:
+        at_least_zero = bounded_number(float, 0, "a number of seconds >= 0")
+        above_zero = bounded_number(float, 0, "a number of seconds > 0", above=True)
+        self.assertEqual(at_least_zero("0"), 0.0)
+        self.assertEqual(above_zero("0.5"), 0.5)
+        for coerce, bad in [(above_zero, "0"), (at_least_zero, "-1"), (at_least_zero, "nan"),
+                            (at_least_zero, "inf"), (at_least_zero, "٣"), (at_least_zero, "x")]:
+            with self.assertRaises(ValueError):
+                coerce(bad)
+        self.assertEqual(at_least_zero.coerceDoc, "A number of seconds >= 0.")

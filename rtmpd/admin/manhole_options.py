@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from rtmpd.core.text import ascii_number
+from rtmpd.core.text import ascii_number, bounded_number
 
 __all__ = ["MANHOLE_PARAMETERS", "ManholeLimits", "manhole_limits"]
 
@@ -33,14 +33,7 @@ class ManholeLimits:
 _defaults = ManholeLimits()
 
 
-def _positive_float(value: str) -> float:
-    number = ascii_number(float, value)
-    if not 0 < number < float("inf"):
-        raise ValueError(f"must be a positive number, got {value}")
-    return number
-
-
-_positive_float.coerceDoc = "A positive number of seconds."
+_positive_float = bounded_number(float, 0, "a positive number of seconds", above=True)
 
 
 def _at_least_one(value: str) -> int:

@@ -20,6 +20,7 @@ __all__ = [
     "DEFAULT_TEXT_LIMIT",
     "ascii_digits",
     "ascii_number",
+    "bounded_number",
     "client_text",
     "escape_controls",
     "url_without_query",
@@ -108,3 +109,22 @@ def ascii_number(kind: type, text: str):
     if not text.isascii():
         raise ValueError(f"not a number in ASCII digits: {text!r}")
     return kind(text)
+
+
+def bounded_number(kind: type, minimum: float, what: str, *, above: bool = False):
+    """The coerce function of an option that is a finite ``kind`` (int or float) in ASCII digits, at
+    least ``minimum`` (above it with ``above``); ``what`` names it in the error ("a number of seconds
+    >= 0"). Raises ValueError; nan and inf are refused."""
+
+    def coerce(value: str):
+        try:
+            number = ascii_number(kind, value)
+        except ValueError:
+            raise ValueError(f"must be {what}, got {value!r}") from None
+        low_ok = number > minimum if above else number >= minimum
+        if not (low_ok and number < float("inf")):  # nan compares false
+            raise ValueError(f"must be {what}, got {value}")
+        return number
+
+    coerce.coerceDoc = f"{what[0].upper()}{what[1:]}."
+    return coerce

@@ -12,7 +12,7 @@ from typing import Any
 
 from twisted.python import usage
 
-from rtmpd.core.text import ascii_number
+from rtmpd.core.text import bounded_number
 from rtmpd.hooks.settings import HookSettings
 from rtmpd.hooks.signature import read_secret
 from rtmpd.hooks.spec import HookConfigError, parse_hook
@@ -22,24 +22,10 @@ __all__ = ["HOOK_PARAMETERS", "HookOptions"]
 _defaults = HookSettings()
 
 
-def _number(kind: type, minimum: float, what: str):
-    def coerce(value: str):
-        try:
-            number = ascii_number(kind, value)
-        except ValueError:
-            raise ValueError(f"must be {what}, got {value!r}") from None
-        if not minimum <= number < float("inf"):
-            raise ValueError(f"must be {what}, got {value}")
-        return number
-
-    coerce.coerceDoc = f"{what[0].upper()}{what[1:]}."
-    return coerce
-
-
-_positive_int = _number(int, 1, "an integer >= 1")
-_count = _number(int, 0, "an integer >= 0")
-_seconds = _number(float, 0.001, "a number of seconds > 0")
-_grace = _number(float, 0, "a number of seconds >= 0")
+_positive_int = bounded_number(int, 1, "an integer >= 1")
+_count = bounded_number(int, 0, "an integer >= 0")
+_seconds = bounded_number(float, 0, "a number of seconds > 0", above=True)
+_grace = bounded_number(float, 0, "a number of seconds >= 0")
 
 HOOK_PARAMETERS: list[list[Any]] = [
     [

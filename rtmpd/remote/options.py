@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from twisted.logger import Logger
 from twisted.python import usage
 
-from rtmpd.core.text import ascii_digits, ascii_number
+from rtmpd.core.text import ascii_digits, bounded_number
 
 # The relay's runtime (connections, endpoints, TLS) is imported by the functions that build it: the
 # tap's option parsing imports this module whether or not --push or --pull is given.
@@ -32,14 +32,7 @@ __all__ = ["REMOTE_PARAMETERS", "RemoteOptions", "install_remote", "make_connect
 _log = Logger(namespace="rtmpd.remote")
 
 
-def _non_negative(value: str) -> float:
-    number = ascii_number(float, value)
-    if not 0 <= number < float("inf"):
-        raise ValueError(f"must be a number of seconds >= 0, got {value}")
-    return number
-
-
-_non_negative.coerceDoc = "Seconds (>= 0)."
+_non_negative = bounded_number(float, 0, "a number of seconds >= 0")
 
 REMOTE_PARAMETERS = [
     [

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from rtmpd.core.text import ascii_number
+from rtmpd.core.text import bounded_number
 
 if TYPE_CHECKING:
     from twisted.application.service import MultiService
@@ -12,14 +12,7 @@ if TYPE_CHECKING:
 __all__ = ["HEAP_PARAMETERS", "install_heap_trimmer"]
 
 
-def _seconds(value: str) -> float:
-    number = ascii_number(float, value)
-    if not 0 <= number < float("inf"):
-        raise ValueError(f"must be a number of seconds >= 0, got {value}")
-    return number
-
-
-_seconds.coerceDoc = "Seconds (0: off)."
+_seconds = bounded_number(float, 0, "a number of seconds >= 0 (0: off)")
 
 HEAP_PARAMETERS = [
     [
